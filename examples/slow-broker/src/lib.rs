@@ -1,0 +1,92 @@
+//! slow-broker: demonstrates long operations.
+//!
+//! Provision (and deprovision) answer `accepted`; `last-operation` reports in-progress for a few
+//! polls, then succeeded. The guest keeps no memory between calls, so the number of polls left
+//! travels in the operation data, which each in-progress answer replaces.
+//! The `async-only` plan refuses provisioning without `accepts_incomplete=true` (422
+//! AsyncRequired); the `flexible` plan then finishes synchronously instead.
+
+use brokerbox_sdk::*;
+
+const SERVICE_ID: &str = "8a3b7f6e-0d7e-4a8e-bb5e-5a0b6c1d2e01";
+const ASYNC_ONLY_PLAN_ID: &str = "8a3b7f6e-0d7e-4a8e-bb5e-5a0b6c1d2e11";
+const FLEXIBLE_PLAN_ID: &str = "8a3b7f6e-0d7e-4a8e-bb5e-5a0b6c1d2e12";
+
+/// Polls answered in-progress before an operation succeeds, unless `parameters.polls` says.
+const DEFAULT_POLLS: u32 = 3;
+
+#[derive(serde::Deserialize, Default)]
+struct Params {
+    polls: Option<u32>,
+}
+
+struct SlowBroker;
+
+/// The operation data for an operation that needs `polls` more polls.
+fn operation_data(polls: u32) -> String {
+    polls.to_string()
+}
+
+impl Broker for SlowBroker {
+    fn catalog() -> Result<ServiceCatalog, BrokerError> {
+        let service = Service::new(SERVICE_ID, "slow-service", "Takes its time")
+            .bindable(true)
+            .retrievable(true, true)
+            .plan(Plan::new(ASYNC_ONLY_PLAN_ID, "async-only", "Provisions only asynchronously"))
+            .plan(Plan::new(FLEXIBLE_PLAN_ID, "flexible", "Asynchronous when allowed"));
+        Ok(ServiceCatalog::new(vec![service]))
+    }
+
+    fn provision(request: ProvisionRequest) -> Result<InstanceResponse, BrokerError> {
+        let polls = request.parameters_as::<Params>()?.polls.unwrap_or(DEFAULT_POLLS);
+        if !request.call.accepts_incomplete {
+            if request.plan_id == ASYNC_ONLY_PLAN_ID {
+                return Err(BrokerError::AsyncRequired(
+                    "the async-only plan provisions only with accepts_incomplete=true".into(),
+                ));
+            }
+            return Ok(InstanceResponse::Done(InstanceResult::default()));
+        }
+        let result = InstanceResult {
+            dashboard_url: Some(format!("https://slow.example/{}", request.instance_id)),
+            metadata: None,
+        };
+        Ok(InstanceResponse::Accepted(InstanceAccepted {
+            operation_data: operation_data(polls),
+            instance: result,
+        }))
+    }
+
+    fn deprovision(request: DeprovisionRequest) -> Result<DeleteResponse, BrokerError> {
+        if request.call.accepts_incomplete {
+            Ok(DeleteResponse::Accepted(operation_data(DEFAULT_POLLS)))
+        } else {
+            Ok(DeleteResponse::Done)
+        }
+    }
+
+    fn bind(_request: BindRequest) -> Result<BindingResponse, BrokerError> {
+        Ok(BindingResponse::Done(BindingResult::with_credentials(
+            &serde_json::json!({ "slow": true }),
+        )?))
+    }
+
+    fn last_operation(request: LastOperationRequest) -> Result<OperationState, BrokerError> {
+        let left: u32 = request.operation_data.parse().map_err(|_| {
+            BrokerError::Internal(format!("bad operation data {:?}", request.operation_data))
+        })?;
+        if left == 0 {
+            return Ok(OperationState::Succeeded(Success {
+                description: Some("done".into()),
+                binding: None,
+                instance: None,
+            }));
+        }
+        Ok(OperationState::InProgress(Progress {
+            description: Some(format!("{left} polls to go")),
+            operation_data: Some(operation_data(left - 1)),
+        }))
+    }
+}
+
+export_broker!(SlowBroker);

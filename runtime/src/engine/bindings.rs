@@ -1,0 +1,12 @@
+//! The one host-side `bindgen!` of the `brokerbox:broker/broker` world.
+//!
+//! Exports are async because WASI p2 host calls are; the `log` import is a plain function.
+#![allow(missing_docs)] // generated code; the WIT carries the documentation
+
+wasmtime::component::bindgen!({
+    world: "broker",
+    path: "../wit",
+    exports: { default: async },
+});
+
+pub use brokerbox::broker::types;

@@ -1,0 +1,200 @@
+//! A compiled broker component and the one way to call it: a fresh `Store` and instance per
+//! call, fuel and a wall-clock deadline set, the outcome classified, the instance dropped.
+
+use super::bindings::types::{
+    BindRequest, BindingResponse, BrokerError, DeleteResponse, DeprovisionRequest,
+    InstanceResponse, LastOperationRequest, OperationState, ProvisionRequest, ServiceCatalog,
+    UnbindRequest, UpdateRequest,
+};
+use super::bindings::{Broker, BrokerPre};
+use super::host::{Grants, GuestLog, HostState};
+use super::limits::{Limits, DEFAULT_OUTPUT_BYTES};
+use super::{CallError, CallInfo};
+use anyhow::Context;
+use std::path::Path;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store};
+
+/// A broker's compiled component, ready to be instantiated for each call.
+pub struct Guest {
+    name: String,
+    pre: BrokerPre<HostState>,
+    limits: Limits,
+    grants: Grants,
+}
+
+/// One call into the guest's `osb` interface.
+enum Request {
+    ServiceCatalog,
+    Provision(ProvisionRequest),
+    Update(UpdateRequest),
+    Deprovision(DeprovisionRequest),
+    Bind(BindRequest),
+    Unbind(UnbindRequest),
+    LastOperation(LastOperationRequest),
+}
+
+/// What the guest answered to a [`Request`].
+enum Response {
+    ServiceCatalog(ServiceCatalog),
+    Instance(InstanceResponse),
+    Binding(BindingResponse),
+    Delete(DeleteResponse),
+    Operation(OperationState),
+}
+
+/// Generates a typed method per operation over [`Guest::call`].
+macro_rules! operation {
+    ($(#[$doc:meta])* $name:ident($req:ty) -> $ty:ty, $resp:ident via $variant:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Errors
+        /// [`CallError::Broker`] when the broker refused; another [`CallError`] when a limit or a
+        /// fault stopped the call.
+        pub async fn $name(&self, info: &CallInfo, request: $req) -> Result<$ty, CallError> {
+            match self.call(info, Request::$variant(request)).await? {
+                Response::$resp(value) => Ok(value),
+                _ => unreachable!("each request has one response type"),
+            }
+        }
+    };
+}
+
+impl Guest {
+    /// Compiles the component at `wasm` and links it against the host's imports.
+    ///
+    /// # Errors
+    /// When the file is not a component, or does not match the `broker` world.
+    pub fn load(
+        engine: &Engine,
+        name: &str,
+        wasm: &Path,
+        limits: Limits,
+        grants: Grants,
+    ) -> anyhow::Result<Self> {
+        let component = Component::from_file(engine, wasm)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{} is not a valid WebAssembly component", wasm.display()))?;
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Broker::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(BrokerPre::new)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "{} does not implement the brokerbox:broker/broker world",
+                    wasm.display()
+                )
+            })?;
+        Ok(Guest {
+            name: name.to_string(),
+            pre,
+            limits,
+            grants,
+        })
+    }
+
+    /// The limits applied to every call.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Asks the guest for its catalog.
+    ///
+    /// # Errors
+    /// As for any call.
+    pub async fn catalog(&self, info: &CallInfo) -> Result<ServiceCatalog, CallError> {
+        match self.call(info, Request::ServiceCatalog).await? {
+            Response::ServiceCatalog(value) => Ok(value),
+            _ => unreachable!("each request has one response type"),
+        }
+    }
+
+    operation!(/// Creates an instance.
+        provision(ProvisionRequest) -> InstanceResponse, Instance via Provision);
+    operation!(/// Updates an instance.
+        update(UpdateRequest) -> InstanceResponse, Instance via Update);
+    operation!(/// Deletes an instance.
+        deprovision(DeprovisionRequest) -> DeleteResponse, Delete via Deprovision);
+    operation!(/// Creates a binding.
+        bind(BindRequest) -> BindingResponse, Binding via Bind);
+    operation!(/// Deletes a binding.
+        unbind(UnbindRequest) -> DeleteResponse, Delete via Unbind);
+    operation!(/// Asks how a long operation is going.
+        last_operation(LastOperationRequest) -> OperationState, Operation via LastOperation);
+
+    /// Runs one request in a fresh store under the broker's limits.
+    async fn call(&self, info: &CallInfo, request: Request) -> Result<Response, CallError> {
+        let log = GuestLog {
+            broker: self.name.clone(),
+            request_identity: info.request_identity.clone(),
+            budget: DEFAULT_OUTPUT_BYTES,
+        };
+        let state = HostState::new(
+            &self.grants,
+            self.limits.memory_bytes(),
+            log,
+            DEFAULT_OUTPUT_BYTES,
+        )
+        .map_err(|e| CallError::Host(format!("{e:#}")))?;
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| CallError::Host(e.to_string()))?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let deadline = self.limits.call_timeout();
+        let outcome = tokio::time::timeout(deadline, invoke(&self.pre, &mut store, request)).await;
+        self.forward_output(&mut store);
+        match outcome {
+            Err(_elapsed) => Err(CallError::Timeout(self.limits.call_timeout_ms)),
+            Ok(Err(error)) => {
+                let error =
+                    CallError::from_wasmtime(&error, self.limits.fuel, self.limits.memory_mib);
+                tracing::warn!(broker = %self.name, "guest call failed: {error}");
+                Err(error)
+            }
+            Ok(Ok(Err(refusal))) => Err(CallError::Broker(refusal)),
+            Ok(Ok(Ok(response))) => Ok(response),
+        }
+    }
+
+    /// Sends what the guest wrote to stdout/stderr to the logs, one line per line.
+    fn forward_output(&self, store: &mut Store<HostState>) {
+        let output = store.data().output.contents();
+        if output.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&output);
+        let log = &mut store.data_mut().log;
+        for line in text.lines() {
+            log.write(super::bindings::brokerbox::broker::log::Level::Info, line);
+        }
+    }
+}
+
+/// Instantiates the component in `store` and makes the call.
+async fn invoke(
+    pre: &BrokerPre<HostState>,
+    store: &mut Store<HostState>,
+    request: Request,
+) -> wasmtime::Result<Result<Response, BrokerError>> {
+    let broker = pre.instantiate_async(&mut *store).await?;
+    let osb = broker.brokerbox_broker_osb();
+    Ok(match request {
+        Request::ServiceCatalog => osb.call_catalog(store).await?.map(Response::ServiceCatalog),
+        Request::Provision(r) => osb.call_provision(store, &r).await?.map(Response::Instance),
+        Request::Update(r) => osb.call_update(store, &r).await?.map(Response::Instance),
+        Request::Deprovision(r) => osb.call_deprovision(store, &r).await?.map(Response::Delete),
+        Request::Bind(r) => osb.call_bind(store, &r).await?.map(Response::Binding),
+        Request::Unbind(r) => osb.call_unbind(store, &r).await?.map(Response::Delete),
+        Request::LastOperation(r) => osb
+            .call_last_operation(store, &r)
+            .await?
+            .map(Response::Operation),
+    })
+}

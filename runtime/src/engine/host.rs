@@ -1,0 +1,116 @@
+//! What a guest's `Store` holds: its WASI context (granting nothing unless the manifest says),
+//! its memory limits, and the host side of the `log` import.
+
+use super::bindings::brokerbox::broker::log::{self, Level};
+use std::path::PathBuf;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Capabilities granted to one broker, resolved to host paths.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Directory preopened for the guest at the same path, when `files` is granted.
+    pub files_dir: Option<PathBuf>,
+}
+
+/// Per-call state of a guest.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Memory, table and instance caps checked by wasmtime.
+    pub limits: StoreLimits,
+    /// Where the guest's log lines go.
+    pub log: GuestLog,
+    /// The guest's captured stdout and stderr.
+    pub output: MemoryOutputPipe,
+}
+
+/// Identifies a guest's log lines.
+pub struct GuestLog {
+    /// The broker's name.
+    pub broker: String,
+    /// The OSB request identity of the call, if any.
+    pub request_identity: Option<String>,
+    /// Bytes the guest may still log in this call.
+    pub budget: usize,
+}
+
+impl HostState {
+    /// A fresh state for one call of `broker`'s guest.
+    ///
+    /// # Errors
+    /// When the granted files directory cannot be opened.
+    pub fn new(
+        grants: &Grants,
+        memory_bytes: usize,
+        log: GuestLog,
+        output_bytes: usize,
+    ) -> anyhow::Result<Self> {
+        let output = MemoryOutputPipe::new(output_bytes);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(output.clone()).stderr(output.clone());
+        if let Some(dir) = &grants.files_dir {
+            let path = dir.to_string_lossy();
+            wasi.env("BROKERBOX_FILES_DIR", &path);
+            wasi.preopened_dir(dir, &*path, FsPerms::ReadWrite)?;
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(memory_bytes)
+            .instances(16)
+            .tables(16)
+            .memories(16)
+            .table_elements(100_000)
+            .trap_on_grow_failure(true)
+            .build();
+        Ok(HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits,
+            log,
+            output,
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl super::bindings::types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn write(&mut self, level: Level, message: String) {
+        self.log.write(level, &message);
+    }
+}
+
+impl GuestLog {
+    /// Logs `message` at `level`, truncated to the remaining budget.
+    pub fn write(&mut self, level: Level, message: &str) {
+        if self.budget == 0 {
+            return;
+        }
+        let mut end = message.len().min(self.budget);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.budget -= end;
+        let message = &message[..end];
+        let broker = self.broker.as_str();
+        let request = self.request_identity.as_deref().unwrap_or("-");
+        match level {
+            Level::Trace => tracing::trace!(broker, request, guest = message),
+            Level::Debug => tracing::debug!(broker, request, guest = message),
+            Level::Info => tracing::info!(broker, request, guest = message),
+            Level::Warn => tracing::warn!(broker, request, guest = message),
+            Level::Error => tracing::error!(broker, request, guest = message),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The wasmtime side: one shared `Engine`, compiled guests, and a fresh sandboxed `Store` per
+//! call with fuel, a wall-clock deadline and a memory cap.
+
+pub mod bindings;
+mod call;
+mod guest;
+mod host;
+pub mod limits;
+
+pub use call::{CallError, CallInfo};
+pub use guest::Guest;
+pub use host::Grants;
+
+use std::time::Duration;
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch ticker advances the engine's epoch. Each tick, a running guest yields to
+/// tokio (so it never holds a worker thread for long) and its wall-clock deadline is checked.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Guest instances that may be alive at once across all brokers (pooling allocator slots).
+pub const MAX_LIVE_INSTANCES: u32 = 1000;
+/// Wasm stack a guest may use; deep recursion past it traps instead of overflowing the host.
+pub const MAX_WASM_STACK: usize = 1024 * 1024;
+
+/// Builds the engine every broker shares: component model, async calls, fuel, epochs, and the
+/// pooling allocator with copy-on-write memory images so a fresh instance per call is cheap.
+///
+/// # Errors
+/// When wasmtime rejects the configuration (e.g. the host cannot reserve address space).
+pub fn new_engine() -> anyhow::Result<wasmtime::Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_LIVE_INSTANCES)
+        // A component instance holds a few core instances (main module plus shims) but one
+        // linear memory.
+        .total_core_instances(MAX_LIVE_INSTANCES * 4)
+        .total_memories(MAX_LIVE_INSTANCES)
+        .total_tables(MAX_LIVE_INSTANCES * 2)
+        .max_memory_size(limits::memory_cap_bytes())
+        .linear_memory_keep_resident(64 * 1024)
+        .table_keep_resident(16 * 1024);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(wasmtime::Engine::new(&config)?)
+}
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] until the returned handle is dropped or aborted.
+pub fn spawn_epoch_ticker(engine: wasmtime::Engine) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(EPOCH_TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            engine.increment_epoch();
+        }
+    })
+}

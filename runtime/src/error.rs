@@ -1,0 +1,141 @@
+//! The one API error type. Every failure a request can meet becomes an `ApiError`, and one
+//! table turns it into the OSB status code, `error` code and JSON body.
+
+use crate::engine::bindings::types::BrokerError;
+use crate::engine::CallError;
+use crate::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Why an OSB request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: malformed or invalid request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: missing or wrong credentials.
+    #[error("missing or invalid credentials for this broker")]
+    Unauthorized,
+    /// 404: no such broker, instance, binding or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: same id, other attributes.
+    #[error("{0}")]
+    Conflict(String),
+    /// 410: the resource does not exist (on delete and last_operation).
+    #[error("{0}")]
+    Gone(String),
+    /// 412: missing or unsupported `X-Broker-API-Version`.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 413: request body over the limit.
+    #[error("the request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 422 `AsyncRequired`.
+    #[error("{0}")]
+    AsyncRequired(String),
+    /// 422 `ConcurrencyError`.
+    #[error("{0}")]
+    ConcurrencyError(String),
+    /// 422 `RequiresApp`.
+    #[error("{0}")]
+    RequiresApp(String),
+    /// 422 `MaintenanceInfoConflict`.
+    #[error("{0}")]
+    MaintenanceInfoConflict(String),
+    /// 422 without an error code.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 500: the broker or the host failed; the description says which limit or fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The status code and OSB `error` code: the one table of the mapping.
+    pub fn status_and_code(&self) -> (StatusCode, Option<&'static str>) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, None),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, None),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, None),
+            ApiError::Gone(_) => (StatusCode::GONE, None),
+            ApiError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, None),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
+            ApiError::AsyncRequired(_) => (StatusCode::UNPROCESSABLE_ENTITY, Some("AsyncRequired")),
+            ApiError::ConcurrencyError(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, Some("ConcurrencyError"))
+            }
+            ApiError::RequiresApp(_) => (StatusCode::UNPROCESSABLE_ENTITY, Some("RequiresApp")),
+            ApiError::MaintenanceInfoConflict(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("MaintenanceInfoConflict"),
+            ),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut description = self.to_string();
+        if description.trim().is_empty() {
+            description = status.canonical_reason().unwrap_or("error").to_string();
+        }
+        let body = match code {
+            Some(code) => json!({ "error": code, "description": description }),
+            None => json!({ "description": description }),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"brokerbox\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(error: BrokerError) -> Self {
+        match error {
+            BrokerError::BadRequest(d) => ApiError::BadRequest(d),
+            BrokerError::Conflict(d) => ApiError::Conflict(d),
+            BrokerError::Gone(d) => ApiError::Gone(d),
+            BrokerError::AsyncRequired(d) => ApiError::AsyncRequired(d),
+            BrokerError::ConcurrencyError(d) => ApiError::ConcurrencyError(d),
+            BrokerError::RequiresApp(d) => ApiError::RequiresApp(d),
+            BrokerError::MaintenanceInfoConflict(d) => ApiError::MaintenanceInfoConflict(d),
+            BrokerError::Unprocessable(d) => ApiError::Unprocessable(d),
+            BrokerError::Internal(d) => ApiError::Internal(d),
+        }
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::Broker(refusal) => refusal.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Exists | StoreError::Changed => ApiError::ConcurrencyError(
+                "another request changed this resource at the same time; retry".into(),
+            ),
+            StoreError::Backend(detail) => {
+                tracing::error!("state store failed: {detail}");
+                ApiError::Internal("the broker's state store failed".into())
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The `brokerbox` command: parse the command line, set up logging, run the runtime.
+
+use anyhow::Context;
+use brokerbox::{Runtime, ServeConfig};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
+
+/// Hosts Open Service Broker brokers compiled to WebAssembly components.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves every NAME.wasm (with its NAME.toml manifest) of the brokers dir over OSB.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080", env = "BROKERBOX_LISTEN")]
+        listen: SocketAddr,
+        /// Directory for state (SQLite database) and granted broker directories.
+        #[arg(long, default_value = "./data", env = "BROKERBOX_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Directory holding NAME.wasm + NAME.toml pairs.
+        #[arg(long, default_value = "./brokers", env = "BROKERBOX_BROKERS_DIR")]
+        brokers_dir: PathBuf,
+        /// State store URL (default: sqlite://DATA_DIR/brokerbox.db).
+        #[arg(long, env = "BROKERBOX_STATE")]
+        state: Option<String>,
+        /// Largest accepted request body, in bytes.
+        #[arg(long, default_value_t = brokerbox::osb::DEFAULT_BODY_LIMIT)]
+        body_limit: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve {
+            listen,
+            data_dir,
+            brokers_dir,
+            state,
+            body_limit,
+        } => {
+            let mut config = ServeConfig::new(data_dir, brokers_dir);
+            config.state_url = state;
+            config.body_limit = body_limit;
+            let runtime = Runtime::load(&config).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            for broker in runtime.registry().all() {
+                tracing::info!(broker = %broker.name, url = %format!("http://{listen}/brokers/{}", broker.name), "serving");
+            }
+            runtime.serve(listener, shutdown_signal()).await
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

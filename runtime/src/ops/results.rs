@@ -1,0 +1,109 @@
+//! Checks what a guest returned and turns it into what is stored and sent: a guest is
+//! untrusted, so every JSON field is parsed, must be an object, and is size-capped.
+
+use crate::engine::bindings::types::{BindingResult, InstanceResult, VolumeMode};
+use serde_json::{json, Map, Value};
+
+/// Largest JSON field (credentials, metadata) a guest may return.
+pub const MAX_JSON_FIELD_BYTES: usize = 64 * 1024;
+
+/// Parses a guest's JSON field, which must be an object within the cap.
+///
+/// # Errors
+/// A description naming the field.
+pub fn guest_object(field: &str, text: &Option<String>) -> Result<Option<Value>, String> {
+    let Some(text) = text else { return Ok(None) };
+    if text.len() > MAX_JSON_FIELD_BYTES {
+        return Err(format!(
+            "the broker returned {field} of {} bytes, over the cap of {MAX_JSON_FIELD_BYTES}",
+            text.len()
+        ));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(value @ Value::Object(_)) => Ok(Some(value)),
+        _ => Err(format!(
+            "the broker returned {field} that is not a JSON object"
+        )),
+    }
+}
+
+/// The stored form of an instance result: (dashboard_url, metadata JSON).
+///
+/// # Errors
+/// When the metadata is not a JSON object within the cap.
+pub fn instance_values(
+    result: &InstanceResult,
+) -> Result<(Option<String>, Option<String>), String> {
+    let metadata = guest_object("metadata", &result.metadata)?.map(|v| v.to_string());
+    Ok((result.dashboard_url.clone(), metadata))
+}
+
+/// The OSB binding body (`credentials`, `syslog_drain_url`, ..., `metadata`) of a result.
+///
+/// # Errors
+/// When the credentials or a mount configuration are not JSON objects within the cap.
+pub fn binding_body(result: &BindingResult) -> Result<Value, String> {
+    let mut body = Map::new();
+    if let Some(credentials) = guest_object("credentials", &result.credentials)? {
+        body.insert("credentials".into(), credentials);
+    }
+    if let Some(url) = &result.syslog_drain_url {
+        body.insert("syslog_drain_url".into(), json!(url));
+    }
+    if let Some(url) = &result.route_service_url {
+        body.insert("route_service_url".into(), json!(url));
+    }
+    if !result.volume_mounts.is_empty() {
+        let mounts = result
+            .volume_mounts
+            .iter()
+            .map(|m| {
+                let mut device = json!({ "volume_id": m.volume_id });
+                if let Some(config) = guest_object("mount_config", &m.mount_config)? {
+                    device["mount_config"] = config;
+                }
+                let mode = match m.mode {
+                    VolumeMode::R => "r",
+                    VolumeMode::Rw => "rw",
+                };
+                Ok(
+                    json!({ "driver": m.driver, "container_dir": m.container_dir, "mode": mode,
+                           "device_type": m.device_type, "device": device }),
+                )
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        body.insert("volume_mounts".into(), Value::Array(mounts));
+    }
+    if !result.endpoints.is_empty() {
+        let endpoints: Vec<_> = result
+            .endpoints
+            .iter()
+            .map(|e| {
+                let mut v = json!({ "host": e.host, "ports": e.ports });
+                if let Some(p) = &e.protocol {
+                    v["protocol"] = json!(p);
+                }
+                v
+            })
+            .collect();
+        body.insert("endpoints".into(), Value::Array(endpoints));
+    }
+    let mut metadata = Map::new();
+    if let Some(at) = &result.expires_at {
+        metadata.insert("expires_at".into(), json!(at));
+    }
+    if let Some(at) = &result.renew_before {
+        metadata.insert("renew_before".into(), json!(at));
+    }
+    if !metadata.is_empty() {
+        body.insert("metadata".into(), Value::Object(metadata));
+    }
+    let body = Value::Object(body);
+    let size = body.to_string().len();
+    if size > MAX_JSON_FIELD_BYTES * 2 {
+        return Err(format!(
+            "the broker returned a binding of {size} bytes, over the cap"
+        ));
+    }
+    Ok(body)
+}

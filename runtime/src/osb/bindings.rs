@@ -1,0 +1,259 @@
+//! `/v2/service_instances/:instance_id/service_bindings/:binding_id`: bind (PUT), unbind
+//! (DELETE) and fetch (GET).
+
+use super::instances::busy;
+use super::request::{accepts_incomplete, Body, Osb};
+use super::wire::{bind_resource, object_text, required, BindBody};
+use super::{query, AppState, Reply};
+use crate::engine::bindings::types::{BindRequest, BindingResponse, DeleteResponse, UnbindRequest};
+use crate::error::ApiError;
+use crate::ops::{failure, results, settle, Answer, Settled};
+use crate::store::{BindingRecord, Effect, OperationKind, ResourceState, StoreError};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Path of a binding route.
+#[derive(Deserialize)]
+pub struct BindingPath {
+    /// Broker name (checked by [`Osb`]).
+    #[allow(dead_code)]
+    broker: String,
+    /// Instance id.
+    instance_id: String,
+    /// Binding id.
+    binding_id: String,
+}
+
+fn stored_body(record: &BindingRecord) -> Value {
+    record
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_else(|| json!({}))
+}
+
+/// Answers a bind of a binding id that exists already.
+fn repeated_bind(existing: &BindingRecord, attributes: &str) -> Result<Reply, ApiError> {
+    if existing.attributes != attributes {
+        return Err(ApiError::Conflict(format!(
+            "binding {} exists with other attributes",
+            existing.binding_id
+        )));
+    }
+    match existing.state {
+        ResourceState::Creating => {
+            let operation = existing.operation_id.clone().unwrap_or_default();
+            Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into())
+        }
+        ResourceState::Ready => Ok((StatusCode::OK, stored_body(existing)).into()),
+        _ => Err(ApiError::Conflict(format!(
+            "binding {} is being deleted",
+            existing.binding_id
+        ))),
+    }
+}
+
+/// `PUT .../service_bindings/:binding_id`.
+pub async fn bind(
+    State(state): State<AppState>,
+    osb: Osb,
+    Path(path): Path<BindingPath>,
+    query: query::Query,
+    Body(body): Body<BindBody>,
+) -> Result<Reply, ApiError> {
+    let ctx = osb.context(&state, accepts_incomplete(query.get("accepts_incomplete"))?);
+    let service_id = required("service_id", body.service_id)?;
+    let plan_id = required("plan_id", body.plan_id)?;
+    let plan = osb
+        .broker
+        .catalog
+        .plan(&service_id, &plan_id)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "plan {plan_id} does not belong to service {service_id}"
+            ))
+        })?;
+    if !plan.bindable() {
+        return Err(ApiError::BadRequest(format!(
+            "plan {plan_id} is not bindable"
+        )));
+    }
+    let parameters = object_text("parameters", body.parameters)?;
+    let context = object_text("context", body.context)?;
+    let resource = bind_resource(body.bind_resource)?;
+    let store = &state.store;
+    let broker = &osb.broker.name;
+    let instance = store
+        .instance(broker, &path.instance_id)
+        .await?
+        .filter(|i| matches!(i.state, ResourceState::Ready | ResourceState::Updating))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("instance {} does not exist", path.instance_id))
+        })?;
+    if instance.service_id != service_id || instance.plan_id != plan_id {
+        return Err(ApiError::BadRequest(format!(
+            "instance {} is of service {} plan {}",
+            path.instance_id, instance.service_id, instance.plan_id
+        )));
+    }
+    let attributes = json!({
+        "instance_id": path.instance_id, "service_id": service_id, "plan_id": plan_id,
+        "app_guid": body.app_guid, "bind_resource": resource.as_ref().map(|r| r.raw.clone()),
+        "parameters": parameters,
+    })
+    .to_string();
+    if let Some(existing) = store.binding(broker, &path.binding_id).await? {
+        return repeated_bind(&existing, &attributes);
+    }
+    let op = ctx.new_operation(
+        OperationKind::Bind,
+        &path.instance_id,
+        Some(&path.binding_id),
+    );
+    let record = BindingRecord {
+        broker: broker.clone(),
+        binding_id: path.binding_id.clone(),
+        instance_id: path.instance_id.clone(),
+        attributes: attributes.clone(),
+        result: None,
+        state: ResourceState::Creating,
+        operation_id: Some(op.id.clone()),
+    };
+    match store.create_binding(&record, &op).await {
+        Err(StoreError::Exists) => {
+            return match store.binding(broker, &path.binding_id).await? {
+                Some(existing) => repeated_bind(&existing, &attributes),
+                None => Err(StoreError::Changed.into()),
+            };
+        }
+        other => other?,
+    }
+    let request = BindRequest {
+        instance_id: path.instance_id.clone(),
+        binding_id: path.binding_id.clone(),
+        service_id,
+        plan_id,
+        app_guid: body.app_guid,
+        bind_resource: resource,
+        parameters,
+        context,
+        predecessor_binding_id: body.predecessor_binding_id,
+        call: ctx.call.clone(),
+    };
+    let answer = match osb.broker.guest.bind(&ctx.info(), request).await {
+        Ok(BindingResponse::Done(result)) => match results::binding_body(&result) {
+            Ok(body) => Answer::Done(Effect::BindingReady {
+                result: body.to_string(),
+            }),
+            Err(description) => {
+                Answer::Failed(ApiError::Internal(description), Effect::BindingDeleted)
+            }
+        },
+        Ok(BindingResponse::Accepted(data)) => Answer::Accepted(data),
+        Err(error) => failure(OperationKind::Bind, error),
+    };
+    match settle(&ctx, &op, answer).await? {
+        Settled::Accepted(operation) => {
+            Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into())
+        }
+        Settled::Finished => {
+            let stored = store.binding(broker, &path.binding_id).await?;
+            Ok((
+                StatusCode::CREATED,
+                stored.as_ref().map(stored_body).unwrap_or_default(),
+            )
+                .into())
+        }
+    }
+}
+
+/// `DELETE .../service_bindings/:binding_id?service_id=&plan_id=`.
+pub async fn unbind(
+    State(state): State<AppState>,
+    osb: Osb,
+    Path(path): Path<BindingPath>,
+    query: query::Query,
+) -> Result<Reply, ApiError> {
+    let ctx = osb.context(&state, accepts_incomplete(query.get("accepts_incomplete"))?);
+    let service_id = required("service_id", query.get("service_id").cloned())?;
+    let plan_id = required("plan_id", query.get("plan_id").cloned())?;
+    osb.broker
+        .catalog
+        .plan(&service_id, &plan_id)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "plan {plan_id} does not belong to service {service_id}"
+            ))
+        })?;
+    let store = &state.store;
+    let broker = &osb.broker.name;
+    let gone = || ApiError::Gone(format!("binding {} does not exist", path.binding_id));
+    let existing = store
+        .binding(broker, &path.binding_id)
+        .await?
+        .filter(|b| b.instance_id == path.instance_id)
+        .ok_or_else(gone)?;
+    if existing.state == ResourceState::Deleting {
+        let operation = existing.operation_id.unwrap_or_default();
+        return Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into());
+    }
+    let op = ctx.new_operation(
+        OperationKind::Unbind,
+        &path.instance_id,
+        Some(&path.binding_id),
+    );
+    if let Err(error) = store.start_operation(&op, ResourceState::Deleting).await {
+        return Err(busy(error, &path.binding_id));
+    }
+    let request = UnbindRequest {
+        instance_id: path.instance_id.clone(),
+        binding_id: path.binding_id.clone(),
+        service_id,
+        plan_id,
+        call: ctx.call.clone(),
+    };
+    let answer = match osb.broker.guest.unbind(&ctx.info(), request).await {
+        Ok(DeleteResponse::Done) => Answer::Done(Effect::BindingDeleted),
+        Ok(DeleteResponse::Accepted(data)) => Answer::Accepted(data),
+        Err(error) => failure(OperationKind::Unbind, error),
+    };
+    match settle(&ctx, &op, answer).await? {
+        Settled::Accepted(operation) => {
+            Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into())
+        }
+        Settled::Finished => Ok((StatusCode::OK, json!({})).into()),
+    }
+}
+
+/// `GET .../service_bindings/:binding_id`.
+pub async fn fetch(
+    State(state): State<AppState>,
+    osb: Osb,
+    Path(path): Path<BindingPath>,
+) -> Result<Reply, ApiError> {
+    let not_found = || ApiError::NotFound(format!("binding {} does not exist", path.binding_id));
+    let record = state
+        .store
+        .binding(&osb.broker.name, &path.binding_id)
+        .await?
+        .filter(|b| b.instance_id == path.instance_id && b.state == ResourceState::Ready)
+        .ok_or_else(not_found)?;
+    let instance = state
+        .store
+        .instance(&osb.broker.name, &path.instance_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let retrievable = osb
+        .broker
+        .catalog
+        .service(&instance.service_id)
+        .is_some_and(|s| s.bindings_retrievable);
+    if !retrievable {
+        return Err(ApiError::BadRequest(
+            "bindings of this service are not retrievable".into(),
+        ));
+    }
+    Ok((StatusCode::OK, stored_body(&record)).into())
+}

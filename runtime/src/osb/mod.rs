@@ -1,0 +1,153 @@
+//! The OSB HTTP edge: routes of every hosted broker under `/brokers/NAME/v2`, one handler file
+//! per resource, and the layers that apply to all of them.
+
+mod bindings;
+mod catalog;
+mod instances;
+mod last_operation;
+pub mod request;
+pub mod wire;
+
+use crate::error::ApiError;
+use crate::registry::Registry;
+use crate::store::StateStore;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// Settings of the OSB edge.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+/// Default request body limit: far above any real OSB request.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hosted brokers.
+    pub registry: Arc<Registry>,
+    /// Durable state.
+    pub store: Arc<dyn StateStore>,
+    /// Edge settings.
+    pub config: EdgeConfig,
+}
+
+/// The router of the OSB API of every hosted broker.
+pub fn router(state: AppState) -> Router {
+    let instance = "/brokers/{broker}/v2/service_instances/{instance_id}";
+    let binding =
+        "/brokers/{broker}/v2/service_instances/{instance_id}/service_bindings/{binding_id}";
+    Router::new()
+        .route("/brokers/{broker}/v2/catalog", get(catalog::get))
+        .route(
+            instance,
+            get(instances::fetch)
+                .put(instances::provision)
+                .patch(instances::update)
+                .delete(instances::deprovision),
+        )
+        .route(
+            &format!("{instance}/last_operation"),
+            get(last_operation::instance),
+        )
+        .route(
+            binding,
+            get(bindings::fetch)
+                .put(bindings::bind)
+                .delete(bindings::unbind),
+        )
+        .route(
+            &format!("{binding}/last_operation"),
+            get(last_operation::binding),
+        )
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::NotFound("method not allowed on this route".into())
+        })
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .layer(middleware::from_fn(request_identity))
+        .with_state(state)
+}
+
+/// Puts the request identity on the request's log span and echoes it on the response.
+async fn request_identity(request: Request, next: Next) -> Response {
+    let identity = request.headers().get(request::REQUEST_IDENTITY).cloned();
+    let shown = identity
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let broker = request
+        .uri()
+        .path()
+        .strip_prefix("/brokers/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("-")
+        .to_string();
+    let span = tracing::info_span!("osb", %broker, request = %shown, method = %request.method(), path = %request.uri().path());
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| tracing::info!(status = response.status().as_u16(), "answered"));
+    if let Some(identity) = identity {
+        response
+            .headers_mut()
+            .insert(request::REQUEST_IDENTITY, identity);
+    }
+    response
+        .headers_mut()
+        .entry(axum::http::header::CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A successful OSB answer: a status and a JSON body.
+pub struct Reply(axum::http::StatusCode, serde_json::Value);
+
+impl From<(axum::http::StatusCode, serde_json::Value)> for Reply {
+    fn from((status, body): (axum::http::StatusCode, serde_json::Value)) -> Self {
+        Reply(status, body)
+    }
+}
+
+impl axum::response::IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(self.1)).into_response()
+    }
+}
+
+/// Query parameters, with a malformed query answered as an OSB 400.
+pub mod query {
+    use crate::error::ApiError;
+    use axum::extract::FromRequestParts;
+    use axum::http::request::Parts;
+    use std::collections::HashMap;
+
+    /// The query parameters of a request.
+    pub struct Query(HashMap<String, String>);
+
+    impl Query {
+        /// The value of `key`.
+        pub fn get(&self, key: &str) -> Option<&String> {
+            self.0.get(key)
+        }
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for Query {
+        type Rejection = ApiError;
+
+        async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+            axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map(|q| Query(q.0))
+                .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
+        }
+    }
+}

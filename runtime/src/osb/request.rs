@@ -1,0 +1,195 @@
+//! Extractors for what every OSB request carries: the broker (by path), its basic-auth
+//! credentials, the API version, the originating identity; and a JSON body with OSB errors.
+
+use crate::engine::bindings::types::OriginatingIdentity;
+use crate::error::ApiError;
+use crate::osb::AppState;
+use crate::registry::LoadedBroker;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Oldest OSB minor version served (of major version 2).
+pub const MIN_MINOR_VERSION: u32 = 13;
+/// The request identity header, echoed on every response.
+pub const REQUEST_IDENTITY: &str = "x-broker-api-request-identity";
+
+/// The checked context of an OSB request: which broker, and who is calling.
+pub struct Osb {
+    /// The broker addressed by the path.
+    pub broker: Arc<LoadedBroker>,
+    /// The decoded `X-Broker-API-Originating-Identity`.
+    pub identity: Option<OriginatingIdentity>,
+    /// The `X-Broker-API-Request-Identity`.
+    pub request_identity: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Osb {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound("no such route".into()))?;
+        let name = params
+            .iter()
+            .find(|(key, _)| *key == "broker")
+            .map(|(_, value)| value.to_string())
+            .unwrap_or_default();
+        let broker = state
+            .registry
+            .get(&name)
+            .ok_or_else(|| ApiError::NotFound(format!("no broker named {name:?}")))?;
+        check_auth(&parts.headers, &broker)?;
+        check_version(&parts.headers)?;
+        let identity = originating_identity(&parts.headers)?;
+        let request_identity = header(&parts.headers, REQUEST_IDENTITY)?.map(str::to_string);
+        Ok(Osb {
+            broker,
+            identity,
+            request_identity,
+        })
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest(format!("header {name} is not ASCII")))
+        })
+        .transpose()
+}
+
+/// Checks HTTP basic auth against the broker's manifest, in constant time.
+fn check_auth(headers: &HeaderMap, broker: &LoadedBroker) -> Result<(), ApiError> {
+    let encoded = header(headers, "authorization")
+        .ok()
+        .flatten()
+        .and_then(|v| v.strip_prefix("Basic "))
+        .ok_or(ApiError::Unauthorized)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| ApiError::Unauthorized)?;
+    let expected = &broker.manifest.credentials;
+    let expected = format!("{}:{}", expected.username, expected.password);
+    if bool::from(decoded.as_slice().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Parses `X-Broker-API-Version` as MAJOR.MINOR and checks we serve it.
+fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
+    let supported = format!("2.{MIN_MINOR_VERSION} or a later 2.x");
+    let value = header(headers, "x-broker-api-version")?.ok_or_else(|| {
+        ApiError::PreconditionFailed(format!(
+            "the X-Broker-API-Version header is missing; this broker serves {supported}"
+        ))
+    })?;
+    let parsed = value
+        .trim()
+        .split_once('.')
+        .and_then(|(major, minor)| Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?)));
+    match parsed {
+        Some((2, minor)) if minor >= MIN_MINOR_VERSION => Ok(()),
+        Some(_) => Err(ApiError::PreconditionFailed(format!(
+            "X-Broker-API-Version {value} is not supported; this broker serves {supported}"
+        ))),
+        None => Err(ApiError::PreconditionFailed(format!(
+            "X-Broker-API-Version {value:?} is not MAJOR.MINOR; this broker serves {supported}"
+        ))),
+    }
+}
+
+/// Decodes `X-Broker-API-Originating-Identity: PLATFORM BASE64(JSON)`.
+fn originating_identity(headers: &HeaderMap) -> Result<Option<OriginatingIdentity>, ApiError> {
+    let Some(value) = header(headers, "x-broker-api-originating-identity")? else {
+        return Ok(None);
+    };
+    let bad = |why: &str| ApiError::BadRequest(format!("X-Broker-API-Originating-Identity {why}"));
+    let (platform, encoded) = value
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| bad("must be 'PLATFORM BASE64(JSON)'"))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| bad("is not valid base64"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&decoded).map_err(|_| bad("does not hold JSON"))?;
+    if !json.is_object() || platform.is_empty() {
+        return Err(bad("must hold a platform and a JSON object"));
+    }
+    Ok(Some(OriginatingIdentity {
+        platform: platform.to_string(),
+        value: json.to_string(),
+    }))
+}
+
+/// A JSON request body: over the size limit → 413, not JSON or the wrong shape → 400.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(state.config.body_limit)
+                } else {
+                    ApiError::BadRequest(format!("cannot read the request body: {rejection}"))
+                }
+            })?;
+        if bytes.is_empty() {
+            return Err(ApiError::BadRequest(
+                "the request body is empty; a JSON object is required".into(),
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+    }
+}
+
+/// Parses the `accepts_incomplete` query parameter (absent means false).
+///
+/// # Errors
+/// 400 when it is neither `true` nor `false`.
+pub fn accepts_incomplete(value: Option<&String>) -> Result<bool, ApiError> {
+    match value.map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "accepts_incomplete must be true or false, not {other:?}"
+        ))),
+    }
+}
+
+impl Osb {
+    /// The operation context of this request.
+    pub fn context<'a>(
+        &'a self,
+        state: &'a AppState,
+        accepts_incomplete: bool,
+    ) -> crate::ops::OpContext<'a> {
+        crate::ops::OpContext {
+            state,
+            broker: &self.broker,
+            call: crate::engine::bindings::types::CallInfo {
+                accepts_incomplete,
+                originating_identity: self.identity.clone(),
+                request_identity: self.request_identity.clone(),
+                attempt: 1,
+            },
+        }
+    }
+}

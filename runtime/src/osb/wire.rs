@@ -1,0 +1,149 @@
+//! OSB request bodies as the platform sends them (unknown fields ignored), and the checks and
+//! conversions that turn them into the contract's records.
+
+use crate::engine::bindings::types::{BindResource, MaintenanceInfo, PreviousValues};
+use crate::error::ApiError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// OSB `maintenance_info` on the wire.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct MaintenanceInfoWire {
+    /// Semantic version.
+    pub version: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl From<MaintenanceInfoWire> for MaintenanceInfo {
+    fn from(m: MaintenanceInfoWire) -> Self {
+        MaintenanceInfo {
+            version: m.version,
+            description: m.description,
+        }
+    }
+}
+
+/// Body of `PUT /v2/service_instances/:id`.
+#[derive(Debug, Deserialize)]
+pub struct ProvisionBody {
+    /// Service id (required).
+    pub service_id: Option<String>,
+    /// Plan id (required).
+    pub plan_id: Option<String>,
+    /// Organization guid.
+    pub organization_guid: Option<String>,
+    /// Space guid.
+    pub space_guid: Option<String>,
+    /// User parameters (an object).
+    pub parameters: Option<Value>,
+    /// Platform context (an object).
+    pub context: Option<Value>,
+    /// Expected maintenance info.
+    pub maintenance_info: Option<MaintenanceInfoWire>,
+}
+
+/// OSB `previous_values` on the wire.
+#[derive(Debug, Deserialize)]
+pub struct PreviousValuesWire {
+    /// Service id before.
+    pub service_id: Option<String>,
+    /// Plan id before.
+    pub plan_id: Option<String>,
+    /// Organization before.
+    pub organization_id: Option<String>,
+    /// Space before.
+    pub space_id: Option<String>,
+    /// Maintenance info before.
+    pub maintenance_info: Option<MaintenanceInfoWire>,
+}
+
+impl From<PreviousValuesWire> for PreviousValues {
+    fn from(p: PreviousValuesWire) -> Self {
+        PreviousValues {
+            service_id: p.service_id,
+            plan_id: p.plan_id,
+            organization_id: p.organization_id,
+            space_id: p.space_id,
+            maintenance_info: p.maintenance_info.map(Into::into),
+        }
+    }
+}
+
+/// Body of `PATCH /v2/service_instances/:id`.
+#[derive(Debug, Deserialize)]
+pub struct UpdateBody {
+    /// Service id (required).
+    pub service_id: Option<String>,
+    /// New plan id.
+    pub plan_id: Option<String>,
+    /// User parameters (an object).
+    pub parameters: Option<Value>,
+    /// Platform context (an object).
+    pub context: Option<Value>,
+    /// Values before the update.
+    pub previous_values: Option<PreviousValuesWire>,
+    /// New maintenance info.
+    pub maintenance_info: Option<MaintenanceInfoWire>,
+}
+
+/// Body of `PUT .../service_bindings/:id`.
+#[derive(Debug, Deserialize)]
+pub struct BindBody {
+    /// Service id (required).
+    pub service_id: Option<String>,
+    /// Plan id (required).
+    pub plan_id: Option<String>,
+    /// App guid (deprecated in OSB).
+    pub app_guid: Option<String>,
+    /// What the binding is for.
+    pub bind_resource: Option<Value>,
+    /// User parameters (an object).
+    pub parameters: Option<Value>,
+    /// Platform context (an object).
+    pub context: Option<Value>,
+    /// Binding being rotated.
+    pub predecessor_binding_id: Option<String>,
+}
+
+/// A required string field: missing or empty → 400 naming it.
+///
+/// # Errors
+/// 400 when absent or empty.
+pub fn required(field: &str, value: Option<String>) -> Result<String, ApiError> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("{field} is required")))
+}
+
+/// An optional JSON object field as text: anything but an object → 400 naming it.
+///
+/// # Errors
+/// 400 when present and not an object.
+pub fn object_text(field: &str, value: Option<Value>) -> Result<Option<String>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(value @ Value::Object(_)) => Ok(Some(value.to_string())),
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "{field} must be a JSON object"
+        ))),
+    }
+}
+
+/// Converts `bind_resource`, which must be an object.
+///
+/// # Errors
+/// 400 when it is not an object.
+pub fn bind_resource(value: Option<Value>) -> Result<Option<BindResource>, ApiError> {
+    let Some(raw) = object_text("bind_resource", value)? else {
+        return Ok(None);
+    };
+    let parsed: Value = serde_json::from_str(&raw).unwrap_or_default();
+    let text = |key: &str| parsed.get(key).and_then(Value::as_str).map(str::to_string);
+    Ok(Some(BindResource {
+        app_guid: text("app_guid"),
+        route: text("route"),
+        raw,
+    }))
+}

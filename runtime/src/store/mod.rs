@@ -1,0 +1,329 @@
+//! Durable state: instances, bindings and operations of every broker, behind one trait so the
+//! backend (embedded SQLite now, PostgreSQL for several replicas) is chosen at start-up.
+//!
+//! Every state change is one transaction: an operation row is written together with the
+//! resource state it puts in progress, and its outcome together with the resource's new state.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use std::sync::Arc;
+
+/// Where an instance or binding is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceState {
+    /// Being created by an operation in progress.
+    Creating,
+    /// Exists and is usable.
+    Ready,
+    /// Being updated by an operation in progress (instances only).
+    Updating,
+    /// Being deleted by an operation in progress.
+    Deleting,
+    /// Its creation failed; only deletion makes sense now.
+    Failed,
+}
+
+/// The kind of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationKind {
+    /// Creating an instance.
+    Provision,
+    /// Updating an instance.
+    Update,
+    /// Deleting an instance.
+    Deprovision,
+    /// Creating a binding.
+    Bind,
+    /// Deleting a binding.
+    Unbind,
+}
+
+/// The OSB `last_operation` state of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationState {
+    /// Still running.
+    InProgress,
+    /// Finished well.
+    Succeeded,
+    /// Finished badly.
+    Failed,
+}
+
+/// A stored service instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    /// Broker that owns it.
+    pub broker: String,
+    /// OSB instance id.
+    pub instance_id: String,
+    /// Service id.
+    pub service_id: String,
+    /// Current plan id.
+    pub plan_id: String,
+    /// Canonical JSON of the create request, for idempotency checks.
+    pub attributes: String,
+    /// Parameters of the last create or update, JSON.
+    pub parameters: Option<String>,
+    /// Context of the last create or update, JSON.
+    pub context: Option<String>,
+    /// Dashboard URL from the broker.
+    pub dashboard_url: Option<String>,
+    /// OSB instance metadata from the broker, JSON.
+    pub metadata: Option<String>,
+    /// Maintenance info, JSON.
+    pub maintenance_info: Option<String>,
+    /// Life-cycle state.
+    pub state: ResourceState,
+    /// The operation in progress or last run on it.
+    pub operation_id: Option<String>,
+}
+
+/// A stored binding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingRecord {
+    /// Broker that owns it.
+    pub broker: String,
+    /// OSB binding id.
+    pub binding_id: String,
+    /// Instance it belongs to.
+    pub instance_id: String,
+    /// Canonical JSON of the bind request, for idempotency checks.
+    pub attributes: String,
+    /// The OSB binding body once the binding exists, JSON.
+    pub result: Option<String>,
+    /// Life-cycle state.
+    pub state: ResourceState,
+    /// The operation in progress or last run on it.
+    pub operation_id: Option<String>,
+}
+
+/// A stored operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationRecord {
+    /// Id handed to the platform as `operation`.
+    pub id: String,
+    /// Broker that runs it.
+    pub broker: String,
+    /// Instance it concerns.
+    pub instance_id: String,
+    /// Binding it concerns, for bind and unbind.
+    pub binding_id: Option<String>,
+    /// What it does.
+    pub kind: OperationKind,
+    /// How it is going.
+    pub state: OperationState,
+    /// Message for the platform.
+    pub description: Option<String>,
+    /// The guest's data for its `last-operation`, when the guest runs it.
+    pub guest_data: Option<String>,
+    /// Plan the instance moves to (an update that changes plan).
+    pub target_plan: Option<String>,
+    /// How many times it was started.
+    pub attempts: u32,
+}
+
+/// What an operation's outcome does to the resource it concerns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Leave the resource alone.
+    None,
+    /// The instance is ready, with these values from the broker and the request.
+    InstanceReady {
+        /// Plan it is on now.
+        plan_id: String,
+        /// Dashboard URL, when the broker gave one.
+        dashboard_url: Option<String>,
+        /// Metadata, when the broker gave some.
+        metadata: Option<String>,
+        /// Parameters, when the request changed them.
+        parameters: Option<String>,
+        /// Context, when the request changed it.
+        context: Option<String>,
+        /// Maintenance info, when the request changed it.
+        maintenance_info: Option<String>,
+    },
+    /// The instance goes back to ready unchanged (a failed update or deprovision).
+    InstanceRestored,
+    /// The instance's creation failed; it stays until deleted.
+    InstanceFailed,
+    /// The instance and its bindings are gone.
+    InstanceDeleted,
+    /// The binding exists with this body.
+    BindingReady {
+        /// OSB binding body, JSON.
+        result: String,
+    },
+    /// The binding goes back to ready unchanged (a failed unbind).
+    BindingRestored,
+    /// The binding is gone (deleted, or its creation failed).
+    BindingDeleted,
+}
+
+/// Why a state change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The resource exists already (a concurrent create won).
+    #[error("the resource exists already")]
+    Exists,
+    /// The resource or operation is not in the state the change expected.
+    #[error("the resource changed concurrently")]
+    Changed,
+    /// The backend failed.
+    #[error("state store: {0}")]
+    Backend(String),
+}
+
+/// Durable state of all brokers.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync {
+    /// The instance `instance_id` of `broker`.
+    async fn instance(
+        &self,
+        broker: &str,
+        instance_id: &str,
+    ) -> Result<Option<InstanceRecord>, StoreError>;
+    /// The binding `binding_id` of `broker`.
+    async fn binding(
+        &self,
+        broker: &str,
+        binding_id: &str,
+    ) -> Result<Option<BindingRecord>, StoreError>;
+    /// The operation `id` of `broker`.
+    async fn operation(
+        &self,
+        broker: &str,
+        id: &str,
+    ) -> Result<Option<OperationRecord>, StoreError>;
+    /// Inserts a new instance (state `creating`) and its provision operation.
+    async fn create_instance(
+        &self,
+        instance: &InstanceRecord,
+        op: &OperationRecord,
+    ) -> Result<(), StoreError>;
+    /// Inserts a new binding (state `creating`) and its bind operation.
+    async fn create_binding(
+        &self,
+        binding: &BindingRecord,
+        op: &OperationRecord,
+    ) -> Result<(), StoreError>;
+    /// Starts `op` on an existing ready resource, moving it to `state`.
+    async fn start_operation(
+        &self,
+        op: &OperationRecord,
+        state: ResourceState,
+    ) -> Result<(), StoreError>;
+    /// Records the guest's data and progress message of an operation still in progress.
+    async fn record_progress(
+        &self,
+        broker: &str,
+        id: &str,
+        guest_data: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Ends an operation in progress and applies its effect, in one transaction.
+    async fn finish_operation(
+        &self,
+        op: &OperationRecord,
+        state: OperationState,
+        description: Option<&str>,
+        effect: &Effect,
+    ) -> Result<(), StoreError>;
+}
+
+/// Opens the state store named by `url`: `sqlite://PATH` (created if missing).
+///
+/// # Errors
+/// When the URL names no supported backend, or the backend cannot be opened or migrated.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn StateStore>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ));
+    }
+    anyhow::bail!("unsupported state store {url:?}: use sqlite://PATH")
+}
+
+impl ResourceState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceState::Creating => "creating",
+            ResourceState::Ready => "ready",
+            ResourceState::Updating => "updating",
+            ResourceState::Deleting => "deleting",
+            ResourceState::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        Ok(match text {
+            "creating" => ResourceState::Creating,
+            "ready" => ResourceState::Ready,
+            "updating" => ResourceState::Updating,
+            "deleting" => ResourceState::Deleting,
+            "failed" => ResourceState::Failed,
+            other => {
+                return Err(StoreError::Backend(format!(
+                    "unknown resource state {other:?}"
+                )))
+            }
+        })
+    }
+}
+
+impl OperationKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Provision => "provision",
+            OperationKind::Update => "update",
+            OperationKind::Deprovision => "deprovision",
+            OperationKind::Bind => "bind",
+            OperationKind::Unbind => "unbind",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        Ok(match text {
+            "provision" => OperationKind::Provision,
+            "update" => OperationKind::Update,
+            "deprovision" => OperationKind::Deprovision,
+            "bind" => OperationKind::Bind,
+            "unbind" => OperationKind::Unbind,
+            other => {
+                return Err(StoreError::Backend(format!(
+                    "unknown operation kind {other:?}"
+                )))
+            }
+        })
+    }
+}
+
+impl OperationState {
+    /// The OSB name, as stored and as sent in `last_operation`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationState::InProgress => "in progress",
+            OperationState::Succeeded => "succeeded",
+            OperationState::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        Ok(match text {
+            "in progress" => OperationState::InProgress,
+            "succeeded" => OperationState::Succeeded,
+            "failed" => OperationState::Failed,
+            other => {
+                return Err(StoreError::Backend(format!(
+                    "unknown operation state {other:?}"
+                )))
+            }
+        })
+    }
+}

@@ -1,0 +1,83 @@
+//! Builds the guest components (the examples and the test-only guests) for wasm32-wasip2 and
+//! writes their paths as constants, so tests never hard-code `target/` paths.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GUESTS: [&str; 3] = ["file-broker", "slow-broker", "trap-broker"];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    let examples = root.join("examples");
+    for watched in [
+        "examples/Cargo.toml",
+        "examples/Cargo.lock",
+        "examples/file-broker",
+        "examples/slow-broker",
+        "tests/guests",
+        "guest-sdk/src",
+        "guest-sdk/Cargo.toml",
+        "wit",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    // The guests' own target dir beside the host's, shared with scripts/demo.
+    let target_dir = root.join("target").join("guests");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(examples.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // Host build settings must not leak into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
+        command.env_remove(var);
+    }
+    let status = command
+        .status()
+        .expect("cannot run cargo to build the guests");
+    assert!(
+        status.success(),
+        "building the guest components failed; is the target installed? run `rustup target add wasm32-wasip2`"
+    );
+    let mut constants = String::new();
+    for guest in GUESTS {
+        let wasm = target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", guest.replace('-', "_")));
+        assert!(
+            wasm.exists(),
+            "guest {} was not built at {}",
+            guest,
+            wasm.display()
+        );
+        let name = guest.replace('-', "_").to_uppercase();
+        constants.push_str(&format!(
+            "/// The `{guest}` component.\npub const {name}: &str = {:?};\n",
+            wasm.display().to_string()
+        ));
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs");
+    write_if_changed(&out, &constants);
+}
+
+fn write_if_changed(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::write(path, text).unwrap();
+    }
+}

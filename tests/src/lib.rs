@@ -1,0 +1,186 @@
+//! Test harness: start a brokerbox runtime on an ephemeral loopback port with real guest
+//! components, and talk OSB to it over real HTTP.
+
+use anyhow::Context;
+use base64::Engine as _;
+use brokerbox::{RunningServer, ServeConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Paths of the guest components, built by this crate's build script.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A runtime under test with its own data and brokers directories.
+pub struct TestRuntime {
+    /// Holds the data and brokers directories.
+    pub dir: tempfile::TempDir,
+    server: Option<RunningServer>,
+    client: reqwest::Client,
+}
+
+/// One OSB answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: StatusCode,
+    /// JSON body (`Null` when empty or not JSON).
+    pub body: Value,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl TestRuntime {
+    /// A runtime serving the given `(name, wasm path, manifest text)` brokers.
+    pub async fn start(brokers: &[(&str, &str, &str)]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("brokers"))?;
+        for (name, wasm, manifest) in brokers {
+            std::fs::copy(wasm, dir.path().join(format!("brokers/{name}.wasm")))
+                .with_context(|| format!("copy {wasm}"))?;
+            std::fs::write(dir.path().join(format!("brokers/{name}.toml")), manifest)?;
+        }
+        let mut runtime = TestRuntime {
+            dir,
+            server: None,
+            client: reqwest::Client::new(),
+        };
+        runtime.boot().await?;
+        Ok(runtime)
+    }
+
+    /// A runtime serving the two examples with their own manifests.
+    pub async fn examples() -> anyhow::Result<Self> {
+        let manifest = |name: &str| {
+            std::fs::read_to_string(repo_root().join(format!("examples/{name}/{name}.toml")))
+                .unwrap()
+        };
+        Self::start(&[
+            ("file-broker", guests::FILE_BROKER, &manifest("file-broker")),
+            ("slow-broker", guests::SLOW_BROKER, &manifest("slow-broker")),
+        ])
+        .await
+    }
+
+    /// The runtime's config.
+    pub fn config(&self) -> ServeConfig {
+        ServeConfig::new(
+            self.dir.path().join("data"),
+            self.dir.path().join("brokers"),
+        )
+    }
+
+    async fn boot(&mut self) -> anyhow::Result<()> {
+        let server = RunningServer::start(&self.config(), "127.0.0.1:0".parse()?).await?;
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Stops the runtime and starts a new one on the same directories.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(server) = self.server.take() {
+            server.stop().await?;
+        }
+        self.boot().await
+    }
+
+    /// The base URL of broker `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "http://{}/brokers/{name}",
+            self.server.as_ref().unwrap().addr
+        )
+    }
+
+    /// The granted files directory of broker `name`.
+    pub fn files_dir(&self, name: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("data/brokers")
+            .join(name)
+            .join("files")
+            .canonicalize()
+            .unwrap()
+    }
+
+    /// Sends an OSB request as broker `name`'s platform (its credentials are `NAME`/`NAME-secret`
+    /// in the example manifests) with API version 2.17.
+    pub async fn osb(&self, method: Method, name: &str, path: &str, body: Option<Value>) -> Answer {
+        let request = self
+            .client
+            .request(method, format!("{}{path}", self.url(name)))
+            .basic_auth(name, Some(format!("{name}-secret")))
+            .header("X-Broker-API-Version", "2.17");
+        self.send(request, body).await
+    }
+
+    /// Sends a request built by the caller.
+    pub async fn send(&self, request: reqwest::RequestBuilder, body: Option<Value>) -> Answer {
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        let response = request.send().await.expect("the runtime answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("a body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    /// A raw client for requests the helpers do not build.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Polls an instance's (or binding's) last_operation until it is no longer in progress.
+    pub async fn poll_until_done(
+        &self,
+        name: &str,
+        resource_path: &str,
+        operation: &str,
+    ) -> Answer {
+        for _ in 0..200 {
+            let answer = self
+                .osb(
+                    Method::GET,
+                    name,
+                    &format!("{resource_path}/last_operation?operation={operation}"),
+                    None,
+                )
+                .await;
+            if answer.status != StatusCode::OK || answer.body["state"] != "in progress" {
+                return answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("operation {operation} never finished");
+    }
+}
+
+/// `Platform base64(JSON)` for the originating identity header.
+pub fn originating_identity(platform: &str, value: &Value) -> String {
+    format!(
+        "{platform} {}",
+        base64::engine::general_purpose::STANDARD.encode(value.to_string())
+    )
+}
+
+/// A manifest with credentials `NAME`/`NAME-secret` and extra TOML appended.
+pub fn manifest(name: &str, extra: &str) -> String {
+    format!("[credentials]\nusername = \"{name}\"\npassword = \"{name}-secret\"\n{extra}")
+}
