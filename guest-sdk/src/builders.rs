@@ -98,6 +98,7 @@ impl Plan {
     }
 }
 
+#[allow(clippy::derivable_impls)] // the type is generated: it cannot carry a derive
 impl Default for InstanceResult {
     fn default() -> Self {
         InstanceResult {
@@ -107,6 +108,7 @@ impl Default for InstanceResult {
     }
 }
 
+#[allow(clippy::derivable_impls)] // the type is generated: it cannot carry a derive
 impl Default for BindingResult {
     fn default() -> Self {
         BindingResult {

@@ -64,7 +64,10 @@ impl Broker for FileBroker {
 
     fn provision(request: ProvisionRequest) -> Result<InstanceResponse, BrokerError> {
         write_plan(&request.instance_id, &request.plan_id)?;
-        log::info(&format!("wrote the file of instance {}", request.instance_id));
+        log::info(&format!(
+            "wrote the file of instance {}",
+            request.instance_id
+        ));
         Ok(InstanceResponse::Done(InstanceResult::default()))
     }
 
@@ -78,9 +81,10 @@ impl Broker for FileBroker {
     fn deprovision(request: DeprovisionRequest) -> Result<DeleteResponse, BrokerError> {
         match std::fs::remove_file(instance_file(&request.instance_id)?) {
             Ok(()) => Ok(DeleteResponse::Done),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BrokerError::Gone(
-                format!("instance {} has no file", request.instance_id),
-            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BrokerError::Gone(format!(
+                "instance {} has no file",
+                request.instance_id
+            ))),
             Err(e) => Err(BrokerError::Internal(format!("cannot remove file: {e}"))),
         }
     }
@@ -94,7 +98,9 @@ impl Broker for FileBroker {
             )));
         }
         let credentials = json!({ "file": file.display().to_string() });
-        Ok(BindingResponse::Done(BindingResult::with_credentials(&credentials)?))
+        Ok(BindingResponse::Done(BindingResult::with_credentials(
+            &credentials,
+        )?))
     }
 }
 

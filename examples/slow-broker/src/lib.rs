@@ -32,13 +32,24 @@ impl Broker for SlowBroker {
         let service = Service::new(SERVICE_ID, "slow-service", "Takes its time")
             .bindable(true)
             .retrievable(true, true)
-            .plan(Plan::new(ASYNC_ONLY_PLAN_ID, "async-only", "Provisions only asynchronously"))
-            .plan(Plan::new(FLEXIBLE_PLAN_ID, "flexible", "Asynchronous when allowed"));
+            .plan(Plan::new(
+                ASYNC_ONLY_PLAN_ID,
+                "async-only",
+                "Provisions only asynchronously",
+            ))
+            .plan(Plan::new(
+                FLEXIBLE_PLAN_ID,
+                "flexible",
+                "Asynchronous when allowed",
+            ));
         Ok(ServiceCatalog::new(vec![service]))
     }
 
     fn provision(request: ProvisionRequest) -> Result<InstanceResponse, BrokerError> {
-        let polls = request.parameters_as::<Params>()?.polls.unwrap_or(DEFAULT_POLLS);
+        let polls = request
+            .parameters_as::<Params>()?
+            .polls
+            .unwrap_or(DEFAULT_POLLS);
         if !request.call.accepts_incomplete {
             if request.plan_id == ASYNC_ONLY_PLAN_ID {
                 return Err(BrokerError::AsyncRequired(

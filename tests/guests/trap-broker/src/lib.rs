@@ -9,9 +9,13 @@ struct TrapBroker;
 
 impl Broker for TrapBroker {
     fn catalog() -> Result<ServiceCatalog, BrokerError> {
-        Ok(ServiceCatalog::new(vec![Service::new("trap-service", "trap", "Traps on demand")
-            .plan(Plan::new(TRAP_PLAN_ID, "trap", "Provision panics"))
-            .plan(Plan::new("ok-plan", "ok", "Provision works"))]))
+        Ok(ServiceCatalog::new(vec![Service::new(
+            "trap-service",
+            "trap",
+            "Traps on demand",
+        )
+        .plan(Plan::new(TRAP_PLAN_ID, "trap", "Provision panics"))
+        .plan(Plan::new("ok-plan", "ok", "Provision works"))]))
     }
 
     fn provision(request: ProvisionRequest) -> Result<InstanceResponse, BrokerError> {
