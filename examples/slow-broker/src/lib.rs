@@ -4,7 +4,8 @@
 //! polls, then succeeded. The guest keeps no memory between calls, so the number of polls left
 //! travels in the operation data, which each in-progress answer replaces.
 //! The `async-only` plan refuses provisioning without `accepts_incomplete=true` (422
-//! AsyncRequired); the `flexible` plan then finishes synchronously instead.
+//! AsyncRequired); on the `flexible` plan the runtime then drives the operation to its end
+//! itself and answers synchronously.
 
 use brokerbox_sdk::*;
 

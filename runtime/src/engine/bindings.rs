@@ -9,4 +9,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use brokerbox::broker::types;
+pub use self::brokerbox::broker::types;

@@ -69,8 +69,8 @@ impl OpContext<'_> {
 pub enum Answer {
     /// Finished: apply the effect.
     Done(Effect),
-    /// Started: poll `last-operation` with this data.
-    Accepted(String),
+    /// Started: poll `last-operation` with this data; apply the effect (what is known early).
+    Accepted(String, Effect),
     /// Refused or crashed: answer the error, apply the effect.
     Failed(ApiError, Effect),
 }
@@ -131,10 +131,8 @@ pub async fn settle(
                 .await?;
             Err(error)
         }
-        Answer::Accepted(data) => {
-            store
-                .record_progress(&op.broker, &op.id, Some(&data), None)
-                .await?;
+        Answer::Accepted(data, effect) => {
+            store.accept_operation(op, &data, &effect).await?;
             if ctx.call.accepts_incomplete {
                 return Ok(Settled::Accepted(op.id.clone()));
             }

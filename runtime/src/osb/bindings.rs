@@ -151,7 +151,7 @@ pub async fn bind(
                 Answer::Failed(ApiError::Internal(description), Effect::BindingDeleted)
             }
         },
-        Ok(BindingResponse::Accepted(data)) => Answer::Accepted(data),
+        Ok(BindingResponse::Accepted(data)) => Answer::Accepted(data, Effect::None),
         Err(error) => failure(OperationKind::Bind, error),
     };
     match settle(&ctx, &op, answer).await? {
@@ -216,7 +216,7 @@ pub async fn unbind(
     };
     let answer = match osb.broker.guest.unbind(&ctx.info(), request).await {
         Ok(DeleteResponse::Done) => Answer::Done(Effect::BindingDeleted),
-        Ok(DeleteResponse::Accepted(data)) => Answer::Accepted(data),
+        Ok(DeleteResponse::Accepted(data)) => Answer::Accepted(data, Effect::None),
         Err(error) => failure(OperationKind::Unbind, error),
     };
     match settle(&ctx, &op, answer).await? {

@@ -5,7 +5,8 @@ use super::request::{accepts_incomplete, Body, Osb};
 use super::wire::{object_text, required, ProvisionBody, UpdateBody};
 use super::{query, AppState, Reply};
 use crate::engine::bindings::types::{
-    DeprovisionRequest, InstanceResponse, ProvisionRequest, UpdateRequest,
+    DeleteResponse, DeprovisionRequest, InstanceAccepted, InstanceResponse, ProvisionRequest,
+    UpdateRequest,
 };
 use crate::error::ApiError;
 use crate::ops::{failure, results, settle, Answer, Settled};
@@ -39,6 +40,24 @@ fn instance_body(record: &InstanceRecord) -> Value {
         body["metadata"] = metadata;
     }
     body
+}
+
+/// The answer for an accepted provision or update: the 202 body learns the dashboard URL, and
+/// the stored instance what the guest already knows.
+fn accepted_answer(accepted: InstanceAccepted, body: &mut Value, on_error: Effect) -> Answer {
+    match results::instance_values(&accepted.instance) {
+        Ok((dashboard_url, metadata)) => {
+            if let Some(url) = &dashboard_url {
+                body["dashboard_url"] = json!(url);
+            }
+            let effect = Effect::InstanceAnnotated {
+                dashboard_url,
+                metadata,
+            };
+            Answer::Accepted(accepted.operation_data, effect)
+        }
+        Err(description) => Answer::Failed(ApiError::Internal(description), on_error),
+    }
 }
 
 /// Answers a provision of an instance id that exists already.
@@ -148,10 +167,7 @@ pub async fn provision(
             }
         },
         Ok(InstanceResponse::Accepted(accepted)) => {
-            if let Some(url) = accepted.instance.dashboard_url {
-                accepted_body["dashboard_url"] = json!(url);
-            }
-            Answer::Accepted(accepted.operation_data)
+            accepted_answer(accepted, &mut accepted_body, Effect::InstanceFailed)
         }
         Err(error) => failure(OperationKind::Provision, error),
     };
@@ -253,10 +269,7 @@ pub async fn update(
             }
         },
         Ok(InstanceResponse::Accepted(accepted)) => {
-            if let Some(url) = accepted.instance.dashboard_url {
-                accepted_body["dashboard_url"] = json!(url);
-            }
-            Answer::Accepted(accepted.operation_data)
+            accepted_answer(accepted, &mut accepted_body, Effect::InstanceRestored)
         }
         Err(error) => failure(OperationKind::Update, error),
     };
@@ -325,12 +338,8 @@ pub async fn deprovision(
         call: ctx.call.clone(),
     };
     let answer = match osb.broker.guest.deprovision(&ctx.info(), request).await {
-        Ok(crate::engine::bindings::types::DeleteResponse::Done) => {
-            Answer::Done(Effect::InstanceDeleted)
-        }
-        Ok(crate::engine::bindings::types::DeleteResponse::Accepted(data)) => {
-            Answer::Accepted(data)
-        }
+        Ok(DeleteResponse::Done) => Answer::Done(Effect::InstanceDeleted),
+        Ok(DeleteResponse::Accepted(data)) => Answer::Accepted(data, Effect::None),
         Err(error) => failure(OperationKind::Deprovision, error),
     };
     match settle(&ctx, &op, answer).await? {

@@ -144,6 +144,14 @@ pub enum Effect {
         /// Maintenance info, when the request changed it.
         maintenance_info: Option<String>,
     },
+    /// The instance stays as it is but learns values the broker knows early (an accepted
+    /// provision or update).
+    InstanceAnnotated {
+        /// Dashboard URL, when the broker gave one.
+        dashboard_url: Option<String>,
+        /// Metadata, when the broker gave some.
+        metadata: Option<String>,
+    },
     /// The instance goes back to ready unchanged (a failed update or deprovision).
     InstanceRestored,
     /// The instance's creation failed; it stays until deleted.
@@ -213,6 +221,14 @@ pub trait StateStore: Send + Sync {
         &self,
         op: &OperationRecord,
         state: ResourceState,
+    ) -> Result<(), StoreError>;
+    /// Records that the guest accepted `op` as a long operation with `guest_data`, and applies
+    /// `effect` (what the guest already told), in one transaction.
+    async fn accept_operation(
+        &self,
+        op: &OperationRecord,
+        guest_data: &str,
+        effect: &Effect,
     ) -> Result<(), StoreError>;
     /// Records the guest's data and progress message of an operation still in progress.
     async fn record_progress(

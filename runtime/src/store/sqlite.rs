@@ -188,6 +188,19 @@ async fn apply_effect(
             .execute(&mut **tx)
             .await
         }
+        Effect::InstanceAnnotated { dashboard_url, metadata } => {
+            sqlx::query(
+                "UPDATE instances SET dashboard_url = COALESCE(?, dashboard_url), \
+                 metadata = COALESCE(?, metadata), updated_at = ? WHERE broker = ? AND instance_id = ?",
+            )
+            .bind(dashboard_url)
+            .bind(metadata)
+            .bind(t)
+            .bind(broker)
+            .bind(instance)
+            .execute(&mut **tx)
+            .await
+        }
         Effect::InstanceRestored => set_instance(ResourceState::Ready).execute(&mut **tx).await,
         Effect::InstanceFailed => set_instance(ResourceState::Failed).execute(&mut **tx).await,
         Effect::InstanceDeleted => {
@@ -370,6 +383,29 @@ impl StateStore for SqliteStore {
         .map_err(backend)?;
         one(result)?;
         insert_operation(&mut tx, op).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn accept_operation(
+        &self,
+        op: &OperationRecord,
+        guest_data: &str,
+        effect: &Effect,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "UPDATE operations SET guest_data = ?, updated_at = ? \
+             WHERE broker = ? AND id = ? AND state = 'in progress'",
+        )
+        .bind(guest_data)
+        .bind(now())
+        .bind(&op.broker)
+        .bind(&op.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        one(result)?;
+        apply_effect(&mut tx, op, effect).await?;
         tx.commit().await.map_err(backend)
     }
 
