@@ -88,6 +88,7 @@ impl Plan {
             schemas: None,
             maximum_polling_duration: None,
             maintenance_info: None,
+            binding_rotatable: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! component, and keeps instances, bindings and operations in a durable state store.
 
 pub mod catalog;
+pub mod check;
 pub mod engine;
 pub mod error;
 pub mod manifest;

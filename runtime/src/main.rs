@@ -35,6 +35,19 @@ enum Command {
         #[arg(long, default_value_t = brokerbox::osb::DEFAULT_BODY_LIMIT)]
         body_limit: usize,
     },
+    /// Checks any OSB broker against the OSB rules brokerbox enforces, over HTTP.
+    ///
+    /// It discovers ids from the catalog and creates and deletes real instances and bindings.
+    Check {
+        /// The broker's URL, as a platform registers it (before `/v2`).
+        url: String,
+        /// Basic-auth user name.
+        #[arg(long)]
+        user: String,
+        /// Basic-auth password.
+        #[arg(long, env = "BROKERBOX_CHECK_PASSWORD")]
+        password: String,
+    },
 }
 
 #[tokio::main]
@@ -43,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Serve {
@@ -63,6 +77,18 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!(broker = %broker.name, url = %format!("http://{listen}/brokers/{}", broker.name), "serving");
             }
             runtime.serve(listener, shutdown_signal()).await
+        }
+        Command::Check {
+            url,
+            user,
+            password,
+        } => {
+            let report = brokerbox::check::run(&url, &user, &password).await?;
+            print!("{}", report.render());
+            if report.failed() > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
         }
     }
 }

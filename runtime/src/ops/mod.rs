@@ -13,7 +13,7 @@ use crate::engine::CallError;
 use crate::error::ApiError;
 use crate::osb::AppState;
 use crate::registry::LoadedBroker;
-use crate::store::{Effect, OperationKind, OperationRecord, OperationState, StoreError};
+use crate::store::{Effect, OperationKind, OperationRecord, OperationState, Outcome, StoreError};
 use std::time::Duration;
 
 /// How long a request without `accepts_incomplete=true` waits for a guest's long operation:
@@ -61,6 +61,9 @@ impl OpContext<'_> {
             guest_data: None,
             target_plan: None,
             attempts: self.call.attempt,
+            instance_usable: None,
+            update_repeatable: None,
+            created_at: crate::store::now_ms(),
         }
     }
 }
@@ -116,18 +119,13 @@ pub async fn settle(
     match answer {
         Answer::Done(effect) => {
             store
-                .finish_operation(op, OperationState::Succeeded, None, &effect)
+                .finish_operation(op, &Outcome::succeeded(None), &effect)
                 .await?;
             Ok(Settled::Finished)
         }
         Answer::Failed(error, effect) => {
             store
-                .finish_operation(
-                    op,
-                    OperationState::Failed,
-                    Some(&error.to_string()),
-                    &effect,
-                )
+                .finish_operation(op, &Outcome::failed(error.to_string()), &effect)
                 .await?;
             Err(error)
         }
@@ -163,7 +161,7 @@ async fn drive(ctx: &OpContext<'_>, op: &OperationRecord) -> Result<Settled, Api
                 let effect = failure_effect(op.kind);
                 ctx.state
                     .store
-                    .finish_operation(op, OperationState::Failed, Some(&description), &effect)
+                    .finish_operation(op, &Outcome::failed(&description), &effect)
                     .await?;
                 return Err(ApiError::Internal(description));
             }
@@ -196,7 +194,8 @@ fn guest_kind(kind: OperationKind) -> wit::OperationKind {
 }
 
 /// Asks the guest once how the long operation `op` is going, persists the answer, and returns
-/// the operation as stored afterwards.
+/// the operation as stored afterwards. An operation past its plan's
+/// `maximum_polling_duration` is failed without asking the guest.
 ///
 /// # Errors
 /// A state store failure, or an operation whose instance vanished.
@@ -209,71 +208,14 @@ pub async fn poll_guest(
         .instance(&op.broker, &op.instance_id)
         .await?
         .ok_or_else(|| ApiError::Gone(format!("instance {} does not exist", op.instance_id)))?;
-    let request = LastOperationRequest {
-        instance_id: op.instance_id.clone(),
-        binding_id: op.binding_id.clone(),
-        service_id: instance.service_id.clone(),
-        plan_id: instance.plan_id.clone(),
-        kind: guest_kind(op.kind),
-        operation_data: op.guest_data.clone().unwrap_or_default(),
-        call: ctx.call.clone(),
-    };
-    let outcome = ctx.broker.guest.last_operation(&ctx.info(), request).await;
-    let written = match outcome {
-        Ok(GuestState::InProgress(progress)) => {
+    let written = match overdue(ctx, op, &instance.service_id, &instance.plan_id) {
+        Some(description) => {
+            let outcome = Outcome::failed(description);
             store
-                .record_progress(
-                    &op.broker,
-                    &op.id,
-                    progress.operation_data.as_deref(),
-                    progress.description.as_deref(),
-                )
+                .finish_operation(op, &outcome, &failure_effect(op.kind))
                 .await
         }
-        Ok(GuestState::Succeeded(success)) => match success_effect(op, &instance.plan_id, &success)
-        {
-            Ok(effect) => {
-                store
-                    .finish_operation(
-                        op,
-                        OperationState::Succeeded,
-                        success.description.as_deref(),
-                        &effect,
-                    )
-                    .await
-            }
-            Err(description) => {
-                store
-                    .finish_operation(
-                        op,
-                        OperationState::Failed,
-                        Some(&description),
-                        &failure_effect(op.kind),
-                    )
-                    .await
-            }
-        },
-        Ok(GuestState::Failed(failed)) => {
-            store
-                .finish_operation(
-                    op,
-                    OperationState::Failed,
-                    Some(&failed.description),
-                    &failure_effect(op.kind),
-                )
-                .await
-        }
-        Err(error) => {
-            let description = error.to_string();
-            store
-                .finish_operation(
-                    op,
-                    OperationState::Failed,
-                    Some(&description),
-                    &failure_effect(op.kind),
-                )
-                .await
-        }
+        None => ask_guest(ctx, op, &instance.service_id, &instance.plan_id).await,
     };
     match written {
         // Another poll finished it first: report what that one stored.
@@ -284,6 +226,73 @@ pub async fn poll_guest(
         .operation(&op.broker, &op.id)
         .await?
         .ok_or_else(|| ApiError::Internal(format!("operation {} vanished", op.id)))
+}
+
+/// Why `op` must end now: it ran longer than its plan's `maximum_polling_duration`.
+fn overdue(
+    ctx: &OpContext<'_>,
+    op: &OperationRecord,
+    service_id: &str,
+    plan_id: &str,
+) -> Option<String> {
+    let limit = ctx
+        .broker
+        .catalog
+        .plan(service_id, plan_id)?
+        .plan
+        .maximum_polling_duration?;
+    let elapsed_ms = crate::store::now_ms().saturating_sub(op.created_at);
+    let limit_ms = i64::try_from(limit.saturating_mul(1000)).unwrap_or(i64::MAX);
+    (elapsed_ms > limit_ms)
+        .then(|| format!("the operation exceeded the plan's maximum_polling_duration of {limit} s"))
+}
+
+/// Calls the guest's `last-operation` for `op` and persists its answer.
+async fn ask_guest(
+    ctx: &OpContext<'_>,
+    op: &OperationRecord,
+    service_id: &str,
+    plan_id: &str,
+) -> Result<(), StoreError> {
+    let store = &ctx.state.store;
+    let request = LastOperationRequest {
+        instance_id: op.instance_id.clone(),
+        binding_id: op.binding_id.clone(),
+        service_id: service_id.to_string(),
+        plan_id: plan_id.to_string(),
+        kind: guest_kind(op.kind),
+        operation_data: op.guest_data.clone().unwrap_or_default(),
+        call: ctx.call.clone(),
+    };
+    let (outcome, effect) = match ctx.broker.guest.last_operation(&ctx.info(), request).await {
+        Ok(GuestState::InProgress(progress)) => {
+            return store
+                .record_progress(
+                    &op.broker,
+                    &op.id,
+                    progress.operation_data.as_deref(),
+                    progress.description.as_deref(),
+                )
+                .await;
+        }
+        Ok(GuestState::Succeeded(success)) => match success_effect(op, plan_id, &success) {
+            Ok(effect) => (Outcome::succeeded(success.description), effect),
+            Err(description) => (Outcome::failed(description), failure_effect(op.kind)),
+        },
+        Ok(GuestState::Failed(failed)) => {
+            let mut outcome = Outcome::failed(failed.description);
+            // OSB allows these fields only where they mean something.
+            if matches!(op.kind, OperationKind::Update | OperationKind::Deprovision) {
+                outcome.instance_usable = failed.instance_usable;
+            }
+            if op.kind == OperationKind::Update {
+                outcome.update_repeatable = failed.update_repeatable;
+            }
+            (outcome, failure_effect(op.kind))
+        }
+        Err(error) => (Outcome::failed(error.to_string()), failure_effect(op.kind)),
+    };
+    store.finish_operation(op, &outcome, &effect).await
 }
 
 /// What a long operation that succeeded does to its resource.

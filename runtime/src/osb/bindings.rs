@@ -4,7 +4,8 @@
 use super::instances::busy;
 use super::request::{accepts_incomplete, Body, Osb};
 use super::wire::{bind_resource, object_text, required, BindBody};
-use super::{query, AppState, Reply};
+use super::{query, validate, AppState, Reply};
+use crate::catalog::SchemaKind;
 use crate::engine::bindings::types::{BindRequest, BindingResponse, DeleteResponse, UnbindRequest};
 use crate::error::ApiError;
 use crate::ops::{failure, results, settle, Answer, Settled};
@@ -66,15 +67,7 @@ pub async fn bind(
     let ctx = osb.context(&state, accepts_incomplete(query.get("accepts_incomplete"))?);
     let service_id = required("service_id", body.service_id)?;
     let plan_id = required("plan_id", body.plan_id)?;
-    let plan = osb
-        .broker
-        .catalog
-        .plan(&service_id, &plan_id)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "plan {plan_id} does not belong to service {service_id}"
-            ))
-        })?;
+    let plan = validate::plan(&osb.broker, &service_id, &plan_id)?;
     if !plan.bindable() {
         return Err(ApiError::BadRequest(format!(
             "plan {plan_id} is not bindable"
@@ -82,6 +75,12 @@ pub async fn bind(
     }
     let parameters = object_text("parameters", body.parameters)?;
     let context = object_text("context", body.context)?;
+    validate::parameters(&plan, SchemaKind::BindingCreate, parameters.as_deref())?;
+    if body.predecessor_binding_id.is_some() && !plan.binding_rotatable() {
+        return Err(ApiError::Unprocessable(format!(
+            "bindings of plan {plan_id} cannot be rotated (binding_rotatable is false)"
+        )));
+    }
     let resource = bind_resource(body.bind_resource)?;
     let store = &state.store;
     let broker = &osb.broker.name;
@@ -98,10 +97,23 @@ pub async fn bind(
             path.instance_id, instance.service_id, instance.plan_id
         )));
     }
+    if let Some(predecessor) = &body.predecessor_binding_id {
+        let usable = store
+            .binding(broker, predecessor)
+            .await?
+            .is_some_and(|b| b.instance_id == path.instance_id && b.state == ResourceState::Ready);
+        if !usable {
+            return Err(ApiError::BadRequest(format!(
+                "predecessor_binding_id {predecessor} is not a binding of instance {}",
+                path.instance_id
+            )));
+        }
+    }
     let attributes = json!({
         "instance_id": path.instance_id, "service_id": service_id, "plan_id": plan_id,
         "app_guid": body.app_guid, "bind_resource": resource.as_ref().map(|r| r.raw.clone()),
-        "parameters": parameters,
+        "parameters": parameters.as_deref().map(|p| serde_json::from_str::<Value>(p).unwrap_or_default()),
+        "predecessor_binding_id": body.predecessor_binding_id,
     })
     .to_string();
     if let Some(existing) = store.binding(broker, &path.binding_id).await? {
@@ -179,14 +191,7 @@ pub async fn unbind(
     let ctx = osb.context(&state, accepts_incomplete(query.get("accepts_incomplete"))?);
     let service_id = required("service_id", query.get("service_id").cloned())?;
     let plan_id = required("plan_id", query.get("plan_id").cloned())?;
-    osb.broker
-        .catalog
-        .plan(&service_id, &plan_id)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "plan {plan_id} does not belong to service {service_id}"
-            ))
-        })?;
+    validate::plan(&osb.broker, &service_id, &plan_id)?;
     let store = &state.store;
     let broker = &osb.broker.name;
     let gone = || ApiError::Gone(format!("binding {} does not exist", path.binding_id));
@@ -238,8 +243,18 @@ pub async fn fetch(
         .store
         .binding(&osb.broker.name, &path.binding_id)
         .await?
-        .filter(|b| b.instance_id == path.instance_id && b.state == ResourceState::Ready)
+        .filter(|b| b.instance_id == path.instance_id)
         .ok_or_else(not_found)?;
+    match record.state {
+        ResourceState::Ready => {}
+        ResourceState::Deleting => {
+            return Err(ApiError::ConcurrencyError(format!(
+                "binding {} is being deleted",
+                path.binding_id
+            )))
+        }
+        _ => return Err(not_found()),
+    }
     let instance = state
         .store
         .instance(&osb.broker.name, &path.instance_id)

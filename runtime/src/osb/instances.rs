@@ -3,7 +3,8 @@
 
 use super::request::{accepts_incomplete, Body, Osb};
 use super::wire::{object_text, required, ProvisionBody, UpdateBody};
-use super::{query, AppState, Reply};
+use super::{query, validate, AppState, Reply};
+use crate::catalog::SchemaKind;
 use crate::engine::bindings::types::{
     DeleteResponse, DeprovisionRequest, InstanceAccepted, InstanceResponse, ProvisionRequest,
     UpdateRequest,
@@ -92,16 +93,11 @@ pub async fn provision(
     let ctx = osb.context(&state, accepts_incomplete(query.get("accepts_incomplete"))?);
     let service_id = required("service_id", body.service_id)?;
     let plan_id = required("plan_id", body.plan_id)?;
-    osb.broker
-        .catalog
-        .plan(&service_id, &plan_id)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "plan {plan_id} does not belong to service {service_id}"
-            ))
-        })?;
+    let plan = validate::plan(&osb.broker, &service_id, &plan_id)?;
     let parameters = object_text("parameters", body.parameters)?;
     let context = object_text("context", body.context)?;
+    validate::parameters(&plan, SchemaKind::InstanceCreate, parameters.as_deref())?;
+    validate::maintenance_info(&plan, body.maintenance_info.as_ref())?;
     let maintenance_info = body.maintenance_info.clone().map(|m| json!(m).to_string());
     let attributes = json!({
         "service_id": service_id, "plan_id": plan_id,
@@ -220,24 +216,29 @@ pub async fn update(
             ApiError::Internal("the instance's plan is no longer in the catalog".into())
         })?;
     let target_plan = body.plan_id.filter(|p| *p != existing.plan_id);
-    if let Some(plan_id) = &target_plan {
-        osb.broker
-            .catalog
-            .plan(&service_id, plan_id)
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "plan {plan_id} does not belong to service {service_id}"
-                ))
-            })?;
-        if !current.plan_updateable() {
-            return Err(ApiError::BadRequest(format!(
-                "plan {} cannot be changed (plan_updateable is false)",
-                existing.plan_id
-            )));
+    let plan = match &target_plan {
+        Some(plan_id) => {
+            let target = validate::plan(&osb.broker, &service_id, plan_id)?;
+            if !current.plan_updateable() {
+                return Err(ApiError::Unprocessable(format!(
+                    "the plan of instance {} cannot be changed (plan_updateable is false)",
+                    path.instance_id
+                )));
+            }
+            target
         }
-    }
+        None => current,
+    };
     let parameters = object_text("parameters", body.parameters)?;
     let context = object_text("context", body.context)?;
+    validate::parameters(&plan, SchemaKind::InstanceUpdate, parameters.as_deref())?;
+    validate::maintenance_info(&plan, body.maintenance_info.as_ref())?;
+    let context_only =
+        target_plan.is_none() && parameters.is_none() && body.maintenance_info.is_none();
+    if context_only && !plan.service.allow_context_updates {
+        // The service did not ask for context updates: nothing to apply, nothing to call.
+        return Ok((StatusCode::OK, json!({})).into());
+    }
     let mut op = ctx.new_operation(OperationKind::Update, &path.instance_id, None);
     op.target_plan = target_plan.clone();
     if let Err(error) = store.start_operation(&op, ResourceState::Updating).await {
@@ -309,14 +310,7 @@ pub async fn deprovision(
     let ctx = osb.context(&state, accepts_incomplete(query.get("accepts_incomplete"))?);
     let service_id = required("service_id", query.get("service_id").cloned())?;
     let plan_id = required("plan_id", query.get("plan_id").cloned())?;
-    osb.broker
-        .catalog
-        .plan(&service_id, &plan_id)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "plan {plan_id} does not belong to service {service_id}"
-            ))
-        })?;
+    validate::plan(&osb.broker, &service_id, &plan_id)?;
     let store = &state.store;
     let broker = &osb.broker.name;
     let existing = store

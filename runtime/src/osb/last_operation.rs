@@ -1,15 +1,23 @@
 //! `GET .../last_operation` of instances and bindings: served from stored state; an operation
 //! the guest runs itself is advanced by asking the guest once per poll.
+//!
+//! The `operation` query value names the operation to report; when it is missing or names an
+//! operation of another resource, the resource's latest operation is reported instead.
+//! Operations are kept after their resource is deleted, so a finished asynchronous delete
+//! answers 200 `succeeded`; a resource with no known operation answers 404.
 
-use super::request::{accepts_incomplete, Osb};
+use super::request::Osb;
 use super::{query, AppState, Reply};
 use crate::error::ApiError;
 use crate::ops::poll_guest;
 use crate::store::{OperationRecord, OperationState};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header::RETRY_AFTER, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
+
+/// Seconds a platform is asked to wait before polling an operation in progress again.
+pub const RETRY_AFTER_SECONDS: u32 = 2;
 
 /// Path of an instance's last_operation.
 #[derive(Deserialize)]
@@ -35,15 +43,11 @@ pub async fn instance(
     Path(path): Path<InstancePath>,
     query: query::Query,
 ) -> Result<Reply, ApiError> {
-    let current = state
-        .store
-        .instance(&osb.broker.name, &path.instance_id)
-        .await?;
-    let id = query
-        .get("operation")
-        .cloned()
-        .or(current.and_then(|i| i.operation_id));
-    answer(&state, &osb, id, &path.instance_id, None).await
+    let target = Target {
+        instance_id: &path.instance_id,
+        binding_id: None,
+    };
+    answer(&state, &osb, query.get("operation"), target).await
 }
 
 /// `GET .../service_bindings/:binding_id/last_operation`.
@@ -53,49 +57,76 @@ pub async fn binding(
     Path(path): Path<BindingPath>,
     query: query::Query,
 ) -> Result<Reply, ApiError> {
-    let current = state
+    let target = Target {
+        instance_id: &path.instance_id,
+        binding_id: Some(&path.binding_id),
+    };
+    answer(&state, &osb, query.get("operation"), target).await
+}
+
+/// The resource whose operation is asked for.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    instance_id: &'a str,
+    binding_id: Option<&'a str>,
+}
+
+/// The operation `asked` for when it belongs to `target`, else `target`'s latest operation.
+async fn find(
+    state: &AppState,
+    broker: &str,
+    asked: Option<&String>,
+    target: Target<'_>,
+) -> Result<Option<OperationRecord>, ApiError> {
+    if let Some(id) = asked {
+        let op = state.store.operation(broker, id).await?.filter(|op| {
+            op.instance_id == target.instance_id && op.binding_id.as_deref() == target.binding_id
+        });
+        if op.is_some() {
+            return Ok(op);
+        }
+    }
+    Ok(state
         .store
-        .binding(&osb.broker.name, &path.binding_id)
-        .await?;
-    let id = query
-        .get("operation")
-        .cloned()
-        .or(current.and_then(|b| b.operation_id));
-    answer(&state, &osb, id, &path.instance_id, Some(&path.binding_id)).await
+        .latest_operation(broker, target.instance_id, target.binding_id)
+        .await?)
 }
 
 async fn answer(
     state: &AppState,
     osb: &Osb,
-    id: Option<String>,
-    instance_id: &str,
-    binding_id: Option<&str>,
+    asked: Option<&String>,
+    target: Target<'_>,
 ) -> Result<Reply, ApiError> {
-    let gone = || {
-        ApiError::Gone(format!(
-            "no operation is known for {}",
-            binding_id.unwrap_or(instance_id)
-        ))
-    };
-    let id = id.ok_or_else(gone)?;
-    let mut op = state
-        .store
-        .operation(&osb.broker.name, &id)
+    let resource = target.binding_id.unwrap_or(target.instance_id);
+    let mut op = find(state, &osb.broker.name, asked, target)
         .await?
-        .filter(|op| op.instance_id == instance_id && op.binding_id.as_deref() == binding_id)
-        .ok_or_else(gone)?;
+        .ok_or_else(|| ApiError::NotFound(format!("no operation is known for {resource}")))?;
     if op.state == OperationState::InProgress && op.guest_data.is_some() {
-        let ctx = osb.context(state, accepts_incomplete(None)?);
+        let ctx = osb.context(state, false);
         op = poll_guest(&ctx, &op).await?;
     }
-    reply(&op)
+    Ok(reply(&op))
 }
 
 /// The last_operation body of a stored operation.
-fn reply(op: &OperationRecord) -> Result<Reply, ApiError> {
+fn reply(op: &OperationRecord) -> Reply {
     let mut body = json!({ "state": op.state.as_str() });
     if let Some(description) = &op.description {
         body["description"] = json!(description);
     }
-    Ok((StatusCode::OK, body).into())
+    if op.state == OperationState::Failed {
+        if let Some(usable) = op.instance_usable {
+            body["instance_usable"] = json!(usable);
+        }
+        if let Some(repeatable) = op.update_repeatable {
+            body["update_repeatable"] = json!(repeatable);
+        }
+    }
+    let reply = Reply::from((StatusCode::OK, body));
+    if op.state == OperationState::InProgress {
+        reply.with_header(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS))
+    } else {
+        reply
+    }
 }

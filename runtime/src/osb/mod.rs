@@ -6,6 +6,7 @@ mod catalog;
 mod instances;
 mod last_operation;
 pub mod request;
+mod validate;
 pub mod wire;
 
 use crate::error::ApiError;
@@ -108,18 +109,34 @@ async fn request_identity(request: Request, next: Next) -> Response {
     response
 }
 
-/// A successful OSB answer: a status and a JSON body.
-pub struct Reply(axum::http::StatusCode, serde_json::Value);
+/// A successful OSB answer: a status, a JSON body, and extra headers.
+pub struct Reply {
+    status: axum::http::StatusCode,
+    body: serde_json::Value,
+    headers: axum::http::HeaderMap,
+}
+
+impl Reply {
+    /// Adds a header to the answer.
+    pub fn with_header(mut self, name: axum::http::HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+}
 
 impl From<(axum::http::StatusCode, serde_json::Value)> for Reply {
     fn from((status, body): (axum::http::StatusCode, serde_json::Value)) -> Self {
-        Reply(status, body)
+        Reply {
+            status,
+            body,
+            headers: axum::http::HeaderMap::new(),
+        }
     }
 }
 
 impl axum::response::IntoResponse for Reply {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(self.1)).into_response()
+        (self.status, self.headers, axum::Json(self.body)).into_response()
     }
 }
 

@@ -122,6 +122,47 @@ pub struct OperationRecord {
     pub target_plan: Option<String>,
     /// How many times it was started.
     pub attempts: u32,
+    /// For a failed update or deprovision: whether the instance still works.
+    pub instance_usable: Option<bool>,
+    /// For a failed update: whether repeating it may succeed.
+    pub update_repeatable: Option<bool>,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Succeeded or failed.
+    pub state: OperationState,
+    /// Message for the platform.
+    pub description: Option<String>,
+    /// For a failed update or deprovision: whether the instance still works.
+    pub instance_usable: Option<bool>,
+    /// For a failed update: whether repeating it may succeed.
+    pub update_repeatable: Option<bool>,
+}
+
+impl Outcome {
+    /// A success with an optional message.
+    pub fn succeeded(description: Option<String>) -> Self {
+        Outcome {
+            state: OperationState::Succeeded,
+            description,
+            instance_usable: None,
+            update_repeatable: None,
+        }
+    }
+
+    /// A failure with a message.
+    pub fn failed(description: impl Into<String>) -> Self {
+        Outcome {
+            state: OperationState::Failed,
+            description: Some(description.into()),
+            instance_usable: None,
+            update_repeatable: None,
+        }
+    }
 }
 
 /// What an operation's outcome does to the resource it concerns.
@@ -204,6 +245,13 @@ pub trait StateStore: Send + Sync {
         broker: &str,
         id: &str,
     ) -> Result<Option<OperationRecord>, StoreError>;
+    /// The most recent operation on an instance (`binding_id` `None`) or on one of its bindings.
+    async fn latest_operation(
+        &self,
+        broker: &str,
+        instance_id: &str,
+        binding_id: Option<&str>,
+    ) -> Result<Option<OperationRecord>, StoreError>;
     /// Inserts a new instance (state `creating`) and its provision operation.
     async fn create_instance(
         &self,
@@ -242,10 +290,17 @@ pub trait StateStore: Send + Sync {
     async fn finish_operation(
         &self,
         op: &OperationRecord,
-        state: OperationState,
-        description: Option<&str>,
+        outcome: &Outcome,
         effect: &Effect,
     ) -> Result<(), StoreError>;
+}
+
+/// Now, in milliseconds since the Unix epoch (the stores' timestamps).
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Opens the state store named by `url`: `sqlite://PATH` (created if missing).

@@ -2,7 +2,7 @@
 //! at open.
 
 use super::{
-    BindingRecord, Effect, InstanceRecord, OperationKind, OperationRecord, OperationState,
+    BindingRecord, Effect, InstanceRecord, OperationKind, OperationRecord, OperationState, Outcome,
     ResourceState, StateStore, StoreError,
 };
 use sqlx::sqlite::{
@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// State in an SQLite database file.
 pub struct SqliteStore {
@@ -26,12 +26,7 @@ fn backend(error: sqlx::Error) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
-fn now() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
+use super::now_ms as now;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
@@ -101,6 +96,9 @@ fn operation_row(row: &SqliteRow) -> Result<OperationRecord, StoreError> {
         guest_data: row.try_get("guest_data").map_err(backend)?,
         target_plan: row.try_get("target_plan").map_err(backend)?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        instance_usable: row.try_get("instance_usable").map_err(backend)?,
+        update_repeatable: row.try_get("update_repeatable").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
     })
 }
 
@@ -108,7 +106,6 @@ async fn insert_operation(
     tx: &mut Transaction<'_, Sqlite>,
     op: &OperationRecord,
 ) -> Result<(), StoreError> {
-    let t = now();
     sqlx::query(
         "INSERT INTO operations (id, broker, instance_id, binding_id, kind, state, description, \
          guest_data, target_plan, attempts, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -123,8 +120,8 @@ async fn insert_operation(
     .bind(&op.guest_data)
     .bind(&op.target_plan)
     .bind(i64::from(op.attempts))
-    .bind(t)
-    .bind(t)
+    .bind(op.created_at)
+    .bind(now())
     .execute(&mut **tx)
     .await
     .map_err(backend)?;
@@ -289,6 +286,27 @@ impl StateStore for SqliteStore {
             .transpose()
     }
 
+    async fn latest_operation(
+        &self,
+        broker: &str,
+        instance_id: &str,
+        binding_id: Option<&str>,
+    ) -> Result<Option<OperationRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM operations WHERE broker = ? AND instance_id = ? AND binding_id IS ? \
+             ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        )
+        .bind(broker)
+        .bind(instance_id)
+        .bind(binding_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(operation_row)
+        .transpose()
+    }
+
     async fn create_instance(
         &self,
         i: &InstanceRecord,
@@ -434,17 +452,19 @@ impl StateStore for SqliteStore {
     async fn finish_operation(
         &self,
         op: &OperationRecord,
-        state: OperationState,
-        description: Option<&str>,
+        outcome: &Outcome,
         effect: &Effect,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let result = sqlx::query(
-            "UPDATE operations SET state = ?, description = ?, updated_at = ? \
+            "UPDATE operations SET state = ?, description = ?, instance_usable = ?, \
+             update_repeatable = ?, updated_at = ? \
              WHERE broker = ? AND id = ? AND state = 'in progress'",
         )
-        .bind(state.as_str())
-        .bind(description)
+        .bind(outcome.state.as_str())
+        .bind(&outcome.description)
+        .bind(outcome.instance_usable)
+        .bind(outcome.update_repeatable)
         .bind(now())
         .bind(&op.broker)
         .bind(&op.id)

@@ -1,4 +1,5 @@
-//! End-to-end OSB tests: real runtime, real HTTP on loopback, real guest components.
+//! The foundation: catalog, headers, the file-broker life cycle, long operations, restarts,
+//! traps.
 
 use brokerbox_tests::{guests, manifest, originating_identity, TestRuntime};
 use reqwest::{Method, StatusCode};
@@ -363,6 +364,7 @@ async fn slow_broker_long_operations_are_polled_to_success() {
     let operation = deleting.body["operation"].as_str().unwrap();
     let done = rt.poll_until_done("slow-broker", instance, operation).await;
     assert_eq!(done.body["state"], "succeeded");
+    // After the delete, the operation stays known: asking without an operation id reports it.
     let after = rt
         .osb(
             Method::GET,
@@ -371,7 +373,8 @@ async fn slow_broker_long_operations_are_polled_to_success() {
             None,
         )
         .await;
-    assert_eq!(after.status, StatusCode::GONE);
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.body["state"], "succeeded");
 }
 
 #[tokio::test]

@@ -1,0 +1,6 @@
+//! End-to-end tests: real runtimes, real HTTP on loopback, real guest components. One test
+//! binary (modules below) keeps link time down.
+
+mod check;
+mod osb;
+mod rules;
