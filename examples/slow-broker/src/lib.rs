@@ -1,6 +1,6 @@
 //! slow-broker: demonstrates long operations.
 //!
-//! Provision (and deprovision) answer `accepted`; `last-operation` reports in-progress for a few
+//! Provision, bind and deprovision answer `accepted` when the platform allows it; `last-operation` reports in-progress for a few
 //! polls, then succeeded. The guest keeps no memory between calls, so the number of polls left
 //! travels in the operation data, which each in-progress answer replaces.
 //! The `async-only` plan refuses provisioning without `accepts_incomplete=true` (422
@@ -22,6 +22,11 @@ struct Params {
 }
 
 struct SlowBroker;
+
+/// The binding slow-broker hands out.
+fn credentials(binding_id: &str) -> Result<BindingResult, BrokerError> {
+    BindingResult::with_credentials(&serde_json::json!({ "slow": true, "binding": binding_id }))
+}
 
 /// The operation data for an operation that needs `polls` more polls.
 fn operation_data(polls: u32) -> String {
@@ -77,10 +82,11 @@ impl Broker for SlowBroker {
         }
     }
 
-    fn bind(_request: BindRequest) -> Result<BindingResponse, BrokerError> {
-        Ok(BindingResponse::Done(BindingResult::with_credentials(
-            &serde_json::json!({ "slow": true }),
-        )?))
+    fn bind(request: BindRequest) -> Result<BindingResponse, BrokerError> {
+        if request.call.accepts_incomplete {
+            return Ok(BindingResponse::Accepted(operation_data(DEFAULT_POLLS)));
+        }
+        Ok(BindingResponse::Done(credentials(&request.binding_id)?))
     }
 
     fn last_operation(request: LastOperationRequest) -> Result<OperationState, BrokerError> {
@@ -88,9 +94,14 @@ impl Broker for SlowBroker {
             BrokerError::Internal(format!("bad operation data {:?}", request.operation_data))
         })?;
         if left == 0 {
+            // A finished asynchronous bind hands over its binding now.
+            let binding = match (request.kind, &request.binding_id) {
+                (OperationKind::Bind, Some(id)) => Some(credentials(id)?),
+                _ => None,
+            };
             return Ok(OperationState::Succeeded(Success {
                 description: Some("done".into()),
-                binding: None,
+                binding,
                 instance: None,
             }));
         }

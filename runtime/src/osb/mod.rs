@@ -5,6 +5,7 @@ mod bindings;
 mod catalog;
 mod instances;
 mod last_operation;
+mod layers;
 pub mod request;
 mod validate;
 pub mod wire;
@@ -12,14 +13,13 @@ pub mod wire;
 use crate::error::ApiError;
 use crate::registry::Registry;
 use crate::store::StateStore;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
-use tracing::Instrument;
 
 /// Settings of the OSB edge.
 #[derive(Debug, Clone)]
@@ -75,38 +75,9 @@ pub fn router(state: AppState) -> Router {
             ApiError::NotFound("method not allowed on this route".into())
         })
         .layer(DefaultBodyLimit::max(state.config.body_limit))
-        .layer(middleware::from_fn(request_identity))
+        .layer(middleware::from_fn(layers::json_errors))
+        .layer(middleware::from_fn(layers::request_identity))
         .with_state(state)
-}
-
-/// Puts the request identity on the request's log span and echoes it on the response.
-async fn request_identity(request: Request, next: Next) -> Response {
-    let identity = request.headers().get(request::REQUEST_IDENTITY).cloned();
-    let shown = identity
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
-    let broker = request
-        .uri()
-        .path()
-        .strip_prefix("/brokers/")
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("-")
-        .to_string();
-    let span = tracing::info_span!("osb", %broker, request = %shown, method = %request.method(), path = %request.uri().path());
-    let mut response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| tracing::info!(status = response.status().as_u16(), "answered"));
-    if let Some(identity) = identity {
-        response
-            .headers_mut()
-            .insert(request::REQUEST_IDENTITY, identity);
-    }
-    response
-        .headers_mut()
-        .entry(axum::http::header::CONTENT_TYPE)
-        .or_insert(HeaderValue::from_static("application/json"));
-    response
 }
 
 /// A successful OSB answer: a status, a JSON body, and extra headers.

@@ -35,7 +35,7 @@ impl FromRequestParts<AppState> for Osb {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let params = RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|_| ApiError::NotFound("no such route".into()))?;
+            .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
         let name = params
             .iter()
             .find(|(key, _)| *key == "broker")

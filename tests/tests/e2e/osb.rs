@@ -350,6 +350,32 @@ async fn slow_broker_long_operations_are_polled_to_success() {
         StatusCode::OK
     );
 
+    // An asynchronous bind: 202 without credentials, polled, then fetched.
+    let binding = format!("{instance}/service_bindings/slow-b");
+    let bind_body = json!({ "service_id": SLOW_SERVICE, "plan_id": SLOW_ASYNC_ONLY });
+    let accepted = rt
+        .osb(
+            Method::PUT,
+            "slow-broker",
+            &format!("{binding}?accepts_incomplete=true"),
+            Some(bind_body),
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    assert!(accepted.body.get("credentials").is_none());
+    let operation = accepted.body["operation"].as_str().unwrap();
+    assert_eq!(
+        rt.osb(Method::GET, "slow-broker", &binding, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let done = rt.poll_until_done("slow-broker", &binding, operation).await;
+    assert_eq!(done.body["state"], "succeeded");
+    let fetched = rt.osb(Method::GET, "slow-broker", &binding, None).await;
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(fetched.body["credentials"]["binding"], "slow-b");
+
     let query =
         format!("?service_id={SLOW_SERVICE}&plan_id={SLOW_ASYNC_ONLY}&accepts_incomplete=true");
     let deleting = rt
