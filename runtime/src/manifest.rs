@@ -17,6 +17,75 @@ pub struct Manifest {
     /// Capabilities granted to the guest; none by default.
     #[serde(default)]
     pub grants: GrantsConfig,
+    /// How operations run (sync window, deadline, retries, async-only plans).
+    #[serde(default)]
+    pub operations: OperationSettings,
+}
+
+/// Default time an asynchronous request waits for the guest before answering 202: quick
+/// operations get their final answer without making the platform wait a polling interval.
+pub const DEFAULT_SYNC_WINDOW_MS: u64 = 2_000;
+/// Default time a synchronous request may take: below the 60 s after which platforms give up.
+pub const DEFAULT_SYNC_DEADLINE_MS: u64 = 50_000;
+/// Default number of attempts of an operation interrupted by a crash before it is failed.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// The `[operations]` table: how the host runs a broker's operations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperationSettings {
+    /// How long a request with `accepts_incomplete=true` waits before answering 202, in ms.
+    pub sync_window_ms: u64,
+    /// How long a request without it may take before the operation fails, in ms.
+    pub sync_deadline_ms: u64,
+    /// Attempts of an operation interrupted by a crash (the first included).
+    pub max_attempts: u32,
+    /// Every provision, update and bind needs `accepts_incomplete=true` (else 422 AsyncRequired).
+    pub async_only: bool,
+    /// Plans whose operations need `accepts_incomplete=true`.
+    pub async_only_plans: Vec<String>,
+}
+
+impl Default for OperationSettings {
+    fn default() -> Self {
+        OperationSettings {
+            sync_window_ms: DEFAULT_SYNC_WINDOW_MS,
+            sync_deadline_ms: DEFAULT_SYNC_DEADLINE_MS,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            async_only: false,
+            async_only_plans: Vec::new(),
+        }
+    }
+}
+
+impl OperationSettings {
+    /// The sync window as a `Duration`.
+    pub fn sync_window(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.sync_window_ms)
+    }
+
+    /// The sync deadline as a `Duration`.
+    pub fn sync_deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.sync_deadline_ms)
+    }
+
+    /// Whether operations on `plan_id` need `accepts_incomplete=true`.
+    pub fn async_required(&self, plan_id: &str) -> bool {
+        self.async_only || self.async_only_plans.iter().any(|p| p == plan_id)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.sync_deadline_ms == 0 || self.sync_deadline_ms > 600_000 {
+            return Err("operations.sync_deadline_ms must be between 1 and 600000".into());
+        }
+        if self.sync_window_ms > self.sync_deadline_ms {
+            return Err("operations.sync_window_ms must not exceed sync_deadline_ms".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("operations.max_attempts must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// OSB basic-auth credentials of one broker.
@@ -72,6 +141,7 @@ impl Manifest {
             bail!("credentials.username must not contain ':' (basic auth separator)");
         }
         manifest.limits.validate().map_err(anyhow::Error::msg)?;
+        manifest.operations.validate().map_err(anyhow::Error::msg)?;
         Ok(manifest)
     }
 }

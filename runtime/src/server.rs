@@ -1,15 +1,21 @@
 //! Starting and stopping a runtime: open the state store, build the engine, load the brokers,
-//! serve the OSB API on a listener until shutdown.
+//! start the operation worker, serve the OSB API on a listener until shutdown, then drain.
 
+use crate::ops::{self, OpsRuntime};
 use crate::osb::{self, AppState, EdgeConfig};
 use crate::registry::Registry;
 use crate::store;
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Default time a shutdown waits for running guest calls before leaving them to recovery.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// What `brokerbox serve` needs.
 #[derive(Debug, Clone)]
@@ -22,6 +28,10 @@ pub struct ServeConfig {
     pub state_url: Option<String>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// Lease of running operations (another replica takes one over once it expires).
+    pub lease: Duration,
+    /// How long a shutdown waits for running guest calls.
+    pub shutdown_grace: Duration,
 }
 
 impl ServeConfig {
@@ -32,6 +42,8 @@ impl ServeConfig {
             brokers_dir: brokers_dir.into(),
             state_url: None,
             body_limit: osb::DEFAULT_BODY_LIMIT,
+            lease: ops::DEFAULT_LEASE,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -40,6 +52,21 @@ impl ServeConfig {
 pub struct Runtime {
     state: AppState,
     ticker: tokio::task::JoinHandle<()>,
+    shutdown_grace: Duration,
+}
+
+/// This runtime's id: kept in `DATA_DIR/runtime-id`, so a restart on the same data dir knows
+/// the operations it held before (and recovers them at once).
+fn runtime_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("runtime-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_string());
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 impl Runtime {
@@ -57,10 +84,11 @@ impl Runtime {
             None => format!("sqlite://{}", data_dir.join("brokerbox.db").display()),
         };
         let store = store::open(&url).await?;
+        let id = runtime_id(&data_dir)?;
+        store.register_runtime(&id).await?;
         let engine = crate::engine::new_engine()?;
         let ticker = crate::engine::spawn_epoch_ticker(engine.clone());
-        let registry = Registry::load_dir(&engine, &config.brokers_dir, &data_dir).await;
-        let registry = match registry {
+        let registry = match Registry::load_dir(&engine, &config.brokers_dir, &data_dir).await {
             Ok(registry) => registry,
             Err(error) => {
                 ticker.abort();
@@ -73,8 +101,13 @@ impl Runtime {
             config: EdgeConfig {
                 body_limit: config.body_limit,
             },
+            runtime: Arc::new(OpsRuntime::new(id, config.lease)),
         };
-        Ok(Runtime { state, ticker })
+        Ok(Runtime {
+            state,
+            ticker,
+            shutdown_grace: config.shutdown_grace,
+        })
     }
 
     /// The loaded brokers.
@@ -82,7 +115,9 @@ impl Runtime {
         &self.state.registry
     }
 
-    /// Serves the OSB API on `listener` until `shutdown` completes, then drains requests.
+    /// Serves the OSB API on `listener` until `shutdown` completes: then stops accepting,
+    /// lets running requests and guest calls finish up to the shutdown grace, and leaves what
+    /// is still running to recovery (its operations stay in progress, leased to this runtime).
     ///
     /// # Errors
     /// When the listener fails.
@@ -91,10 +126,28 @@ impl Runtime {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let stop_worker = CancellationToken::new();
+        let worker = tokio::spawn(ops::worker::run_worker(
+            self.state.clone(),
+            stop_worker.clone(),
+        ));
         let router = osb::router(self.state.clone());
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
+        stop_worker.cancel();
+        let _ = worker.await;
+        let tasks = &self.state.runtime.tasks;
+        tasks.close();
+        if tokio::time::timeout(self.shutdown_grace, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = tasks.len(),
+                "shutdown grace over; running operations will be recovered"
+            );
+        }
         self.ticker.abort();
         Ok(result?)
     }

@@ -43,6 +43,7 @@ pub struct Answer {
 impl TestRuntime {
     /// A runtime serving the given `(name, wasm path, manifest text)` brokers.
     pub async fn start(brokers: &[(&str, &str, &str)]) -> anyhow::Result<Self> {
+        init_logs();
         let dir = tempfile::tempdir()?;
         std::fs::create_dir_all(dir.path().join("brokers"))?;
         for (name, wasm, manifest) in brokers {
@@ -154,7 +155,8 @@ impl TestRuntime {
         resource_path: &str,
         operation: &str,
     ) -> Answer {
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             let answer = self
                 .osb(
                     Method::GET,
@@ -183,4 +185,14 @@ pub fn originating_identity(platform: &str, value: &Value) -> String {
 /// A manifest with credentials `NAME`/`NAME-secret` and extra TOML appended.
 pub fn manifest(name: &str, extra: &str) -> String {
     format!("[credentials]\nusername = \"{name}\"\npassword = \"{name}-secret\"\n{extra}")
+}
+
+/// Sends the runtime's logs to the test output when `RUST_LOG` is set.
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
 }

@@ -18,7 +18,11 @@ const DEFAULT_POLLS: u32 = 3;
 
 #[derive(serde::Deserialize, Default)]
 struct Params {
+    /// Polls answered in-progress before the operation succeeds.
     polls: Option<u32>,
+    /// Milliseconds the provision call itself takes (a slow call the host runs in the
+    /// background), before it answers.
+    sleep_ms: Option<u64>,
 }
 
 struct SlowBroker;

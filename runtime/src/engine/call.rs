@@ -8,6 +8,8 @@ use wasmtime::Trap;
 pub struct CallInfo {
     /// The OSB `X-Broker-API-Request-Identity`, if the platform sent one.
     pub request_identity: Option<String>,
+    /// A deadline shorter than the broker's call timeout (a synchronous request's).
+    pub deadline: Option<std::time::Duration>,
 }
 
 /// Why a guest call did not return a value.

@@ -147,11 +147,16 @@ impl Guest {
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
 
-        let deadline = self.limits.call_timeout();
+        let deadline = match info.deadline {
+            Some(shorter) => shorter.min(self.limits.call_timeout()),
+            None => self.limits.call_timeout(),
+        };
         let outcome = tokio::time::timeout(deadline, invoke(&self.pre, &mut store, request)).await;
         self.forward_output(&mut store);
         match outcome {
-            Err(_elapsed) => Err(CallError::Timeout(self.limits.call_timeout_ms)),
+            Err(_elapsed) => Err(CallError::Timeout(
+                u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+            )),
             Ok(Err(error)) => {
                 let error =
                     CallError::from_wasmtime(&error, self.limits.fuel, self.limits.memory_mib);

@@ -1,61 +1,104 @@
-//! The operation engine: every mutating OSB call is persisted as an operation before the guest
-//! runs, and its outcome (finished, accepted, refused, crashed) is persisted after, together
-//! with what it does to the instance or binding. Long operations are driven through the
-//! guest's `last-operation`, by the platform's polling or, when the platform did not accept an
-//! asynchronous answer, here until the sync deadline.
+//! The operation engine. Every mutating OSB call (provision, update, deprovision, bind,
+//! unbind) is persisted as an operation before the guest runs; the guest call runs in a
+//! background task tracked by the runtime, so a dropped connection or a slow guest never
+//! leaves it half done; its outcome is persisted with what it does to the instance or binding.
+//!
+//! - With `accepts_incomplete=true` the request waits up to the broker's sync window: a call
+//!   that finishes in it is answered with its final status, a longer one with 202.
+//! - Without it the request waits up to the sync deadline; a guest call is cut at the deadline
+//!   and the operation fails, saying so.
+//! - A guest that answers `accepted` hands the operation to the pollers ([`worker`]), which ask
+//!   its `last-operation` with backoff and persist each answer; the platform's `last_operation`
+//!   reads stored state only.
 
+pub mod calls;
+mod poll;
 pub mod results;
+pub mod worker;
 
-use crate::engine::bindings::types::{
-    self as wit, BrokerError, LastOperationRequest, OperationState as GuestState,
-};
+pub use calls::StoredCall;
+pub use poll::{expire_if_overdue, poll_guest};
+
+use crate::engine::bindings::types::{self as wit, BrokerError};
 use crate::engine::CallError;
 use crate::error::ApiError;
 use crate::osb::AppState;
 use crate::registry::LoadedBroker;
 use crate::store::{Effect, OperationKind, OperationRecord, OperationState, Outcome, StoreError};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a request without `accepts_incomplete=true` waits for a guest's long operation:
-/// below the 60 s after which platforms give up on a request.
-pub const SYNC_DEADLINE: Duration = Duration::from_secs(50);
-/// First pause between polls of a guest's long operation when driving it here; doubles up to
-/// [`MAX_POLL_INTERVAL`].
-const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(20);
-/// Longest pause between polls when driving a long operation here.
-const MAX_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a request waiting for an operation it cannot answer asynchronously re-reads it.
+const WAIT_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Everything an operation needs about its request.
-pub struct OpContext<'a> {
+/// Default lease of a running operation: the runtime renews it every third of it; another
+/// runtime takes the operation over once it expires.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// What the runtime's background work shares: its id, its tasks, its lease.
+pub struct OpsRuntime {
+    /// This runtime's id (stable across restarts on the same data dir).
+    pub id: String,
+    /// Every background task (guest calls, polls), awaited on graceful shutdown.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Lease of the operations this runtime runs.
+    pub lease: Duration,
+    /// Wakes the worker when an operation is accepted.
+    pub poll_wakeup: tokio::sync::Notify,
+}
+
+impl OpsRuntime {
+    /// A runtime with id `id` and lease `lease`.
+    pub fn new(id: String, lease: Duration) -> Self {
+        OpsRuntime {
+            id,
+            tasks: tokio_util::task::TaskTracker::new(),
+            lease,
+            poll_wakeup: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The lease in milliseconds.
+    pub fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Asks the worker to look for due polls now.
+    pub fn wake_pollers(&self) {
+        self.poll_wakeup.notify_one();
+    }
+}
+
+/// Everything an operation needs: the runtime, the broker, and what the guest is told.
+#[derive(Clone)]
+pub struct OpContext {
     /// Runtime state.
-    pub state: &'a AppState,
+    pub state: AppState,
     /// The broker.
-    pub broker: &'a LoadedBroker,
+    pub broker: Arc<LoadedBroker>,
     /// What the guest is told about the call.
     pub call: wit::CallInfo,
 }
 
-impl OpContext<'_> {
-    /// The engine-side call info (for logs).
+impl OpContext {
+    /// The engine-side call info (for logs and the deadline of the call).
     pub fn info(&self) -> crate::engine::CallInfo {
         crate::engine::CallInfo {
             request_identity: self.call.request_identity.clone(),
+            deadline: (!self.call.accepts_incomplete)
+                .then(|| self.broker.manifest.operations.sync_deadline()),
         }
     }
 
-    /// A new in-progress operation of `kind` on `instance_id` (and `binding_id`).
-    pub fn new_operation(
-        &self,
-        kind: OperationKind,
-        instance_id: &str,
-        binding_id: Option<&str>,
-    ) -> OperationRecord {
+    /// A new in-progress operation of `stored`, owned by this runtime.
+    pub fn new_operation(&self, stored: &StoredCall) -> OperationRecord {
+        let now = crate::store::now_ms();
         OperationRecord {
             id: uuid::Uuid::new_v4().to_string(),
             broker: self.broker.name.clone(),
-            instance_id: instance_id.to_string(),
-            binding_id: binding_id.map(str::to_string),
-            kind,
+            instance_id: stored.instance_id.clone(),
+            binding_id: stored.binding_id.clone(),
+            kind: stored.kind,
             state: OperationState::InProgress,
             description: None,
             guest_data: None,
@@ -63,7 +106,12 @@ impl OpContext<'_> {
             attempts: self.call.attempt,
             instance_usable: None,
             update_repeatable: None,
-            created_at: crate::store::now_ms(),
+            created_at: now,
+            request: serde_json::to_string(stored).ok(),
+            owner: Some(self.state.runtime.id.clone()),
+            lease_until: Some(now + self.state.runtime.lease_ms()),
+            next_poll_at: None,
+            polls: 0,
         }
     }
 }
@@ -78,7 +126,8 @@ pub enum Answer {
     Failed(ApiError, Effect),
 }
 
-/// Where an operation stands once its request has been handled.
+/// Where an operation stands once its request is answered.
+#[derive(Debug)]
 pub enum Settled {
     /// It finished well; the stored resource holds the result.
     Finished,
@@ -104,77 +153,8 @@ pub fn failure(kind: OperationKind, error: CallError) -> Answer {
     Answer::Failed(error.into(), effect)
 }
 
-/// Persists the guest's answer and, for a long operation the platform cannot wait for
-/// asynchronously, drives it to its end here.
-///
-/// # Errors
-/// The guest's refusal or crash, a long operation that failed or outlived the sync deadline,
-/// or a state store failure.
-pub async fn settle(
-    ctx: &OpContext<'_>,
-    op: &OperationRecord,
-    answer: Answer,
-) -> Result<Settled, ApiError> {
-    let store = &ctx.state.store;
-    match answer {
-        Answer::Done(effect) => {
-            store
-                .finish_operation(op, &Outcome::succeeded(None), &effect)
-                .await?;
-            Ok(Settled::Finished)
-        }
-        Answer::Failed(error, effect) => {
-            store
-                .finish_operation(op, &Outcome::failed(error.to_string()), &effect)
-                .await?;
-            Err(error)
-        }
-        Answer::Accepted(data, effect) => {
-            store.accept_operation(op, &data, &effect).await?;
-            if ctx.call.accepts_incomplete {
-                return Ok(Settled::Accepted(op.id.clone()));
-            }
-            drive(ctx, op).await
-        }
-    }
-}
-
-/// Polls a guest's long operation until it ends or the sync deadline passes.
-async fn drive(ctx: &OpContext<'_>, op: &OperationRecord) -> Result<Settled, ApiError> {
-    let deadline = tokio::time::Instant::now() + SYNC_DEADLINE;
-    let mut pause = FIRST_POLL_INTERVAL;
-    loop {
-        let current = poll_guest(ctx, op).await?;
-        match current.state {
-            OperationState::Succeeded => return Ok(Settled::Finished),
-            OperationState::Failed => {
-                let description = current
-                    .description
-                    .unwrap_or_else(|| "the operation failed".into());
-                return Err(ApiError::Internal(description));
-            }
-            OperationState::InProgress if tokio::time::Instant::now() + pause > deadline => {
-                let description = format!(
-                    "the broker did not finish within the {} s a synchronous request may take",
-                    SYNC_DEADLINE.as_secs()
-                );
-                let effect = failure_effect(op.kind);
-                ctx.state
-                    .store
-                    .finish_operation(op, &Outcome::failed(&description), &effect)
-                    .await?;
-                return Err(ApiError::Internal(description));
-            }
-            OperationState::InProgress => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_POLL_INTERVAL);
-            }
-        }
-    }
-}
-
 /// What a failed long operation does to its resource.
-fn failure_effect(kind: OperationKind) -> Effect {
+pub fn failure_effect(kind: OperationKind) -> Effect {
     match kind {
         OperationKind::Provision => Effect::InstanceFailed,
         OperationKind::Update | OperationKind::Deprovision => Effect::InstanceRestored,
@@ -193,142 +173,115 @@ fn guest_kind(kind: OperationKind) -> wit::OperationKind {
     }
 }
 
-/// Asks the guest once how the long operation `op` is going, persists the answer, and returns
-/// the operation as stored afterwards. An operation past its plan's
-/// `maximum_polling_duration` is failed without asking the guest.
+/// Runs the stored operation `op` in a background task and answers within the broker's sync
+/// window (asynchronous requests) or sync deadline (synchronous ones).
 ///
 /// # Errors
-/// A state store failure, or an operation whose instance vanished.
-pub async fn poll_guest(
-    ctx: &OpContext<'_>,
-    op: &OperationRecord,
-) -> Result<OperationRecord, ApiError> {
-    let store = &ctx.state.store;
-    let instance = store
-        .instance(&op.broker, &op.instance_id)
-        .await?
-        .ok_or_else(|| ApiError::Gone(format!("instance {} does not exist", op.instance_id)))?;
-    let written = match overdue(ctx, op, &instance.service_id, &instance.plan_id) {
-        Some(description) => {
-            let outcome = Outcome::failed(description);
-            store
-                .finish_operation(op, &outcome, &failure_effect(op.kind))
-                .await
-        }
-        None => ask_guest(ctx, op, &instance.service_id, &instance.plan_id).await,
+/// The guest's refusal or crash, a long operation that failed or outlived the sync deadline,
+/// or a state store failure.
+pub async fn execute(
+    ctx: OpContext,
+    op: OperationRecord,
+    stored: StoredCall,
+) -> Result<Settled, ApiError> {
+    let settings = &ctx.broker.manifest.operations;
+    // A synchronous request gets a little beyond its deadline, so the call's own deadline
+    // (which fails the operation and says why) ends it first.
+    let window = if ctx.call.accepts_incomplete {
+        settings.sync_window()
+    } else {
+        settings.sync_deadline() + Duration::from_secs(5)
     };
-    match written {
-        // Another poll finished it first: report what that one stored.
-        Ok(()) | Err(StoreError::Changed) => {}
-        Err(other) => return Err(other.into()),
+    let id = op.id.clone();
+    let task = ctx.state.runtime.tasks.spawn(run(ctx.clone(), op, stored));
+    match tokio::time::timeout(window, task).await {
+        Ok(Ok(settled)) => settled,
+        Ok(Err(join)) => Err(ApiError::Internal(format!(
+            "the operation task failed: {join}"
+        ))),
+        // The call goes on in the background; the platform polls for it.
+        Err(_) if ctx.call.accepts_incomplete => Ok(Settled::Accepted(id)),
+        Err(_) => Err(ApiError::Internal(
+            "the operation did not finish within the sync deadline".into(),
+        )),
     }
-    store
-        .operation(&op.broker, &op.id)
-        .await?
-        .ok_or_else(|| ApiError::Internal(format!("operation {} vanished", op.id)))
 }
 
-/// Why `op` must end now: it ran longer than its plan's `maximum_polling_duration`.
-fn overdue(
-    ctx: &OpContext<'_>,
-    op: &OperationRecord,
-    service_id: &str,
-    plan_id: &str,
-) -> Option<String> {
-    let limit = ctx
-        .broker
-        .catalog
-        .plan(service_id, plan_id)?
-        .plan
-        .maximum_polling_duration?;
-    let elapsed_ms = crate::store::now_ms().saturating_sub(op.created_at);
-    let limit_ms = i64::try_from(limit.saturating_mul(1000)).unwrap_or(i64::MAX);
-    (elapsed_ms > limit_ms)
-        .then(|| format!("the operation exceeded the plan's maximum_polling_duration of {limit} s"))
+/// Makes the guest call of `op` and persists its outcome.
+pub async fn run(
+    ctx: OpContext,
+    op: OperationRecord,
+    stored: StoredCall,
+) -> Result<Settled, ApiError> {
+    let answer = calls::invoke(&ctx, &stored).await;
+    settle(&ctx, &op, answer).await
 }
 
-/// Calls the guest's `last-operation` for `op` and persists its answer.
-async fn ask_guest(
-    ctx: &OpContext<'_>,
+/// Persists the guest's answer; for a long operation the platform cannot wait for
+/// asynchronously, waits for the pollers to end it, up to the sync deadline.
+async fn settle(
+    ctx: &OpContext,
     op: &OperationRecord,
-    service_id: &str,
-    plan_id: &str,
-) -> Result<(), StoreError> {
+    answer: Answer,
+) -> Result<Settled, ApiError> {
     let store = &ctx.state.store;
-    let request = LastOperationRequest {
-        instance_id: op.instance_id.clone(),
-        binding_id: op.binding_id.clone(),
-        service_id: service_id.to_string(),
-        plan_id: plan_id.to_string(),
-        kind: guest_kind(op.kind),
-        operation_data: op.guest_data.clone().unwrap_or_default(),
-        call: ctx.call.clone(),
-    };
-    let (outcome, effect) = match ctx.broker.guest.last_operation(&ctx.info(), request).await {
-        Ok(GuestState::InProgress(progress)) => {
-            return store
-                .record_progress(
-                    &op.broker,
-                    &op.id,
-                    progress.operation_data.as_deref(),
-                    progress.description.as_deref(),
-                )
-                .await;
+    match answer {
+        Answer::Done(effect) => {
+            store
+                .finish_operation(op, &Outcome::succeeded(None), &effect)
+                .await?;
+            Ok(Settled::Finished)
         }
-        Ok(GuestState::Succeeded(success)) => match success_effect(op, plan_id, &success) {
-            Ok(effect) => (Outcome::succeeded(success.description), effect),
-            Err(description) => (Outcome::failed(description), failure_effect(op.kind)),
-        },
-        Ok(GuestState::Failed(failed)) => {
-            let mut outcome = Outcome::failed(failed.description);
-            // OSB allows these fields only where they mean something.
-            if matches!(op.kind, OperationKind::Update | OperationKind::Deprovision) {
-                outcome.instance_usable = failed.instance_usable;
-            }
-            if op.kind == OperationKind::Update {
-                outcome.update_repeatable = failed.update_repeatable;
-            }
-            (outcome, failure_effect(op.kind))
+        Answer::Failed(error, effect) => {
+            store
+                .finish_operation(op, &Outcome::failed(error.to_string()), &effect)
+                .await?;
+            Err(error)
         }
-        Err(error) => (Outcome::failed(error.to_string()), failure_effect(op.kind)),
-    };
-    store.finish_operation(op, &outcome, &effect).await
+        Answer::Accepted(data, effect) => {
+            store
+                .accept_operation(op, &data, &effect, crate::store::now_ms())
+                .await?;
+            ctx.state.runtime.wake_pollers();
+            if ctx.call.accepts_incomplete {
+                return Ok(Settled::Accepted(op.id.clone()));
+            }
+            wait_for_end(ctx, op).await
+        }
+    }
 }
 
-/// What a long operation that succeeded does to its resource.
-fn success_effect(
-    op: &OperationRecord,
-    plan_id: &str,
-    success: &wit::Success,
-) -> Result<Effect, String> {
-    Ok(match op.kind {
-        OperationKind::Provision | OperationKind::Update => {
-            let (dashboard_url, metadata) = match &success.instance {
-                Some(result) => results::instance_values(result)?,
-                None => (None, None),
-            };
-            Effect::InstanceReady {
-                plan_id: op
-                    .target_plan
-                    .clone()
-                    .unwrap_or_else(|| plan_id.to_string()),
-                dashboard_url,
-                metadata,
-                parameters: None,
-                context: None,
-                maintenance_info: None,
+/// Waits until the pollers end `op`, or fails it when the sync deadline passes first.
+async fn wait_for_end(ctx: &OpContext, op: &OperationRecord) -> Result<Settled, ApiError> {
+    let store = &ctx.state.store;
+    let deadline = tokio::time::Instant::now() + ctx.broker.manifest.operations.sync_deadline();
+    loop {
+        let current = store
+            .operation(&op.broker, &op.id)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("operation {} vanished", op.id)))?;
+        match current.state {
+            OperationState::Succeeded => return Ok(Settled::Finished),
+            OperationState::Failed => {
+                let description = current
+                    .description
+                    .unwrap_or_else(|| "the operation failed".into());
+                return Err(ApiError::Internal(description));
             }
-        }
-        OperationKind::Deprovision => Effect::InstanceDeleted,
-        OperationKind::Bind => {
-            let body = match &success.binding {
-                Some(binding) => results::binding_body(binding)?,
-                None => serde_json::json!({}),
-            };
-            Effect::BindingReady {
-                result: body.to_string(),
+            OperationState::InProgress if tokio::time::Instant::now() >= deadline => {
+                let description = "the broker did not finish within the sync deadline of a \
+                                   request without accepts_incomplete=true";
+                match store
+                    .finish_operation(op, &Outcome::failed(description), &failure_effect(op.kind))
+                    .await
+                {
+                    Ok(()) => return Err(ApiError::Internal(description.into())),
+                    // A poller ended it at the same moment: report what it stored.
+                    Err(StoreError::Changed) => continue,
+                    Err(other) => return Err(other.into()),
+                }
             }
+            OperationState::InProgress => tokio::time::sleep(WAIT_INTERVAL).await,
         }
-        OperationKind::Unbind => Effect::BindingDeleted,
-    })
+    }
 }

@@ -1,15 +1,14 @@
 //! `/v2/service_instances/:instance_id/service_bindings/:binding_id`: bind (PUT), unbind
 //! (DELETE) and fetch (GET).
 
-use super::instances::busy;
+use super::instances::{busy, check_async, delete_reply};
 use super::request::{accepts_incomplete, Body, Osb};
 use super::wire::{bind_resource, object_text, required, BindBody};
 use super::{query, validate, AppState, Reply};
 use crate::catalog::SchemaKind;
-use crate::engine::bindings::types::{BindRequest, BindingResponse, DeleteResponse, UnbindRequest};
 use crate::error::ApiError;
-use crate::ops::{failure, results, settle, Answer, Settled};
-use crate::store::{BindingRecord, Effect, OperationKind, ResourceState, StoreError};
+use crate::ops::{execute, Settled};
+use crate::store::{BindingRecord, OperationKind, ResourceState, StoreError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -36,7 +35,11 @@ fn stored_body(record: &BindingRecord) -> Value {
 }
 
 /// Answers a bind of a binding id that exists already.
-fn repeated_bind(existing: &BindingRecord, attributes: &str) -> Result<Reply, ApiError> {
+fn repeated_bind(
+    existing: &BindingRecord,
+    attributes: &str,
+    accepts_incomplete: bool,
+) -> Result<Reply, ApiError> {
     if existing.attributes != attributes {
         return Err(ApiError::Conflict(format!(
             "binding {} exists with other attributes",
@@ -44,13 +47,13 @@ fn repeated_bind(existing: &BindingRecord, attributes: &str) -> Result<Reply, Ap
         )));
     }
     match existing.state {
-        ResourceState::Creating => {
+        ResourceState::Creating if accepts_incomplete => {
             let operation = existing.operation_id.clone().unwrap_or_default();
             Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into())
         }
         ResourceState::Ready => Ok((StatusCode::OK, stored_body(existing)).into()),
-        _ => Err(ApiError::Conflict(format!(
-            "binding {} is being deleted",
+        _ => Err(ApiError::ConcurrencyError(format!(
+            "binding {} has an operation in progress",
             existing.binding_id
         ))),
     }
@@ -62,9 +65,9 @@ pub async fn bind(
     osb: Osb,
     Path(path): Path<BindingPath>,
     query: query::Query,
-    Body(body): Body<BindBody>,
+    Body(body, raw): Body<BindBody>,
 ) -> Result<Reply, ApiError> {
-    let ctx = osb.context(&state, accepts_incomplete(query.get("accepts_incomplete"))?);
+    let accepts = accepts_incomplete(query.get("accepts_incomplete"))?;
     let service_id = required("service_id", body.service_id)?;
     let plan_id = required("plan_id", body.plan_id)?;
     let plan = validate::plan(&osb.broker, &service_id, &plan_id)?;
@@ -74,7 +77,7 @@ pub async fn bind(
         )));
     }
     let parameters = object_text("parameters", body.parameters)?;
-    let context = object_text("context", body.context)?;
+    object_text("context", body.context)?;
     validate::parameters(&plan, SchemaKind::BindingCreate, parameters.as_deref())?;
     if body.predecessor_binding_id.is_some() && !plan.binding_rotatable() {
         return Err(ApiError::Unprocessable(format!(
@@ -82,6 +85,7 @@ pub async fn bind(
         )));
     }
     let resource = bind_resource(body.bind_resource)?;
+    check_async(&osb, &plan_id, accepts)?;
     let store = &state.store;
     let broker = &osb.broker.name;
     let instance = store
@@ -117,13 +121,12 @@ pub async fn bind(
     })
     .to_string();
     if let Some(existing) = store.binding(broker, &path.binding_id).await? {
-        return repeated_bind(&existing, &attributes);
+        return repeated_bind(&existing, &attributes, accepts);
     }
-    let op = ctx.new_operation(
-        OperationKind::Bind,
-        &path.instance_id,
-        Some(&path.binding_id),
-    );
+    let ids = (path.instance_id.as_str(), Some(path.binding_id.as_str()));
+    let stored = osb.stored_call(OperationKind::Bind, ids, raw, accepts);
+    let ctx = osb.context(&state, &stored);
+    let op = ctx.new_operation(&stored);
     let record = BindingRecord {
         broker: broker.clone(),
         binding_id: path.binding_id.clone(),
@@ -136,47 +139,24 @@ pub async fn bind(
     match store.create_binding(&record, &op).await {
         Err(StoreError::Exists) => {
             return match store.binding(broker, &path.binding_id).await? {
-                Some(existing) => repeated_bind(&existing, &attributes),
+                Some(existing) => repeated_bind(&existing, &attributes, accepts),
                 None => Err(StoreError::Changed.into()),
             };
         }
         other => other?,
     }
-    let request = BindRequest {
-        instance_id: path.instance_id.clone(),
-        binding_id: path.binding_id.clone(),
-        service_id,
-        plan_id,
-        app_guid: body.app_guid,
-        bind_resource: resource,
-        parameters,
-        context,
-        predecessor_binding_id: body.predecessor_binding_id,
-        call: ctx.call.clone(),
-    };
-    let answer = match osb.broker.guest.bind(&ctx.info(), request).await {
-        Ok(BindingResponse::Done(result)) => match results::binding_body(&result) {
-            Ok(body) => Answer::Done(Effect::BindingReady {
-                result: body.to_string(),
-            }),
-            Err(description) => {
-                Answer::Failed(ApiError::Internal(description), Effect::BindingDeleted)
-            }
-        },
-        Ok(BindingResponse::Accepted(data)) => Answer::Accepted(data, Effect::None),
-        Err(error) => failure(OperationKind::Bind, error),
-    };
-    match settle(&ctx, &op, answer).await? {
+    match execute(ctx, op, stored).await? {
+        // A 202 for a bind carries only the operation, never credentials.
         Settled::Accepted(operation) => {
             Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into())
         }
         Settled::Finished => {
             let stored = store.binding(broker, &path.binding_id).await?;
-            Ok((
-                StatusCode::CREATED,
-                stored.as_ref().map(stored_body).unwrap_or_default(),
-            )
-                .into())
+            let body = stored
+                .as_ref()
+                .map(stored_body)
+                .unwrap_or_else(|| json!({}));
+            Ok((StatusCode::CREATED, body).into())
         }
     }
 }
@@ -188,7 +168,7 @@ pub async fn unbind(
     Path(path): Path<BindingPath>,
     query: query::Query,
 ) -> Result<Reply, ApiError> {
-    let ctx = osb.context(&state, accepts_incomplete(query.get("accepts_incomplete"))?);
+    let accepts = accepts_incomplete(query.get("accepts_incomplete"))?;
     let service_id = required("service_id", query.get("service_id").cloned())?;
     let plan_id = required("plan_id", query.get("plan_id").cloned())?;
     validate::plan(&osb.broker, &service_id, &plan_id)?;
@@ -200,36 +180,20 @@ pub async fn unbind(
         .await?
         .filter(|b| b.instance_id == path.instance_id)
         .ok_or_else(gone)?;
-    if existing.state == ResourceState::Deleting {
+    if existing.state == ResourceState::Deleting && accepts {
         let operation = existing.operation_id.unwrap_or_default();
         return Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into());
     }
-    let op = ctx.new_operation(
-        OperationKind::Unbind,
-        &path.instance_id,
-        Some(&path.binding_id),
-    );
+    check_async(&osb, &plan_id, accepts)?;
+    let body = json!({ "service_id": service_id, "plan_id": plan_id });
+    let ids = (path.instance_id.as_str(), Some(path.binding_id.as_str()));
+    let stored = osb.stored_call(OperationKind::Unbind, ids, body, accepts);
+    let ctx = osb.context(&state, &stored);
+    let op = ctx.new_operation(&stored);
     if let Err(error) = store.start_operation(&op, ResourceState::Deleting).await {
         return Err(busy(error, &path.binding_id));
     }
-    let request = UnbindRequest {
-        instance_id: path.instance_id.clone(),
-        binding_id: path.binding_id.clone(),
-        service_id,
-        plan_id,
-        call: ctx.call.clone(),
-    };
-    let answer = match osb.broker.guest.unbind(&ctx.info(), request).await {
-        Ok(DeleteResponse::Done) => Answer::Done(Effect::BindingDeleted),
-        Ok(DeleteResponse::Accepted(data)) => Answer::Accepted(data, Effect::None),
-        Err(error) => failure(OperationKind::Unbind, error),
-    };
-    match settle(&ctx, &op, answer).await? {
-        Settled::Accepted(operation) => {
-            Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into())
-        }
-        Settled::Finished => Ok((StatusCode::OK, json!({})).into()),
-    }
+    Ok(delete_reply(execute(ctx, op, stored).await?))
 }
 
 /// `GET .../service_bindings/:binding_id`.

@@ -5,13 +5,9 @@ use super::request::{accepts_incomplete, Body, Osb};
 use super::wire::{object_text, required, ProvisionBody, UpdateBody};
 use super::{query, validate, AppState, Reply};
 use crate::catalog::SchemaKind;
-use crate::engine::bindings::types::{
-    DeleteResponse, DeprovisionRequest, InstanceAccepted, InstanceResponse, ProvisionRequest,
-    UpdateRequest,
-};
 use crate::error::ApiError;
-use crate::ops::{failure, results, settle, Answer, Settled};
-use crate::store::{Effect, InstanceRecord, OperationKind, ResourceState, StoreError};
+use crate::ops::{execute, OpContext, Settled};
+use crate::store::{InstanceRecord, OperationKind, ResourceState, StoreError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -43,26 +39,12 @@ fn instance_body(record: &InstanceRecord) -> Value {
     body
 }
 
-/// The answer for an accepted provision or update: the 202 body learns the dashboard URL, and
-/// the stored instance what the guest already knows.
-fn accepted_answer(accepted: InstanceAccepted, body: &mut Value, on_error: Effect) -> Answer {
-    match results::instance_values(&accepted.instance) {
-        Ok((dashboard_url, metadata)) => {
-            if let Some(url) = &dashboard_url {
-                body["dashboard_url"] = json!(url);
-            }
-            let effect = Effect::InstanceAnnotated {
-                dashboard_url,
-                metadata,
-            };
-            Answer::Accepted(accepted.operation_data, effect)
-        }
-        Err(description) => Answer::Failed(ApiError::Internal(description), on_error),
-    }
-}
-
 /// Answers a provision of an instance id that exists already.
-fn repeated_provision(existing: &InstanceRecord, attributes: &str) -> Result<Reply, ApiError> {
+fn repeated_provision(
+    existing: &InstanceRecord,
+    attributes: &str,
+    accepts_incomplete: bool,
+) -> Result<Reply, ApiError> {
     if existing.attributes != attributes {
         return Err(ApiError::Conflict(format!(
             "instance {} exists with other attributes",
@@ -70,15 +52,57 @@ fn repeated_provision(existing: &InstanceRecord, attributes: &str) -> Result<Rep
         )));
     }
     match existing.state {
-        ResourceState::Creating => {
+        ResourceState::Creating if accepts_incomplete => {
             let operation = existing.operation_id.clone().unwrap_or_default();
             Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into())
         }
+        ResourceState::Creating => Err(ApiError::ConcurrencyError(format!(
+            "instance {} is still being provisioned",
+            existing.instance_id
+        ))),
         ResourceState::Failed => Err(ApiError::Conflict(format!(
             "instance {} failed to provision; deprovision it first",
             existing.instance_id
         ))),
         _ => Ok((StatusCode::OK, instance_body(existing)).into()),
+    }
+}
+
+/// 422 `AsyncRequired` when the broker's manifest makes `plan_id` async-only and the platform
+/// cannot wait asynchronously; checked before anything is stored.
+pub fn check_async(osb: &Osb, plan_id: &str, accepts_incomplete: bool) -> Result<(), ApiError> {
+    if !accepts_incomplete && osb.broker.manifest.operations.async_required(plan_id) {
+        return Err(ApiError::AsyncRequired(format!(
+            "plan {plan_id} runs asynchronously only; send accepts_incomplete=true"
+        )));
+    }
+    Ok(())
+}
+
+/// The answer once the engine has run an instance operation: 202 with the operation (and the
+/// dashboard URL known early), or the final status with the stored instance.
+async fn instance_reply(
+    ctx: &OpContext,
+    instance_id: &str,
+    settled: Settled,
+    done: StatusCode,
+) -> Result<Reply, ApiError> {
+    let stored = ctx
+        .state
+        .store
+        .instance(&ctx.broker.name, instance_id)
+        .await?;
+    let mut body = stored
+        .as_ref()
+        .map(instance_body)
+        .unwrap_or_else(|| json!({}));
+    match settled {
+        Settled::Accepted(operation) => {
+            body.as_object_mut().map(|b| b.remove("metadata"));
+            body["operation"] = json!(operation);
+            Ok((StatusCode::ACCEPTED, body).into())
+        }
+        Settled::Finished => Ok((done, body).into()),
     }
 }
 
@@ -88,9 +112,9 @@ pub async fn provision(
     osb: Osb,
     Path(path): Path<InstancePath>,
     query: query::Query,
-    Body(body): Body<ProvisionBody>,
+    Body(body, raw): Body<ProvisionBody>,
 ) -> Result<Reply, ApiError> {
-    let ctx = osb.context(&state, accepts_incomplete(query.get("accepts_incomplete"))?);
+    let accepts = accepts_incomplete(query.get("accepts_incomplete"))?;
     let service_id = required("service_id", body.service_id)?;
     let plan_id = required("plan_id", body.plan_id)?;
     let plan = validate::plan(&osb.broker, &service_id, &plan_id)?;
@@ -98,7 +122,7 @@ pub async fn provision(
     let context = object_text("context", body.context)?;
     validate::parameters(&plan, SchemaKind::InstanceCreate, parameters.as_deref())?;
     validate::maintenance_info(&plan, body.maintenance_info.as_ref())?;
-    let maintenance_info = body.maintenance_info.clone().map(|m| json!(m).to_string());
+    check_async(&osb, &plan_id, accepts)?;
     let attributes = json!({
         "service_id": service_id, "plan_id": plan_id,
         "organization_guid": body.organization_guid, "space_guid": body.space_guid,
@@ -109,78 +133,42 @@ pub async fn provision(
     let store = &state.store;
     let broker = &osb.broker.name;
     if let Some(existing) = store.instance(broker, &path.instance_id).await? {
-        return repeated_provision(&existing, &attributes);
+        return repeated_provision(&existing, &attributes, accepts);
     }
-    let op = ctx.new_operation(OperationKind::Provision, &path.instance_id, None);
+    let stored = osb.stored_call(
+        OperationKind::Provision,
+        (&path.instance_id, None),
+        raw,
+        accepts,
+    );
+    let ctx = osb.context(&state, &stored);
+    let op = ctx.new_operation(&stored);
     let record = InstanceRecord {
         broker: broker.clone(),
         instance_id: path.instance_id.clone(),
-        service_id: service_id.clone(),
-        plan_id: plan_id.clone(),
+        service_id,
+        plan_id,
         attributes: attributes.clone(),
-        parameters: parameters.clone(),
-        context: context.clone(),
+        parameters,
+        context,
         dashboard_url: None,
         metadata: None,
-        maintenance_info,
+        maintenance_info: body.maintenance_info.map(|m| json!(m).to_string()),
         state: ResourceState::Creating,
         operation_id: Some(op.id.clone()),
     };
     match store.create_instance(&record, &op).await {
         Err(StoreError::Exists) => {
-            let existing = store.instance(broker, &path.instance_id).await?;
-            return match existing {
-                Some(existing) => repeated_provision(&existing, &attributes),
+            // A concurrent provision of the same id won the insert.
+            return match store.instance(broker, &path.instance_id).await? {
+                Some(existing) => repeated_provision(&existing, &attributes, accepts),
                 None => Err(StoreError::Changed.into()),
             };
         }
         other => other?,
     }
-    let request = ProvisionRequest {
-        instance_id: path.instance_id.clone(),
-        service_id,
-        plan_id: plan_id.clone(),
-        organization_guid: body.organization_guid,
-        space_guid: body.space_guid,
-        parameters,
-        context,
-        maintenance_info: body.maintenance_info.map(Into::into),
-        call: ctx.call.clone(),
-    };
-    let mut accepted_body = json!({});
-    let answer = match osb.broker.guest.provision(&ctx.info(), request).await {
-        Ok(InstanceResponse::Done(result)) => match results::instance_values(&result) {
-            Ok((dashboard_url, metadata)) => Answer::Done(Effect::InstanceReady {
-                plan_id,
-                dashboard_url,
-                metadata,
-                parameters: None,
-                context: None,
-                maintenance_info: None,
-            }),
-            Err(description) => {
-                Answer::Failed(ApiError::Internal(description), Effect::InstanceFailed)
-            }
-        },
-        Ok(InstanceResponse::Accepted(accepted)) => {
-            accepted_answer(accepted, &mut accepted_body, Effect::InstanceFailed)
-        }
-        Err(error) => failure(OperationKind::Provision, error),
-    };
-    match settle(&ctx, &op, answer).await? {
-        Settled::Accepted(operation) => {
-            accepted_body["operation"] = json!(operation);
-            Ok((StatusCode::ACCEPTED, accepted_body).into())
-        }
-        Settled::Finished => {
-            let stored = store.instance(broker, &path.instance_id).await?;
-            Ok((
-                StatusCode::CREATED,
-                stored.as_ref().map(instance_body).unwrap_or_default(),
-            )
-                .into())
-        }
-    }
+    let settled = execute(ctx.clone(), op, stored).await?;
+    instance_reply(&ctx, &path.instance_id, settled, StatusCode::CREATED).await
 }
 
 /// `PATCH /v2/service_instances/:instance_id`.
@@ -189,9 +177,9 @@ pub async fn update(
     osb: Osb,
     Path(path): Path<InstancePath>,
     query: query::Query,
-    Body(body): Body<UpdateBody>,
+    Body(body, raw): Body<UpdateBody>,
 ) -> Result<Reply, ApiError> {
-    let ctx = osb.context(&state, accepts_incomplete(query.get("accepts_incomplete"))?);
+    let accepts = accepts_incomplete(query.get("accepts_incomplete"))?;
     let service_id = required("service_id", body.service_id)?;
     let store = &state.store;
     let broker = &osb.broker.name;
@@ -230,7 +218,7 @@ pub async fn update(
         None => current,
     };
     let parameters = object_text("parameters", body.parameters)?;
-    let context = object_text("context", body.context)?;
+    object_text("context", body.context)?;
     validate::parameters(&plan, SchemaKind::InstanceUpdate, parameters.as_deref())?;
     validate::maintenance_info(&plan, body.maintenance_info.as_ref())?;
     let context_only =
@@ -239,55 +227,22 @@ pub async fn update(
         // The service did not ask for context updates: nothing to apply, nothing to call.
         return Ok((StatusCode::OK, json!({})).into());
     }
-    let mut op = ctx.new_operation(OperationKind::Update, &path.instance_id, None);
-    op.target_plan = target_plan.clone();
+    check_async(&osb, &plan.plan.id, accepts)?;
+    let mut stored = osb.stored_call(
+        OperationKind::Update,
+        (&path.instance_id, None),
+        raw,
+        accepts,
+    );
+    stored.current_plan = Some(existing.plan_id.clone());
+    let ctx = osb.context(&state, &stored);
+    let mut op = ctx.new_operation(&stored);
+    op.target_plan = target_plan;
     if let Err(error) = store.start_operation(&op, ResourceState::Updating).await {
         return Err(busy(error, &path.instance_id));
     }
-    let request = UpdateRequest {
-        instance_id: path.instance_id.clone(),
-        service_id,
-        plan_id: target_plan.clone(),
-        parameters: parameters.clone(),
-        context: context.clone(),
-        previous_values: body.previous_values.map(Into::into),
-        maintenance_info: body.maintenance_info.clone().map(Into::into),
-        call: ctx.call.clone(),
-    };
-    let mut accepted_body = json!({});
-    let answer = match osb.broker.guest.update(&ctx.info(), request).await {
-        Ok(InstanceResponse::Done(result)) => match results::instance_values(&result) {
-            Ok((dashboard_url, metadata)) => Answer::Done(Effect::InstanceReady {
-                plan_id: target_plan.unwrap_or(existing.plan_id),
-                dashboard_url,
-                metadata,
-                parameters,
-                context,
-                maintenance_info: body.maintenance_info.map(|m| json!(m).to_string()),
-            }),
-            Err(description) => {
-                Answer::Failed(ApiError::Internal(description), Effect::InstanceRestored)
-            }
-        },
-        Ok(InstanceResponse::Accepted(accepted)) => {
-            accepted_answer(accepted, &mut accepted_body, Effect::InstanceRestored)
-        }
-        Err(error) => failure(OperationKind::Update, error),
-    };
-    match settle(&ctx, &op, answer).await? {
-        Settled::Accepted(operation) => {
-            accepted_body["operation"] = json!(operation);
-            Ok((StatusCode::ACCEPTED, accepted_body).into())
-        }
-        Settled::Finished => {
-            let stored = store.instance(broker, &path.instance_id).await?;
-            Ok((
-                StatusCode::OK,
-                stored.as_ref().map(instance_body).unwrap_or_default(),
-            )
-                .into())
-        }
-    }
+    let settled = execute(ctx.clone(), op, stored).await?;
+    instance_reply(&ctx, &path.instance_id, settled, StatusCode::OK).await
 }
 
 /// Maps a refused `start_operation` to 422 ConcurrencyError.
@@ -300,6 +255,16 @@ pub fn busy(error: StoreError, id: &str) -> ApiError {
     }
 }
 
+/// The answer to a delete once the engine has run it.
+pub fn delete_reply(settled: Settled) -> Reply {
+    match settled {
+        Settled::Accepted(operation) => {
+            (StatusCode::ACCEPTED, json!({ "operation": operation })).into()
+        }
+        Settled::Finished => (StatusCode::OK, json!({})).into(),
+    }
+}
+
 /// `DELETE /v2/service_instances/:instance_id?service_id=&plan_id=`.
 pub async fn deprovision(
     State(state): State<AppState>,
@@ -307,7 +272,7 @@ pub async fn deprovision(
     Path(path): Path<InstancePath>,
     query: query::Query,
 ) -> Result<Reply, ApiError> {
-    let ctx = osb.context(&state, accepts_incomplete(query.get("accepts_incomplete"))?);
+    let accepts = accepts_incomplete(query.get("accepts_incomplete"))?;
     let service_id = required("service_id", query.get("service_id").cloned())?;
     let plan_id = required("plan_id", query.get("plan_id").cloned())?;
     validate::plan(&osb.broker, &service_id, &plan_id)?;
@@ -317,31 +282,24 @@ pub async fn deprovision(
         .instance(broker, &path.instance_id)
         .await?
         .ok_or_else(|| ApiError::Gone(format!("instance {} does not exist", path.instance_id)))?;
-    if existing.state == ResourceState::Deleting {
+    if existing.state == ResourceState::Deleting && accepts {
         let operation = existing.operation_id.unwrap_or_default();
         return Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into());
     }
-    let op = ctx.new_operation(OperationKind::Deprovision, &path.instance_id, None);
+    check_async(&osb, &existing.plan_id, accepts)?;
+    let body = json!({ "service_id": service_id, "plan_id": plan_id });
+    let stored = osb.stored_call(
+        OperationKind::Deprovision,
+        (&path.instance_id, None),
+        body,
+        accepts,
+    );
+    let ctx = osb.context(&state, &stored);
+    let op = ctx.new_operation(&stored);
     if let Err(error) = store.start_operation(&op, ResourceState::Deleting).await {
         return Err(busy(error, &path.instance_id));
     }
-    let request = DeprovisionRequest {
-        instance_id: path.instance_id.clone(),
-        service_id,
-        plan_id,
-        call: ctx.call.clone(),
-    };
-    let answer = match osb.broker.guest.deprovision(&ctx.info(), request).await {
-        Ok(DeleteResponse::Done) => Answer::Done(Effect::InstanceDeleted),
-        Ok(DeleteResponse::Accepted(data)) => Answer::Accepted(data, Effect::None),
-        Err(error) => failure(OperationKind::Deprovision, error),
-    };
-    match settle(&ctx, &op, answer).await? {
-        Settled::Accepted(operation) => {
-            Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into())
-        }
-        Settled::Finished => Ok((StatusCode::OK, json!({})).into()),
-    }
+    Ok(delete_reply(execute(ctx, op, stored).await?))
 }
 
 /// `GET /v2/service_instances/:instance_id`.

@@ -1,5 +1,6 @@
-//! `GET .../last_operation` of instances and bindings: served from stored state; an operation
-//! the guest runs itself is advanced by asking the guest once per poll.
+//! `GET .../last_operation` of instances and bindings: served from stored state only (the
+//! runtime's pollers advance long operations in the background), so it is fast and keeps
+//! answering across restarts.
 //!
 //! The `operation` query value names the operation to report; when it is missing or names an
 //! operation of another resource, the resource's latest operation is reported instead.
@@ -9,7 +10,6 @@
 use super::request::Osb;
 use super::{query, AppState, Reply};
 use crate::error::ApiError;
-use crate::ops::poll_guest;
 use crate::store::{OperationRecord, OperationState};
 use axum::extract::{Path, State};
 use axum::http::{header::RETRY_AFTER, HeaderValue, StatusCode};
@@ -99,13 +99,10 @@ async fn answer(
     target: Target<'_>,
 ) -> Result<Reply, ApiError> {
     let resource = target.binding_id.unwrap_or(target.instance_id);
-    let mut op = find(state, &osb.broker.name, asked, target)
+    let op = find(state, &osb.broker.name, asked, target)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no operation is known for {resource}")))?;
-    if op.state == OperationState::InProgress && op.guest_data.is_some() {
-        let ctx = osb.context(state, false);
-        op = poll_guest(&ctx, &op).await?;
-    }
+    let op = crate::ops::expire_if_overdue(state, &osb.broker, op).await?;
     Ok(reply(&op))
 }
 

@@ -40,6 +40,8 @@ pub struct AppState {
     pub store: Arc<dyn StateStore>,
     /// Edge settings.
     pub config: EdgeConfig,
+    /// The runtime's background work (operation tasks, leases).
+    pub runtime: Arc<crate::ops::OpsRuntime>,
 }
 
 /// The router of the OSB API of every hosted broker.

@@ -133,8 +133,9 @@ fn originating_identity(headers: &HeaderMap) -> Result<Option<OriginatingIdentit
     }))
 }
 
-/// A JSON request body: over the size limit → 413, not JSON or the wrong shape → 400.
-pub struct Body<T>(pub T);
+/// A JSON request body: over the size limit → 413, not JSON or the wrong shape → 400. Holds
+/// the parsed value and the JSON as sent (what the engine stores to replay a call).
+pub struct Body<T>(pub T, pub serde_json::Value);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
@@ -154,9 +155,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
                 "the request body is empty; a JSON object is required".into(),
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(Body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+        let bad = |e: serde_json::Error| ApiError::BadRequest(format!("invalid request body: {e}"));
+        let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(bad)?;
+        if !raw.is_object() {
+            return Err(ApiError::BadRequest(
+                "the request body must be a JSON object".into(),
+            ));
+        }
+        let parsed = serde_json::from_value(raw.clone()).map_err(bad)?;
+        Ok(Body(parsed, raw))
     }
 }
 
@@ -175,21 +182,42 @@ pub fn accepts_incomplete(value: Option<&String>) -> Result<bool, ApiError> {
 }
 
 impl Osb {
-    /// The operation context of this request.
-    pub fn context<'a>(
-        &'a self,
-        state: &'a AppState,
+    /// A stored call of `kind` for this request, as the engine keeps it.
+    pub fn stored_call(
+        &self,
+        kind: crate::store::OperationKind,
+        ids: (&str, Option<&str>),
+        body: serde_json::Value,
         accepts_incomplete: bool,
-    ) -> crate::ops::OpContext<'a> {
+    ) -> crate::ops::StoredCall {
+        crate::ops::StoredCall {
+            kind,
+            instance_id: ids.0.to_string(),
+            binding_id: ids.1.map(str::to_string),
+            body,
+            accepts_incomplete,
+            identity: self
+                .identity
+                .as_ref()
+                .map(|i| crate::ops::calls::StoredIdentity {
+                    platform: i.platform.clone(),
+                    value: i.value.clone(),
+                }),
+            request_identity: self.request_identity.clone(),
+            current_plan: None,
+        }
+    }
+
+    /// The operation context of `stored`, its first attempt.
+    pub fn context(
+        &self,
+        state: &AppState,
+        stored: &crate::ops::StoredCall,
+    ) -> crate::ops::OpContext {
         crate::ops::OpContext {
-            state,
-            broker: &self.broker,
-            call: crate::engine::bindings::types::CallInfo {
-                accepts_incomplete,
-                originating_identity: self.identity.clone(),
-                request_identity: self.request_identity.clone(),
-                attempt: 1,
-            },
+            state: state.clone(),
+            broker: self.broker.clone(),
+            call: stored.call_info(1),
         }
     }
 }

@@ -4,9 +4,9 @@
 //! Every state change is one transaction: an operation row is written together with the
 //! resource state it puts in progress, and its outcome together with the resource's new state.
 
-mod sqlite;
+mod sql;
 
-pub use sqlite::SqliteStore;
+pub use sql::SqlStore;
 
 use std::sync::Arc;
 
@@ -26,7 +26,8 @@ pub enum ResourceState {
 }
 
 /// The kind of an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OperationKind {
     /// Creating an instance.
     Provision,
@@ -128,6 +129,17 @@ pub struct OperationRecord {
     pub update_repeatable: Option<bool>,
     /// When it started, in milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// What to replay on a retry: the request as the engine stored it (JSON).
+    pub request: Option<String>,
+    /// The runtime running it now, if any.
+    pub owner: Option<String>,
+    /// Until when the owner's claim holds (ms since the epoch); after it, another runtime may
+    /// take the operation over.
+    pub lease_until: Option<i64>,
+    /// When the guest's `last-operation` is asked next (long operations only).
+    pub next_poll_at: Option<i64>,
+    /// How many times the guest was polled.
+    pub polls: u32,
 }
 
 /// How an operation ended.
@@ -270,22 +282,57 @@ pub trait StateStore: Send + Sync {
         op: &OperationRecord,
         state: ResourceState,
     ) -> Result<(), StoreError>;
-    /// Records that the guest accepted `op` as a long operation with `guest_data`, and applies
-    /// `effect` (what the guest already told), in one transaction.
+    /// Records that the guest accepted `op` as a long operation with `guest_data`, applies
+    /// `effect` (what the guest already told), releases the operation to the pollers and
+    /// schedules its first poll at `next_poll_at`, in one transaction.
     async fn accept_operation(
         &self,
         op: &OperationRecord,
         guest_data: &str,
         effect: &Effect,
+        next_poll_at: i64,
     ) -> Result<(), StoreError>;
-    /// Records the guest's data and progress message of an operation still in progress.
+    /// Records a poll of a long operation still in progress: the guest's new data and message,
+    /// and when to poll next; releases the operation.
     async fn record_progress(
         &self,
-        broker: &str,
-        id: &str,
+        op: &OperationRecord,
         guest_data: Option<&str>,
         description: Option<&str>,
+        next_poll_at: i64,
     ) -> Result<(), StoreError>;
+    /// Claims operation `id` for `owner` until `lease_until`, unless another runtime holds an
+    /// unexpired lease on it. Returns whether the claim succeeded.
+    async fn claim(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Claims a host-run operation for a retry: like [`StateStore::claim`], and counts the
+    /// attempt. Returns whether the claim succeeded.
+    async fn claim_retry(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Extends the lease of every operation in progress that `owner` holds.
+    async fn renew_leases(&self, owner: &str, lease_until: i64) -> Result<(), StoreError>;
+    /// Long operations due for a poll at `now` and not held by another runtime.
+    async fn due_polls(&self, now: i64, limit: i64) -> Result<Vec<OperationRecord>, StoreError>;
+    /// Host-run operations in progress whose runtime is gone: unowned, lease expired, or held
+    /// by `dead_owner` (this runtime's id from before a restart).
+    async fn orphaned(
+        &self,
+        now: i64,
+        dead_owner: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OperationRecord>, StoreError>;
+    /// Records that runtime `id` started (its first start or a restart).
+    async fn register_runtime(&self, id: &str) -> Result<(), StoreError>;
     /// Ends an operation in progress and applies its effect, in one transaction.
     async fn finish_operation(
         &self,
@@ -303,17 +350,13 @@ pub fn now_ms() -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Opens the state store named by `url`: `sqlite://PATH` (created if missing).
+/// Opens the state store named by `url`: `sqlite://PATH` (created if missing) or
+/// `postgres://USER@HOST:PORT/DATABASE`; applies pending migrations.
 ///
 /// # Errors
 /// When the URL names no supported backend, or the backend cannot be opened or migrated.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn StateStore>> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Arc::new(
-            SqliteStore::open(std::path::Path::new(path)).await?,
-        ));
-    }
-    anyhow::bail!("unsupported state store {url:?}: use sqlite://PATH")
+    Ok(Arc::new(SqlStore::open(url).await?))
 }
 
 impl ResourceState {

@@ -351,12 +351,7 @@ async fn failed_updates_report_usable_and_repeatable_and_block_fetches_while_run
     assert_eq!(second.body["error"], "ConcurrencyError");
     // A foreign operation id falls back to this instance's own latest operation.
     let polled = rt
-        .osb(
-            Method::GET,
-            "rules",
-            &format!("{path}/last_operation?operation=not-{operation}"),
-            None,
-        )
+        .poll_until_done("rules", path, &format!("not-{operation}"))
         .await;
     assert_eq!(polled.body["state"], "failed");
     assert_eq!(polled.body["instance_usable"], false);

@@ -6,8 +6,8 @@
 //!   - plan `stuck`: provisions asynchronously and never finishes (maximum_polling_duration 1 s);
 //! - service `flexible` (plan-updateable, context updates allowed), plans `one` and `two`.
 //!
-//! Bind requires an app guid (422 RequiresApp). An update with `{"fail": true}` is accepted and
-//! then fails with `instance_usable: false, update_repeatable: true`.
+//! Bind requires an app guid (422 RequiresApp). An update with `{"fail": true}` is accepted,
+//! stays in progress for 3 polls, then fails with `instance_usable: false, update_repeatable: true`.
 
 use brokerbox_sdk::*;
 use serde_json::json;
@@ -77,7 +77,7 @@ impl Broker for RulesBroker {
     fn update(request: UpdateRequest) -> Result<InstanceResponse, BrokerError> {
         if request.parameters_json()?.get("fail") == Some(&json!(true)) {
             return Ok(InstanceResponse::Accepted(InstanceAccepted {
-                operation_data: "fail-update".into(),
+                operation_data: "fail-after:3".into(),
                 instance: InstanceResult::default(),
             }));
         }
@@ -108,13 +108,22 @@ impl Broker for RulesBroker {
     }
 
     fn last_operation(request: LastOperationRequest) -> Result<OperationState, BrokerError> {
-        match request.operation_data.as_str() {
-            "fail-update" => Ok(OperationState::Failed(Failure {
+        // "fail-after:N": in progress for N more polls, then failed.
+        let left = request
+            .operation_data
+            .strip_prefix("fail-after:")
+            .and_then(|n| n.parse::<u32>().ok());
+        match left {
+            Some(0) => Ok(OperationState::Failed(Failure {
                 description: "the update failed".into(),
                 instance_usable: Some(false),
                 update_repeatable: Some(true),
             })),
-            _ => Ok(OperationState::InProgress(Progress {
+            Some(n) => Ok(OperationState::InProgress(Progress {
+                description: None,
+                operation_data: Some(format!("fail-after:{}", n - 1)),
+            })),
+            None => Ok(OperationState::InProgress(Progress {
                 description: None,
                 operation_data: None,
             })),

@@ -1,0 +1,269 @@
+//! A mutating OSB call as the engine stores it (so a retry after a crash replays exactly the
+//! same request), the guest request built from it, and the meaning of the guest's answer.
+
+use super::{failure, results, Answer, OpContext};
+use crate::engine::bindings::types::{
+    self as wit, BindRequest, BindingResponse, DeleteResponse, DeprovisionRequest,
+    InstanceResponse, OriginatingIdentity, ProvisionRequest, UnbindRequest, UpdateRequest,
+};
+use crate::error::ApiError;
+use crate::osb::wire::{self, BindBody, ProvisionBody, UpdateBody};
+use crate::store::{Effect, OperationKind};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The originating identity, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredIdentity {
+    /// Platform name.
+    pub platform: String,
+    /// Decoded JSON value.
+    pub value: String,
+}
+
+/// Everything needed to make (or remake) the guest call of an operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredCall {
+    /// What the operation does.
+    pub kind: OperationKind,
+    /// The instance.
+    pub instance_id: String,
+    /// The binding, for bind and unbind.
+    pub binding_id: Option<String>,
+    /// The OSB request body (for deletes: `service_id` and `plan_id` from the query).
+    pub body: Value,
+    /// Whether the platform accepted an asynchronous answer.
+    pub accepts_incomplete: bool,
+    /// The decoded originating identity.
+    pub identity: Option<StoredIdentity>,
+    /// The OSB request identity.
+    pub request_identity: Option<String>,
+    /// For updates: the plan the instance is on before the update.
+    pub current_plan: Option<String>,
+}
+
+/// A guest request of the `osb` interface.
+pub enum GuestRequest {
+    /// `provision`.
+    Provision(ProvisionRequest),
+    /// `update`.
+    Update(UpdateRequest),
+    /// `deprovision`.
+    Deprovision(DeprovisionRequest),
+    /// `bind`.
+    Bind(BindRequest),
+    /// `unbind`.
+    Unbind(UnbindRequest),
+}
+
+/// `service_id` and `plan_id` of a delete, from its query.
+#[derive(Deserialize)]
+struct DeleteBody {
+    service_id: String,
+    plan_id: String,
+}
+
+impl StoredCall {
+    /// What the guest is told about attempt `attempt` of this call.
+    pub fn call_info(&self, attempt: u32) -> wit::CallInfo {
+        wit::CallInfo {
+            accepts_incomplete: self.accepts_incomplete,
+            originating_identity: self.identity.as_ref().map(|i| OriginatingIdentity {
+                platform: i.platform.clone(),
+                value: i.value.clone(),
+            }),
+            request_identity: self.request_identity.clone(),
+            attempt,
+        }
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_value(self.body.clone()).map_err(|e| format!("stored request: {e}"))
+    }
+
+    /// The guest request of attempt `attempt`.
+    ///
+    /// # Errors
+    /// When the stored body does not fit its kind (a corrupted row).
+    pub fn guest_request(&self, attempt: u32) -> Result<GuestRequest, String> {
+        let call = self.call_info(attempt);
+        let text = |v: Option<Value>| v.filter(|v| !v.is_null()).map(|v| v.to_string());
+        let binding_id = || {
+            self.binding_id
+                .clone()
+                .ok_or("stored bind without binding id")
+        };
+        Ok(match self.kind {
+            OperationKind::Provision => {
+                let b: ProvisionBody = self.parse()?;
+                GuestRequest::Provision(ProvisionRequest {
+                    instance_id: self.instance_id.clone(),
+                    service_id: b.service_id.unwrap_or_default(),
+                    plan_id: b.plan_id.unwrap_or_default(),
+                    organization_guid: b.organization_guid,
+                    space_guid: b.space_guid,
+                    parameters: text(b.parameters),
+                    context: text(b.context),
+                    maintenance_info: b.maintenance_info.map(Into::into),
+                    call,
+                })
+            }
+            OperationKind::Update => {
+                let b: UpdateBody = self.parse()?;
+                let plan_id = b.plan_id.filter(|p| Some(p) != self.current_plan.as_ref());
+                GuestRequest::Update(UpdateRequest {
+                    instance_id: self.instance_id.clone(),
+                    service_id: b.service_id.unwrap_or_default(),
+                    plan_id,
+                    parameters: text(b.parameters),
+                    context: text(b.context),
+                    previous_values: b.previous_values.map(Into::into),
+                    maintenance_info: b.maintenance_info.map(Into::into),
+                    call,
+                })
+            }
+            OperationKind::Deprovision => {
+                let b: DeleteBody = self.parse()?;
+                GuestRequest::Deprovision(DeprovisionRequest {
+                    instance_id: self.instance_id.clone(),
+                    service_id: b.service_id,
+                    plan_id: b.plan_id,
+                    call,
+                })
+            }
+            OperationKind::Bind => {
+                let b: BindBody = self.parse()?;
+                GuestRequest::Bind(BindRequest {
+                    instance_id: self.instance_id.clone(),
+                    binding_id: binding_id()?,
+                    service_id: b.service_id.unwrap_or_default(),
+                    plan_id: b.plan_id.unwrap_or_default(),
+                    app_guid: b.app_guid,
+                    bind_resource: wire::bind_resource(b.bind_resource)
+                        .map_err(|e| e.to_string())?,
+                    parameters: text(b.parameters),
+                    context: text(b.context),
+                    predecessor_binding_id: b.predecessor_binding_id,
+                    call,
+                })
+            }
+            OperationKind::Unbind => {
+                let b: DeleteBody = self.parse()?;
+                GuestRequest::Unbind(UnbindRequest {
+                    instance_id: self.instance_id.clone(),
+                    binding_id: binding_id()?,
+                    service_id: b.service_id,
+                    plan_id: b.plan_id,
+                    call,
+                })
+            }
+        })
+    }
+
+    /// The plan the instance is on once the operation succeeds.
+    fn resulting_plan(&self) -> String {
+        self.body["plan_id"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| self.current_plan.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Makes the guest call of `stored` and says what its answer means.
+pub async fn invoke(ctx: &OpContext, stored: &StoredCall) -> Answer {
+    let request = match stored.guest_request(ctx.call.attempt) {
+        Ok(request) => request,
+        Err(description) => {
+            return Answer::Failed(
+                ApiError::Internal(description),
+                super::failure_effect(stored.kind),
+            )
+        }
+    };
+    let guest = &ctx.broker.guest;
+    let info = ctx.info();
+    let kind = stored.kind;
+    match request {
+        GuestRequest::Provision(r) => match guest.provision(&info, r).await {
+            Ok(response) => instance_answer(stored, response, Effect::InstanceFailed),
+            Err(error) => failure(kind, error),
+        },
+        GuestRequest::Update(r) => match guest.update(&info, r).await {
+            Ok(response) => instance_answer(stored, response, Effect::InstanceRestored),
+            Err(error) => failure(kind, error),
+        },
+        GuestRequest::Deprovision(r) => match guest.deprovision(&info, r).await {
+            Ok(response) => delete_answer(response, Effect::InstanceDeleted),
+            Err(error) => failure(kind, error),
+        },
+        GuestRequest::Bind(r) => match guest.bind(&info, r).await {
+            Ok(BindingResponse::Done(result)) => match results::binding_body(&result) {
+                Ok(body) => Answer::Done(Effect::BindingReady {
+                    result: body.to_string(),
+                }),
+                Err(description) => {
+                    Answer::Failed(ApiError::Internal(description), Effect::BindingDeleted)
+                }
+            },
+            Ok(BindingResponse::Accepted(data)) => Answer::Accepted(data, Effect::None),
+            Err(error) => failure(kind, error),
+        },
+        GuestRequest::Unbind(r) => match guest.unbind(&info, r).await {
+            Ok(response) => delete_answer(response, Effect::BindingDeleted),
+            Err(error) => failure(kind, error),
+        },
+    }
+}
+
+/// The answer for a provision or update; `on_error` undoes it when the guest's values are bad.
+fn instance_answer(stored: &StoredCall, response: InstanceResponse, on_error: Effect) -> Answer {
+    let (result, data) = match response {
+        InstanceResponse::Done(result) => (result, None),
+        InstanceResponse::Accepted(accepted) => (accepted.instance, Some(accepted.operation_data)),
+    };
+    let (dashboard_url, metadata) = match results::instance_values(&result) {
+        Ok(values) => values,
+        Err(description) => return Answer::Failed(ApiError::Internal(description), on_error),
+    };
+    if let Some(data) = data {
+        return Answer::Accepted(
+            data,
+            Effect::InstanceAnnotated {
+                dashboard_url,
+                metadata,
+            },
+        );
+    }
+    let updated = |field: &str| {
+        (stored.kind == OperationKind::Update)
+            .then(|| {
+                stored
+                    .body
+                    .get(field)
+                    .filter(|v| !v.is_null())
+                    .map(Value::to_string)
+            })
+            .flatten()
+    };
+    Answer::Done(Effect::InstanceReady {
+        plan_id: stored.resulting_plan(),
+        dashboard_url,
+        metadata,
+        parameters: updated("parameters"),
+        context: updated("context"),
+        maintenance_info: updated("maintenance_info"),
+    })
+}
+
+fn delete_answer(response: DeleteResponse, done: Effect) -> Answer {
+    match response {
+        DeleteResponse::Done => Answer::Done(done),
+        DeleteResponse::Accepted(data) => Answer::Accepted(data, Effect::None),
+    }
+}
+
+/// The body a 202 or a repeated request shows for an operation id.
+pub fn operation_body(operation: &str) -> Value {
+    json!({ "operation": operation })
+}
