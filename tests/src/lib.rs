@@ -8,6 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+pub mod postgres;
+
 /// Paths of the guest components, built by this crate's build script.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
@@ -25,6 +27,8 @@ pub fn repo_root() -> PathBuf {
 pub struct TestRuntime {
     /// Holds the data and brokers directories.
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database, when the suite runs on PostgreSQL.
+    state_url: Option<String>,
     server: Option<RunningServer>,
     client: reqwest::Client,
 }
@@ -51,8 +55,15 @@ impl TestRuntime {
                 .with_context(|| format!("copy {wasm}"))?;
             std::fs::write(dir.path().join(format!("brokers/{name}.toml")), manifest)?;
         }
+        let state_url = match postgres::server() {
+            Some(server) if postgres::suite_on_postgres() => {
+                Some(postgres::fresh_database(&server).await)
+            }
+            _ => None,
+        };
         let mut runtime = TestRuntime {
             dir,
+            state_url,
             server: None,
             client: reqwest::Client::new(),
         };
@@ -75,10 +86,10 @@ impl TestRuntime {
 
     /// The runtime's config.
     pub fn config(&self) -> ServeConfig {
-        ServeConfig::new(
-            self.dir.path().join("data"),
-            self.dir.path().join("brokers"),
-        )
+        let data = self.dir.path().join("data");
+        let mut config = ServeConfig::new(data, self.dir.path().join("brokers"));
+        config.state_url = self.state_url.clone();
+        config
     }
 
     async fn boot(&mut self) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@
 //! travels in the operation data, which each in-progress answer replaces.
 //! The `async-only` plan refuses provisioning without `accepts_incomplete=true` (422
 //! AsyncRequired); on the `flexible` plan the runtime then drives the operation to its end
-//! itself and answers synchronously.
+//! itself and answers synchronously. `parameters.sleep_ms` makes the provision call itself slow.
 
 use brokerbox_sdk::*;
 
@@ -56,18 +56,31 @@ impl Broker for SlowBroker {
     }
 
     fn provision(request: ProvisionRequest) -> Result<InstanceResponse, BrokerError> {
-        let polls = request
-            .parameters_as::<Params>()?
-            .polls
-            .unwrap_or(DEFAULT_POLLS);
-        if !request.call.accepts_incomplete {
-            if request.plan_id == ASYNC_ONLY_PLAN_ID {
-                return Err(BrokerError::AsyncRequired(
-                    "the async-only plan provisions only with accepts_incomplete=true".into(),
-                ));
-            }
-            return Ok(InstanceResponse::Done(InstanceResult::default()));
+        let params = request.parameters_as::<Params>()?;
+        if !request.call.accepts_incomplete && request.plan_id == ASYNC_ONLY_PLAN_ID {
+            // The host refuses this already (the manifest lists the plan as async-only); a
+            // guest should not rely on it.
+            return Err(BrokerError::AsyncRequired(
+                "the async-only plan provisions only with accepts_incomplete=true".into(),
+            ));
         }
+        if let Some(ms) = params.sleep_ms {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            let attempt = request.call.attempt;
+            log::info(&format!("slept {ms} ms (attempt {attempt})"));
+            // The dashboard URL tells which attempt finished (a retry after a crash is attempt 2).
+            let dashboard = format!(
+                "https://slow.example/{}?attempt={attempt}",
+                request.instance_id
+            );
+            return Ok(InstanceResponse::Done(InstanceResult {
+                dashboard_url: Some(dashboard),
+                metadata: None,
+            }));
+        }
+        // Without accepts_incomplete on the flexible plan the guest still answers `accepted`:
+        // the runtime polls `last-operation` itself and answers when the operation is done.
+        let polls = params.polls.unwrap_or(DEFAULT_POLLS);
         let result = InstanceResult {
             dashboard_url: Some(format!("https://slow.example/{}", request.instance_id)),
             metadata: None,

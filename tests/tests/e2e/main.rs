@@ -3,4 +3,6 @@
 
 mod check;
 mod osb;
+mod process;
+mod recovery;
 mod rules;

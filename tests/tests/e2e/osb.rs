@@ -430,7 +430,21 @@ async fn async_only_plan_without_accepts_incomplete_is_422_async_required() {
             Some(flexible),
         )
         .await;
-    assert_eq!(created.status, StatusCode::CREATED);
+    // The guest answered `accepted`; without accepts_incomplete the runtime polled it to the end.
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(
+        created.body["dashboard_url"],
+        "https://slow.example/slow-flex"
+    );
+    let fetched = rt
+        .osb(
+            Method::GET,
+            "slow-broker",
+            "/v2/service_instances/slow-flex",
+            None,
+        )
+        .await;
+    assert_eq!(fetched.status, StatusCode::OK);
 }
 
 #[tokio::test]
