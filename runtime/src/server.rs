@@ -95,6 +95,9 @@ impl Runtime {
                 return Err(error);
             }
         };
+        for broker in registry.all() {
+            store.register_broker(&broker.name, &id).await?;
+        }
         let state = AppState {
             registry: Arc::new(registry),
             store,

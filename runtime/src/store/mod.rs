@@ -333,6 +333,8 @@ pub trait StateStore: Send + Sync {
     ) -> Result<Vec<OperationRecord>, StoreError>;
     /// Records that runtime `id` started (its first start or a restart).
     async fn register_runtime(&self, id: &str) -> Result<(), StoreError>;
+    /// Records that runtime `runtime_id` loaded broker `name`.
+    async fn register_broker(&self, name: &str, runtime_id: &str) -> Result<(), StoreError>;
     /// Ends an operation in progress and applies its effect, in one transaction.
     async fn finish_operation(
         &self,

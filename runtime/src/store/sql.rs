@@ -655,4 +655,32 @@ impl StateStore for SqlStore {
         }
         Ok(())
     }
+
+    async fn register_broker(&self, name: &str, runtime_id: &str) -> Result<(), StoreError> {
+        let updated =
+            sqlx::query("UPDATE brokers SET loaded_at = $1, runtime_id = $2 WHERE name = $3")
+                .bind(now())
+                .bind(runtime_id)
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+        if updated.rows_affected() == 0 {
+            let inserted = sqlx::query(
+                "INSERT INTO brokers (name, loaded_at, runtime_id) VALUES ($1, $2, $3)",
+            )
+            .bind(name)
+            .bind(now())
+            .bind(runtime_id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend);
+            match inserted {
+                // Another replica registered it at the same moment.
+                Ok(_) | Err(StoreError::Exists) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
+    }
 }

@@ -17,12 +17,18 @@ const FILE_LARGE: &str = "1d3e7c0a-6c51-4cfa-9b8f-2c0e51a0b102";
 /// A brokers dir with slow-broker (a short sync window, so slow calls answer 202 quickly) and
 /// file-broker.
 fn brokers_dir(root: &Path) -> std::path::PathBuf {
+    brokers_dir_with(root, "")
+}
+
+/// [`brokers_dir`] with more `[operations]` settings for slow-broker.
+fn brokers_dir_with(root: &Path, operations: &str) -> std::path::PathBuf {
     let dir = root.join("brokers");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(guests::SLOW_BROKER, dir.join("slow-broker.wasm")).unwrap();
+    let settings = format!("[operations]\nsync_window_ms = 200\n{operations}");
     std::fs::write(
         dir.join("slow-broker.toml"),
-        manifest("slow-broker", "[operations]\nsync_window_ms = 200\n"),
+        manifest("slow-broker", &settings),
     )
     .unwrap();
     std::fs::copy(guests::FILE_BROKER, dir.join("file-broker.wasm")).unwrap();
@@ -371,4 +377,111 @@ async fn a_hundred_conflicting_requests_run_one_operation() {
         file["id"], fetched.body["plan_id"],
         "stored plan and broker state agree"
     );
+}
+
+#[tokio::test]
+async fn interrupted_operations_are_retried_up_to_max_attempts_then_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let brokers = brokers_dir_with(dir.path(), "max_attempts = 2\n");
+    let data = dir.path().join("data");
+    let mut process = RuntimeProcess::start(&data, &brokers, state_url().await, &[]).await;
+    let url = format!(
+        "{}/v2/service_instances/twice?accepts_incomplete=true",
+        process.url("slow-broker")
+    );
+    let (status, _) = call(
+        Method::PUT,
+        url,
+        "slow-broker",
+        Some(slow_body(json!({ "sleep_ms": 3000 }))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    process.restart().await; // SIGKILL during attempt 1; attempt 2 starts at once
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    process.restart().await; // SIGKILL during attempt 2: no attempt left
+    let state = final_state(&process.url("slow-broker"), "twice").await;
+    assert_eq!(state["state"], "failed");
+    assert!(
+        state["description"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted 2 times"),
+        "{state}"
+    );
+    // A failed provision leaves an instance the platform can delete (orphan mitigation).
+    let delete = format!(
+        "{}/v2/service_instances/twice?service_id={SLOW_SERVICE}&plan_id={SLOW_FLEXIBLE}",
+        process.url("slow-broker")
+    );
+    let (status, _) = call(Method::DELETE, delete, "slow-broker", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sync_window_and_sync_deadline() {
+    let settings = "[operations]\nsync_window_ms = 400\nsync_deadline_ms = 400\n";
+    let rt = TestRuntime::start(&[(
+        "slow-broker",
+        guests::SLOW_BROKER,
+        &manifest("slow-broker", settings),
+    )])
+    .await
+    .unwrap();
+    // An asynchronous request whose call ends within the sync window gets the final answer.
+    let quick = rt
+        .osb(
+            Method::PUT,
+            "slow-broker",
+            "/v2/service_instances/quick?accepts_incomplete=true",
+            Some(slow_body(json!({ "sleep_ms": 50 }))),
+        )
+        .await;
+    assert_eq!(quick.status, StatusCode::CREATED, "{:?}", quick.body);
+    // One that takes longer is answered 202 and finishes in the background.
+    let long = rt
+        .osb(
+            Method::PUT,
+            "slow-broker",
+            "/v2/service_instances/long?accepts_incomplete=true",
+            Some(slow_body(json!({ "sleep_ms": 1500 }))),
+        )
+        .await;
+    assert_eq!(long.status, StatusCode::ACCEPTED);
+    let operation = long.body["operation"].as_str().unwrap();
+    let done = rt
+        .poll_until_done("slow-broker", "/v2/service_instances/long", operation)
+        .await;
+    assert_eq!(done.body["state"], "succeeded");
+    // A synchronous request is cut at the sync deadline, answered with an OSB error, and the
+    // stored operation says so.
+    let started = Instant::now();
+    let cut = rt
+        .osb(
+            Method::PUT,
+            "slow-broker",
+            "/v2/service_instances/cut",
+            Some(slow_body(json!({ "sleep_ms": 3000 }))),
+        )
+        .await;
+    assert_eq!(cut.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        cut.body["description"].as_str().unwrap().contains("400 ms"),
+        "{:?}",
+        cut.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "cut at the deadline"
+    );
+    let state = rt
+        .osb(
+            Method::GET,
+            "slow-broker",
+            "/v2/service_instances/cut/last_operation",
+            None,
+        )
+        .await;
+    assert_eq!(state.body["state"], "failed");
 }

@@ -1,0 +1,6 @@
+-- The brokers a runtime has served, and when it last loaded each.
+CREATE TABLE brokers (
+    name       TEXT PRIMARY KEY,
+    loaded_at  INTEGER NOT NULL,
+    runtime_id TEXT NOT NULL
+);
