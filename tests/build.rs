@@ -4,7 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: [&str; 4] = ["file-broker", "slow-broker", "trap-broker", "rules-broker"];
+const GUESTS: [&str; 6] = [
+    "file-broker",
+    "slow-broker",
+    "trap-broker",
+    "rules-broker",
+    "hostile-broker",
+    "capability-broker",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -14,6 +14,12 @@ pub fn files_dir() -> Option<PathBuf> {
     std::env::var_os(FILES_DIR_ENV).map(PathBuf::from)
 }
 
+/// A configuration value from the manifest's `[env]` table (the guest sees nothing else of
+/// the host's environment).
+pub fn config(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
 impl ServiceCatalog {
     /// A catalog of `services`.
     pub fn new(services: Vec<Service>) -> Self {

@@ -45,9 +45,10 @@ extern crate self as brokerbox_sdk;
 
 mod builders;
 mod json;
+pub mod kv;
 pub mod log;
 
-pub use builders::files_dir;
+pub use builders::{config, files_dir};
 pub use json::{to_json, RequestJson};
 
 /// The wit-bindgen output for the `brokerbox:broker/broker` world. Not a stable API: use the

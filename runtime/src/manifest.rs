@@ -20,6 +20,10 @@ pub struct Manifest {
     /// How operations run (sync window, deadline, retries, async-only plans).
     #[serde(default)]
     pub operations: OperationSettings,
+    /// Environment variables (configuration) the guest sees; nothing else of the host's
+    /// environment reaches it.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// Default time an asynchronous request waits for the guest before answering 202: quick
@@ -108,12 +112,32 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// The `[grants]` table: which capabilities the guest gets.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantsConfig {
     /// A private directory under the data dir, preopened for the guest.
     #[serde(default)]
     pub files: bool,
+    /// A private key-value store in the runtime's state store (the `kv` import).
+    #[serde(default)]
+    pub kv: bool,
+    /// The `kv` quota: all keys and values together, in bytes.
+    #[serde(default = "default_kv_quota")]
+    pub kv_quota_bytes: u64,
+}
+
+fn default_kv_quota() -> u64 {
+    crate::engine::kv::DEFAULT_QUOTA_BYTES
+}
+
+impl Default for GrantsConfig {
+    fn default() -> Self {
+        GrantsConfig {
+            files: false,
+            kv: false,
+            kv_quota_bytes: default_kv_quota(),
+        }
+    }
 }
 
 impl Manifest {

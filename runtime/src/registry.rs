@@ -44,9 +44,10 @@ impl Registry {
     /// manifest, a component that does not load, or an invalid catalog; the message names the
     /// file. Also when two brokers declare the same service or plan id.
     pub async fn load_dir(
-        engine: &wasmtime::Engine,
+        sandbox: &crate::engine::Sandbox,
         brokers_dir: &Path,
         data_dir: &Path,
+        store: &Arc<dyn crate::store::StateStore>,
     ) -> anyhow::Result<Self> {
         let entries = std::fs::read_dir(brokers_dir)
             .with_context(|| format!("cannot read brokers dir {}", brokers_dir.display()))?;
@@ -58,7 +59,7 @@ impl Registry {
         wasm_files.sort();
         let mut registry = Registry::default();
         for wasm in wasm_files {
-            let broker = load_broker(engine, &wasm, data_dir).await?;
+            let broker = load_broker(sandbox, &wasm, data_dir, store).await?;
             registry.insert(broker)?;
         }
         Ok(registry)
@@ -103,9 +104,10 @@ impl Registry {
 
 /// Loads one broker from `wasm` and the manifest beside it.
 async fn load_broker(
-    engine: &wasmtime::Engine,
+    sandbox: &crate::engine::Sandbox,
     wasm: &Path,
     data_dir: &Path,
+    store: &Arc<dyn crate::store::StateStore>,
 ) -> anyhow::Result<LoadedBroker> {
     let name = wasm
         .file_stem()
@@ -126,14 +128,25 @@ async fn load_broker(
         );
     }
     let manifest = Manifest::load(&manifest_path)?;
-    let mut grants = Grants::default();
+    let mut grants = Grants {
+        env: manifest
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        kv: manifest.grants.kv.then(|| crate::engine::kv::KvGrant {
+            store: store.clone(),
+            quota_bytes: manifest.grants.kv_quota_bytes,
+        }),
+        ..Grants::default()
+    };
     if manifest.grants.files {
         let dir = data_dir.join("brokers").join(&name).join("files");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         grants.files_dir = Some(dir.canonicalize()?);
     }
-    let guest = Guest::load(engine, &name, wasm, manifest.limits.clone(), grants)?;
+    let guest = Guest::load(sandbox, &name, wasm, manifest.limits.clone(), grants)?;
     let catalog = guest
         .catalog(&CallInfo::default())
         .await

@@ -51,7 +51,7 @@ impl ServeConfig {
 /// A loaded runtime, ready to serve.
 pub struct Runtime {
     state: AppState,
-    ticker: tokio::task::JoinHandle<()>,
+    _ticker: crate::engine::EpochTicker,
     shutdown_grace: Duration,
 }
 
@@ -86,15 +86,9 @@ impl Runtime {
         let store = store::open(&url).await?;
         let id = runtime_id(&data_dir)?;
         store.register_runtime(&id).await?;
-        let engine = crate::engine::new_engine()?;
-        let ticker = crate::engine::spawn_epoch_ticker(engine.clone());
-        let registry = match Registry::load_dir(&engine, &config.brokers_dir, &data_dir).await {
-            Ok(registry) => registry,
-            Err(error) => {
-                ticker.abort();
-                return Err(error);
-            }
-        };
+        let sandbox = crate::engine::Sandbox::new()?;
+        let ticker = crate::engine::EpochTicker::start(sandbox.engine.clone());
+        let registry = Registry::load_dir(&sandbox, &config.brokers_dir, &data_dir, &store).await?;
         for broker in registry.all() {
             store.register_broker(&broker.name, &id).await?;
         }
@@ -108,7 +102,7 @@ impl Runtime {
         };
         Ok(Runtime {
             state,
-            ticker,
+            _ticker: ticker,
             shutdown_grace: config.shutdown_grace,
         })
     }
@@ -151,7 +145,6 @@ impl Runtime {
                 "shutdown grace over; running operations will be recovered"
             );
         }
-        self.ticker.abort();
         Ok(result?)
     }
 }

@@ -33,6 +33,10 @@ pub enum CallError {
     /// The guest trapped (a panic, `unreachable`, a bad memory access...).
     #[error("the broker crashed: {0}")]
     Trap(String),
+    /// No slot freed up for the call before its deadline (the broker's concurrency cap or the
+    /// runtime's cap on live instances).
+    #[error("the broker is at its concurrency limit; no slot freed up within {0} ms")]
+    Busy(u64),
     /// The host could not set up or run the call.
     #[error("the broker could not be run: {0}")]
     Host(String),
@@ -40,7 +44,7 @@ pub enum CallError {
 
 impl CallError {
     /// Classifies an error from wasmtime into the limit or fault that caused it.
-    pub fn from_wasmtime(error: &wasmtime::Error, fuel: u64, memory_mib: u64) -> Self {
+    pub fn from_wasmtime(error: &wasmtime::Error, fuel: u64) -> Self {
         if let Some(trap) = error.downcast_ref::<Trap>() {
             return match trap {
                 Trap::OutOfFuel => CallError::FuelExhausted(fuel),
@@ -48,10 +52,6 @@ impl CallError {
                 other => CallError::Trap(other.to_string()),
             };
         }
-        let text = format!("{error:#}");
-        if text.contains("memory") && (text.contains("limit") || text.contains("grow")) {
-            return CallError::MemoryLimit(memory_mib);
-        }
-        CallError::Trap(text)
+        CallError::Trap(format!("{error:#}"))
     }
 }

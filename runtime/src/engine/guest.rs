@@ -8,12 +8,15 @@ use super::bindings::types::{
 };
 use super::bindings::{Broker, BrokerPre};
 use super::host::{Grants, GuestLog, HostState};
-use super::limits::{Limits, DEFAULT_OUTPUT_BYTES};
+use super::limits::{Limits, LOGGED_OUTPUT_BYTES, MAX_OUTPUT_BYTES};
+use super::Sandbox;
 use super::{CallError, CallInfo};
 use anyhow::Context;
 use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Store};
+use wasmtime::Store;
 
 /// A broker's compiled component, ready to be instantiated for each call.
 pub struct Guest {
@@ -21,6 +24,10 @@ pub struct Guest {
     pre: BrokerPre<HostState>,
     limits: Limits,
     grants: Grants,
+    /// This broker's concurrency cap.
+    slots: Arc<Semaphore>,
+    /// The runtime-wide cap on live instances.
+    live: Arc<Semaphore>,
 }
 
 /// One call into the guest's `osb` interface.
@@ -66,12 +73,13 @@ impl Guest {
     /// # Errors
     /// When the file is not a component, or does not match the `broker` world.
     pub fn load(
-        engine: &Engine,
+        sandbox: &Sandbox,
         name: &str,
         wasm: &Path,
         limits: Limits,
         grants: Grants,
     ) -> anyhow::Result<Self> {
+        let engine = &sandbox.engine;
         let component = Component::from_file(engine, wasm)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly component", wasm.display()))?;
@@ -88,11 +96,14 @@ impl Guest {
                     wasm.display()
                 )
             })?;
+        let slots = Arc::new(Semaphore::new(limits.max_concurrency as usize));
         Ok(Guest {
             name: name.to_string(),
             pre,
             limits,
             grants,
+            slots,
+            live: sandbox.live.clone(),
         })
     }
 
@@ -130,13 +141,13 @@ impl Guest {
         let log = GuestLog {
             broker: self.name.clone(),
             request_identity: info.request_identity.clone(),
-            budget: DEFAULT_OUTPUT_BYTES,
+            budget: LOGGED_OUTPUT_BYTES,
         };
         let state = HostState::new(
             &self.grants,
             self.limits.memory_bytes(),
             log,
-            DEFAULT_OUTPUT_BYTES,
+            MAX_OUTPUT_BYTES,
         )
         .map_err(|e| CallError::Host(format!("{e:#}")))?;
         let mut store = Store::new(self.pre.engine(), state);
@@ -151,15 +162,26 @@ impl Guest {
             Some(shorter) => shorter.min(self.limits.call_timeout()),
             None => self.limits.call_timeout(),
         };
+        let waiting = tokio::time::Instant::now();
+        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        let slots = async {
+            let own = self.slots.clone().acquire_owned().await;
+            let live = self.live.clone().acquire_owned().await;
+            (own, live)
+        };
+        let _permits = tokio::time::timeout(deadline, slots)
+            .await
+            .map_err(|_| CallError::Busy(deadline_ms))?;
+        let deadline = deadline.saturating_sub(waiting.elapsed());
         let outcome = tokio::time::timeout(deadline, invoke(&self.pre, &mut store, request)).await;
         self.forward_output(&mut store);
         match outcome {
-            Err(_elapsed) => Err(CallError::Timeout(
-                u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
-            )),
+            Err(_elapsed) => Err(CallError::Timeout(deadline_ms)),
+            Ok(Err(_)) if store.data().limits.memory_refused => {
+                Err(CallError::MemoryLimit(self.limits.memory_mib))
+            }
             Ok(Err(error)) => {
-                let error =
-                    CallError::from_wasmtime(&error, self.limits.fuel, self.limits.memory_mib);
+                let error = CallError::from_wasmtime(&error, self.limits.fuel);
                 tracing::warn!(broker = %self.name, "guest call failed: {error}");
                 Err(error)
             }

@@ -2,17 +2,21 @@
 //! its memory limits, and the host side of the `log` import.
 
 use super::bindings::brokerbox::broker::log::{self, Level};
+use super::limits::GuestLimiter;
 use std::path::PathBuf;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-/// Capabilities granted to one broker, resolved to host paths.
+/// Capabilities granted to one broker, resolved to host paths and values.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
     /// Directory preopened for the guest at the same path, when `files` is granted.
     pub files_dir: Option<PathBuf>,
+    /// Environment variables the guest sees (the manifest's `[env]`).
+    pub env: Vec<(String, String)>,
+    /// The `kv` capability, when granted.
+    pub kv: Option<super::kv::KvGrant>,
 }
 
 /// Per-call state of a guest.
@@ -20,11 +24,13 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     /// Memory, table and instance caps checked by wasmtime.
-    pub limits: StoreLimits,
+    pub limits: GuestLimiter,
     /// Where the guest's log lines go.
     pub log: GuestLog,
     /// The guest's captured stdout and stderr.
     pub output: MemoryOutputPipe,
+    /// The `kv` import's state.
+    pub kv: super::kv::KvAccess,
 }
 
 /// Identifies a guest's log lines.
@@ -51,20 +57,18 @@ impl HostState {
         let output = MemoryOutputPipe::new(output_bytes);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(output.clone()).stderr(output.clone());
+        for (key, value) in &grants.env {
+            wasi.env(key, value);
+        }
         if let Some(dir) = &grants.files_dir {
             let path = dir.to_string_lossy();
             wasi.env("BROKERBOX_FILES_DIR", &path);
             wasi.preopened_dir(dir, &*path, FsPerms::ReadWrite)?;
         }
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(memory_bytes)
-            .instances(16)
-            .tables(16)
-            .memories(16)
-            .table_elements(100_000)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = GuestLimiter::new(memory_bytes);
+        let kv = super::kv::KvAccess::new(&log.broker, grants.kv.clone());
         Ok(HostState {
+            kv,
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits,
@@ -86,7 +90,7 @@ impl WasiView for HostState {
 impl super::bindings::types::Host for HostState {}
 
 impl log::Host for HostState {
-    fn write(&mut self, level: Level, message: String) {
+    async fn write(&mut self, level: Level, message: String) {
         self.log.write(level, &message);
     }
 }

@@ -13,8 +13,15 @@ pub const DEFAULT_FUEL: u64 = 2_000_000_000;
 pub const DEFAULT_MEMORY_MIB: u64 = 64;
 /// Highest memory cap a manifest may ask for; the pooling allocator reserves this per slot.
 pub const MAX_MEMORY_MIB: u64 = 256;
-/// Cap on what one call may write to stdout/stderr; the rest of a line is dropped.
-pub const DEFAULT_OUTPUT_BYTES: usize = 64 * 1024;
+/// Bytes of a call's log lines and stdout/stderr that reach the host's logs; the rest is
+/// dropped.
+pub const LOGGED_OUTPUT_BYTES: usize = 64 * 1024;
+/// Bytes a call may write to stdout/stderr at all; writing more ends the call (a trap).
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// Default number of calls of one broker that may run at once; more wait for a slot (up to
+/// their deadline), so one busy broker cannot take every instance slot of the runtime.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 32;
 
 /// Limits of one broker's guest calls, as the manifest's `[limits]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -26,6 +33,8 @@ pub struct Limits {
     pub fuel: u64,
     /// Linear memory cap, in MiB.
     pub memory_mib: u64,
+    /// Calls of this broker running at once.
+    pub max_concurrency: u32,
 }
 
 impl Default for Limits {
@@ -34,6 +43,7 @@ impl Default for Limits {
             call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
             fuel: DEFAULT_FUEL,
             memory_mib: DEFAULT_MEMORY_MIB,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
         }
     }
 }
@@ -60,6 +70,12 @@ impl Limits {
         if self.fuel == 0 {
             return Err("limits.fuel must be positive".into());
         }
+        if self.max_concurrency == 0 || self.max_concurrency > super::MAX_LIVE_INSTANCES {
+            return Err(format!(
+                "limits.max_concurrency must be between 1 and {}",
+                super::MAX_LIVE_INSTANCES
+            ));
+        }
         if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
             return Err(format!(
                 "limits.memory_mib must be between 1 and {MAX_MEMORY_MIB}"
@@ -72,4 +88,68 @@ impl Limits {
 /// The largest linear memory any guest may have, in bytes (the pooling allocator's slot size).
 pub fn memory_cap_bytes() -> usize {
     usize::try_from(MAX_MEMORY_MIB * 1024 * 1024).unwrap_or(usize::MAX)
+}
+
+/// Most elements a guest table may have (function references of a big guest are well below).
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Most core instances, tables or memories one guest component may create.
+pub const MAX_INSTANCE_PARTS: usize = 16;
+
+/// The resource limiter of one guest call: caps linear memory and tables, and remembers when
+/// it refused memory so the host can say "memory limit" rather than "the guest crashed".
+pub struct GuestLimiter {
+    memory_bytes: usize,
+    /// Set when the guest asked for more memory than its cap.
+    pub memory_refused: bool,
+}
+
+impl GuestLimiter {
+    /// A limiter allowing `memory_bytes` of linear memory.
+    pub fn new(memory_bytes: usize) -> Self {
+        GuestLimiter {
+            memory_bytes,
+            memory_refused: false,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes || maximum.is_some_and(|max| desired > max) {
+            self.memory_refused = true;
+            // An error (not `Ok(false)`) ends the call at once instead of letting the guest
+            // abort in its allocator.
+            wasmtime::bail!("memory limit: the guest asked for {desired} bytes");
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS || maximum.is_some_and(|max| desired > max) {
+            wasmtime::bail!("table limit: the guest asked for {desired} elements");
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCE_PARTS
+    }
+
+    fn tables(&self) -> usize {
+        MAX_INSTANCE_PARTS
+    }
+
+    fn memories(&self) -> usize {
+        MAX_INSTANCE_PARTS
+    }
 }

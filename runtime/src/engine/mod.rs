@@ -5,6 +5,7 @@ pub mod bindings;
 mod call;
 mod guest;
 mod host;
+pub mod kv;
 pub mod limits;
 
 pub use call::{CallError, CallInfo};
@@ -21,6 +22,29 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const MAX_LIVE_INSTANCES: u32 = 1000;
 /// Wasm stack a guest may use; deep recursion past it traps instead of overflowing the host.
 pub const MAX_WASM_STACK: usize = 1024 * 1024;
+
+/// What every guest of a runtime shares: the engine and the cap on live instances.
+#[derive(Clone)]
+pub struct Sandbox {
+    /// The wasmtime engine.
+    pub engine: wasmtime::Engine,
+    /// Permits for live instances, [`MAX_LIVE_INSTANCES`] in all: a call holds one while its
+    /// instance lives, so the pooling allocator never runs out of slots.
+    pub live: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Sandbox {
+    /// A sandbox with a new engine (see [`new_engine`]).
+    ///
+    /// # Errors
+    /// As [`new_engine`].
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Sandbox {
+            engine: new_engine()?,
+            live: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_INSTANCES as usize)),
+        })
+    }
+}
 
 /// Builds the engine every broker shares: component model, async calls, fuel, epochs, and the
 /// pooling allocator with copy-on-write memory images so a fresh instance per call is cheap.
@@ -49,14 +73,33 @@ pub fn new_engine() -> anyhow::Result<wasmtime::Engine> {
     Ok(wasmtime::Engine::new(&config)?)
 }
 
-/// Advances `engine`'s epoch every [`EPOCH_TICK`] until the returned handle is dropped or aborted.
-pub fn spawn_epoch_ticker(engine: wasmtime::Engine) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(EPOCH_TICK);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            engine.increment_epoch();
-        }
-    })
+/// Advances an engine's epoch every [`EPOCH_TICK`] from a dedicated OS thread, so deadlines
+/// fire even when every executor thread is busy running guests (or the executor has one
+/// thread). Stops when dropped.
+pub struct EpochTicker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    /// Starts ticking `engine`.
+    pub fn start(engine: wasmtime::Engine) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("brokerbox-epoch".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("the epoch thread starts");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -333,6 +333,26 @@ pub trait StateStore: Send + Sync {
     ) -> Result<Vec<OperationRecord>, StoreError>;
     /// Records that runtime `id` started (its first start or a restart).
     async fn register_runtime(&self, id: &str) -> Result<(), StoreError>;
+    /// The value of `key` in `broker`'s key-value store.
+    async fn kv_get(&self, broker: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets `key` in `broker`'s key-value store, unless the broker's keys and values would
+    /// then take more than `quota` bytes (answers `false` then, changing nothing).
+    async fn kv_set(
+        &self,
+        broker: &str,
+        key: &str,
+        value: &[u8],
+        quota: u64,
+    ) -> Result<bool, StoreError>;
+    /// Removes `key` from `broker`'s key-value store.
+    async fn kv_delete(&self, broker: &str, key: &str) -> Result<(), StoreError>;
+    /// The keys of `broker` starting with `prefix`, ascending, at most `limit`.
+    async fn kv_keys(
+        &self,
+        broker: &str,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError>;
     /// Records that runtime `runtime_id` loaded broker `name`.
     async fn register_broker(&self, name: &str, runtime_id: &str) -> Result<(), StoreError>;
     /// Ends an operation in progress and applies its effect, in one transaction.

@@ -6,3 +6,4 @@ mod osb;
 mod process;
 mod recovery;
 mod rules;
+mod sandbox;

@@ -82,6 +82,21 @@ impl RuntimeProcess {
         panic!("brokerbox did not listen on {}", self.addr);
     }
 
+    /// The process's resident memory, in KiB (from `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("a running process");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// The base URL of broker `name`.
     pub fn url(&self, name: &str) -> String {
         format!("http://{}/brokers/{name}", self.addr)

@@ -1,0 +1,7 @@
+-- The `kv` capability: each broker's private key-value store.
+CREATE TABLE kv (
+    broker TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  BLOB NOT NULL,
+    PRIMARY KEY (broker, key)
+);

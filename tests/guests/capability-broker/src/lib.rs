@@ -1,0 +1,46 @@
+//! capability-broker (test guest): uses the `kv` and `env` capabilities. Provision stores the
+//! parameters in kv under the instance id; bind hands them back with the configured greeting
+//! and the keys it sees; deprovision deletes the key.
+
+use brokerbox_sdk::*;
+use serde_json::json;
+
+struct Capabilities;
+
+fn key(instance_id: &str) -> String {
+    format!("instance/{instance_id}")
+}
+
+impl Broker for Capabilities {
+    fn catalog() -> Result<ServiceCatalog, BrokerError> {
+        let service = Service::new("capability-service", "capabilities", "Uses kv and env")
+            .bindable(true)
+            .plan(Plan::new("capability-plan", "standard", "Standard"));
+        Ok(ServiceCatalog::new(vec![service]))
+    }
+
+    fn provision(request: ProvisionRequest) -> Result<InstanceResponse, BrokerError> {
+        kv::set_json(&key(&request.instance_id), &request.parameters_json()?)?;
+        Ok(InstanceResponse::Done(InstanceResult::default()))
+    }
+
+    fn deprovision(request: DeprovisionRequest) -> Result<DeleteResponse, BrokerError> {
+        kv::delete(&key(&request.instance_id))?;
+        Ok(DeleteResponse::Done)
+    }
+
+    fn bind(request: BindRequest) -> Result<BindingResponse, BrokerError> {
+        let stored: Option<serde_json::Value> = kv::get_json(&key(&request.instance_id))?;
+        let credentials = json!({
+            "stored": stored,
+            "greeting": config("GREETING"),
+            "home": config("HOME"),
+            "keys": kv::list_keys("instance/")?,
+        });
+        Ok(BindingResponse::Done(BindingResult::with_credentials(
+            &credentials,
+        )?))
+    }
+}
+
+export_broker!(Capabilities);
