@@ -44,6 +44,7 @@
 extern crate self as brokerbox_sdk;
 
 mod builders;
+pub mod http;
 mod json;
 pub mod kv;
 pub mod log;

@@ -124,6 +124,9 @@ pub struct GrantsConfig {
     /// The `kv` quota: all keys and values together, in bytes.
     #[serde(default = "default_kv_quota")]
     pub kv_quota_bytes: u64,
+    /// Hosts the guest may call over `wasi:http`: `host` (any port) or `host:port`.
+    #[serde(default)]
+    pub outbound_http: Vec<String>,
 }
 
 fn default_kv_quota() -> u64 {
@@ -136,6 +139,7 @@ impl Default for GrantsConfig {
             files: false,
             kv: false,
             kv_quota_bytes: default_kv_quota(),
+            outbound_http: Vec::new(),
         }
     }
 }

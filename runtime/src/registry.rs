@@ -138,6 +138,7 @@ async fn load_broker(
             store: store.clone(),
             quota_bytes: manifest.grants.kv_quota_bytes,
         }),
+        http: crate::engine::http::HttpAllowlist::new(&manifest.grants.outbound_http),
         ..Grants::default()
     };
     if manifest.grants.files {

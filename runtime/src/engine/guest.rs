@@ -85,6 +85,7 @@ impl Guest {
             .with_context(|| format!("{} is not a valid WebAssembly component", wasm.display()))?;
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         Broker::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
         let pre = linker
             .instantiate_pre(&component)

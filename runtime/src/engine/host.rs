@@ -17,6 +17,8 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
     /// The `kv` capability, when granted.
     pub kv: Option<super::kv::KvGrant>,
+    /// Hosts the guest may call over `wasi:http` (empty: none).
+    pub http: super::http::HttpAllowlist,
 }
 
 /// Per-call state of a guest.
@@ -31,6 +33,8 @@ pub struct HostState {
     pub output: MemoryOutputPipe,
     /// The `kv` import's state.
     pub kv: super::kv::KvAccess,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_hooks: super::http::HttpAllowlist,
 }
 
 /// Identifies a guest's log lines.
@@ -69,6 +73,8 @@ impl HostState {
         let kv = super::kv::KvAccess::new(&log.broker, grants.kv.clone());
         Ok(HostState {
             kv,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks: grants.http.clone(),
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits,
@@ -83,6 +89,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod bindings;
 mod call;
 mod guest;
 mod host;
+pub mod http;
 pub mod kv;
 pub mod limits;
 

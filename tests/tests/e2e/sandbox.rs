@@ -377,3 +377,60 @@ async fn a_broker_saturating_its_concurrency_cap_does_not_block_its_neighbour() 
         "{descriptions:?}"
     );
 }
+
+#[tokio::test]
+async fn outbound_http_reaches_only_allowlisted_hosts() {
+    let a = attack("http", "[grants]\noutbound_http = [\"127.0.0.1:2\"]\n").await;
+    assert_contained(
+        &a,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "HttpRequestDenied",
+        DEFAULT_DEADLINE,
+    );
+
+    // A local "cloud API" on 127.0.0.1, allowlisted by host and port.
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = api.local_addr().unwrap().port();
+    let app = axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
+    tokio::spawn(async move { axum::serve(api, app).await });
+    let extra = format!("[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\n");
+    let rt = TestRuntime::start(&[("caps", guests::CAPABILITY_BROKER, &manifest("caps", &extra))])
+        .await
+        .unwrap();
+    let call = |url: String| json!({ "service_id": "capability-service", "plan_id": "capability-plan", "parameters": { "url": url } });
+    let allowed = rt
+        .osb(
+            Method::PUT,
+            "caps",
+            "/v2/service_instances/h-1",
+            Some(call(format!("http://127.0.0.1:{port}/ping"))),
+        )
+        .await;
+    assert_eq!(allowed.status, StatusCode::CREATED, "{:?}", allowed.body);
+    let fetched = rt
+        .osb(Method::GET, "caps", "/v2/service_instances/h-1", None)
+        .await;
+    assert_eq!(
+        fetched.status,
+        StatusCode::BAD_REQUEST,
+        "not retrievable; the 201 body carried it"
+    );
+    assert_eq!(allowed.body["dashboard_url"], "200 pong");
+    let other_port = rt
+        .osb(
+            Method::PUT,
+            "caps",
+            "/v2/service_instances/h-2",
+            Some(call(format!("http://127.0.0.1:{}/ping", port + 1))),
+        )
+        .await;
+    assert_eq!(other_port.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        other_port.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("HttpRequestDenied"),
+        "{:?}",
+        other_port.body
+    );
+}

@@ -1,4 +1,4 @@
-//! capability-broker (test guest): uses the `kv` and `env` capabilities. Provision stores the
+//! capability-broker (test guest): uses the `kv`, `env` and `outbound_http` capabilities. Provision stores the
 //! parameters in kv under the instance id; bind hands them back with the configured greeting
 //! and the keys it sees; deprovision deletes the key.
 
@@ -20,7 +20,19 @@ impl Broker for Capabilities {
     }
 
     fn provision(request: ProvisionRequest) -> Result<InstanceResponse, BrokerError> {
-        kv::set_json(&key(&request.instance_id), &request.parameters_json()?)?;
+        let parameters = request.parameters_json()?;
+        // With `{"url": ...}` the broker calls that URL (like a cloud API) and reports the
+        // answer as the dashboard URL; a refused host is a 422 "blocked: ...".
+        if let Some(url) = parameters.get("url").and_then(|u| u.as_str()) {
+            let response =
+                http::get(url).map_err(|e| BrokerError::Unprocessable(format!("blocked: {e}")))?;
+            let text = String::from_utf8_lossy(&response.body).to_string();
+            return Ok(InstanceResponse::Done(InstanceResult {
+                dashboard_url: Some(format!("{} {text}", response.status)),
+                metadata: None,
+            }));
+        }
+        kv::set_json(&key(&request.instance_id), &parameters)?;
         Ok(InstanceResponse::Done(InstanceResult::default()))
     }
 

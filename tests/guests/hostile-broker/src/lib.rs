@@ -7,7 +7,7 @@ use serde_json::json;
 
 struct Hostile;
 
-const ATTACKS: [&str; 11] = [
+const ATTACKS: [&str; 12] = [
     "loop",
     "fuel",
     "memory",
@@ -18,6 +18,7 @@ const ATTACKS: [&str; 11] = [
     "escape",
     "kv-flood",
     "print-flood",
+    "http",
     "ok",
 ];
 
@@ -108,6 +109,10 @@ fn attack(name: &str) -> Result<InstanceResponse, BrokerError> {
             }
             Ok(InstanceResponse::Done(InstanceResult::default()))
         }
+        "http" => match http::get("http://127.0.0.1:1/not-on-the-allowlist") {
+            Ok(response) => leaked(json!(response.status)),
+            Err(e) => Err(blocked(e)),
+        },
         _ => Ok(InstanceResponse::Done(InstanceResult::default())),
     }
 }
