@@ -18,7 +18,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch ticker advances the engine's epoch. Each tick, a running guest yields to
 /// tokio (so it never holds a worker thread for long) and its wall-clock deadline is checked.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// Guest instances that may be alive at once across all brokers (pooling allocator slots).
 pub const MAX_LIVE_INSTANCES: u32 = 1000;
 /// Wasm stack a guest may use; deep recursion past it traps instead of overflowing the host.

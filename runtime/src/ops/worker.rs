@@ -21,11 +21,12 @@ const BATCH: i64 = 32;
 /// Runs the worker until `stop` is cancelled.
 pub async fn run_worker(state: AppState, stop: CancellationToken) {
     let runtime = state.runtime.clone();
+    let started_at = crate::store::now_ms();
     let mut last_renewal = tokio::time::Instant::now();
     // Operations this runtime id held before a restart are certainly not running any more.
     let mut dead_owner = Some(runtime.id.clone());
     loop {
-        if let Err(error) = sweep(&state, dead_owner.take().as_deref()).await {
+        if let Err(error) = sweep(&state, dead_owner.take().as_deref(), started_at).await {
             tracing::warn!("operation worker: {error}");
         }
         if last_renewal.elapsed() >= runtime.lease / 3 {
@@ -44,7 +45,7 @@ pub async fn run_worker(state: AppState, stop: CancellationToken) {
 }
 
 /// One look for work: due polls, then orphaned host-run operations.
-async fn sweep(state: &AppState, dead_owner: Option<&str>) -> anyhow::Result<()> {
+async fn sweep(state: &AppState, dead_owner: Option<&str>, started_at: i64) -> anyhow::Result<()> {
     let runtime = &state.runtime;
     let now = crate::store::now_ms();
     let lease_until = now + runtime.lease_ms();
@@ -60,7 +61,11 @@ async fn sweep(state: &AppState, dead_owner: Option<&str>) -> anyhow::Result<()>
                 .spawn(async move { poll_one(state, op).await });
         }
     }
-    for op in state.store.orphaned(now, dead_owner, BATCH).await? {
+    for op in state
+        .store
+        .orphaned(now, dead_owner, started_at, BATCH)
+        .await?
+    {
         recover(state, op, now).await?;
     }
     Ok(())

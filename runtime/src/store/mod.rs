@@ -324,11 +324,12 @@ pub trait StateStore: Send + Sync {
     /// Long operations due for a poll at `now` and not held by another runtime.
     async fn due_polls(&self, now: i64, limit: i64) -> Result<Vec<OperationRecord>, StoreError>;
     /// Host-run operations in progress whose runtime is gone: unowned, lease expired, or held
-    /// by `dead_owner` (this runtime's id from before a restart).
+    /// by `dead_owner` (this runtime's id) and started before `started_at` (this start).
     async fn orphaned(
         &self,
         now: i64,
         dead_owner: Option<&str>,
+        started_at: i64,
         limit: i64,
     ) -> Result<Vec<OperationRecord>, StoreError>;
     /// Records that runtime `id` started (its first start or a restart).

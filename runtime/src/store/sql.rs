@@ -627,12 +627,19 @@ impl StateStore for SqlStore {
         &self,
         now: i64,
         dead_owner: Option<&str>,
+        started_at: i64,
         limit: i64,
     ) -> Result<Vec<OperationRecord>, StoreError> {
-        let binds = vec![Bind::Int(now), Bind::Text(dead_owner), Bind::Int(limit)];
+        let binds = vec![
+            Bind::Int(now),
+            Bind::Text(dead_owner),
+            Bind::Int(started_at),
+            Bind::Int(limit),
+        ];
         self.operations(
             "SELECT * FROM operations WHERE state = 'in progress' AND guest_data IS NULL \
-             AND (owner IS NULL OR lease_until < $1 OR owner = $2) ORDER BY seq LIMIT $3",
+             AND (owner IS NULL OR lease_until < $1 OR (owner = $2 AND created_at < $3)) \
+             ORDER BY seq LIMIT $4",
             binds,
         )
         .await

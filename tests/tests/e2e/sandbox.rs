@@ -357,8 +357,10 @@ async fn a_broker_saturating_its_concurrency_cap_does_not_block_its_neighbour() 
     };
     let (answers, (neighbour, took)) = tokio::join!(futures::future::join_all(loops), neighbour);
     assert_eq!(neighbour.status, StatusCode::CREATED);
+    // Every hostile call lasts its whole 1.5 s deadline (running or waiting for a slot); the
+    // neighbour is answered well before that, not after the attack.
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_millis(1300),
         "the neighbour waited {took:?}"
     );
     let descriptions: Vec<String> = answers
