@@ -41,6 +41,9 @@ enum Command {
         /// How long a shutdown (SIGTERM, Ctrl-C) waits for running guest calls, in ms.
         #[arg(long, default_value_t = 20_000)]
         shutdown_grace_ms: u64,
+        /// Reload a broker when its NAME.wasm or NAME.toml changes (or appears).
+        #[arg(long)]
+        watch: bool,
     },
     /// Checks any OSB broker against the OSB rules brokerbox enforces, over HTTP.
     ///
@@ -77,12 +80,14 @@ pub async fn run() -> anyhow::Result<()> {
             body_limit,
             lease_ms,
             shutdown_grace_ms,
+            watch,
         } => {
             let mut config = ServeConfig::new(data_dir, brokers_dir);
             config.state_url = state;
             config.body_limit = body_limit;
             config.lease = std::time::Duration::from_millis(lease_ms.max(100));
             config.shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
+            config.watch = watch;
             let runtime = Runtime::load(&config).await?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await

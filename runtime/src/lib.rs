@@ -13,7 +13,9 @@ pub mod manifest;
 pub mod ops;
 pub mod osb;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod store;
+pub mod watch;
 
 pub use server::{RunningServer, Runtime, ServeConfig};

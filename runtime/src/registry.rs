@@ -19,12 +19,50 @@ pub struct LoadedBroker {
     pub guest: Guest,
     /// Its validated catalog.
     pub catalog: CheckedCatalog,
+    /// Its version: the first 16 hex digits of the SHA-256 of its component and manifest.
+    pub version: String,
 }
 
-/// All brokers of a runtime, by name.
-#[derive(Default)]
+/// All brokers of a runtime, by name: one generation, never changed once published (a reload
+/// publishes a new one).
+#[derive(Default, Clone)]
 pub struct Registry {
     brokers: BTreeMap<String, Arc<LoadedBroker>>,
+}
+
+/// The current generation of brokers. A request takes the broker it needs from the generation
+/// current when it starts and keeps that version to its end; a reload publishes a whole new
+/// generation at once.
+#[derive(Default)]
+pub struct BrokerSet {
+    current: std::sync::RwLock<Arc<Registry>>,
+}
+
+impl BrokerSet {
+    /// A set serving `registry`.
+    pub fn new(registry: Registry) -> Self {
+        BrokerSet {
+            current: std::sync::RwLock::new(Arc::new(registry)),
+        }
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Arc<Registry> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The broker `name` of the current generation.
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedBroker>> {
+        self.current().get(name)
+    }
+
+    /// Makes `registry` the current generation.
+    pub fn publish(&self, registry: Registry) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(registry);
+    }
 }
 
 /// Whether `name` can name a broker (it becomes a URL path segment and a directory name).
@@ -37,18 +75,13 @@ pub fn valid_broker_name(name: &str) -> bool {
 }
 
 impl Registry {
-    /// Loads every broker of `brokers_dir`; their granted directories go under `data_dir`.
+    /// Loads every broker of `brokers_dir` with `loader`.
     ///
     /// # Errors
     /// When the directory cannot be read, a broker has a bad name, a missing or invalid
     /// manifest, a component that does not load, or an invalid catalog; the message names the
     /// file. Also when two brokers declare the same service or plan id.
-    pub async fn load_dir(
-        sandbox: &crate::engine::Sandbox,
-        brokers_dir: &Path,
-        data_dir: &Path,
-        store: &Arc<dyn crate::store::StateStore>,
-    ) -> anyhow::Result<Self> {
+    pub async fn load_dir(loader: &Loader, brokers_dir: &Path) -> anyhow::Result<Self> {
         let entries = std::fs::read_dir(brokers_dir)
             .with_context(|| format!("cannot read brokers dir {}", brokers_dir.display()))?;
         let mut wasm_files: Vec<_> = entries
@@ -59,7 +92,7 @@ impl Registry {
         wasm_files.sort();
         let mut registry = Registry::default();
         for wasm in wasm_files {
-            let broker = load_broker(sandbox, &wasm, data_dir, store).await?;
+            let broker = loader.load(&wasm).await?;
             registry.insert(broker)?;
         }
         Ok(registry)
@@ -73,6 +106,25 @@ impl Registry {
         if self.brokers.contains_key(&broker.name) {
             bail!("a broker named {} is loaded already", broker.name);
         }
+        self.check_ids(&broker)?;
+        self.brokers.insert(broker.name.clone(), Arc::new(broker));
+        Ok(())
+    }
+
+    /// A new generation with `broker` added or replacing the broker of the same name.
+    ///
+    /// # Errors
+    /// When a service or plan id is used by another broker.
+    pub fn with(&self, broker: LoadedBroker) -> anyhow::Result<Registry> {
+        let mut next = self.clone();
+        next.brokers.remove(&broker.name);
+        next.check_ids(&broker)?;
+        next.brokers.insert(broker.name.clone(), Arc::new(broker));
+        Ok(next)
+    }
+
+    /// Fails when `broker` declares an id another broker of this generation uses.
+    fn check_ids(&self, broker: &LoadedBroker) -> anyhow::Result<()> {
         let mut owners: HashMap<&str, &str> = HashMap::new();
         for other in self.brokers.values() {
             for id in other.catalog.ids() {
@@ -87,7 +139,6 @@ impl Registry {
                 );
             }
         }
-        self.brokers.insert(broker.name.clone(), Arc::new(broker));
         Ok(())
     }
 
@@ -102,63 +153,110 @@ impl Registry {
     }
 }
 
-/// Loads one broker from `wasm` and the manifest beside it.
-async fn load_broker(
-    sandbox: &crate::engine::Sandbox,
-    wasm: &Path,
-    data_dir: &Path,
-    store: &Arc<dyn crate::store::StateStore>,
-) -> anyhow::Result<LoadedBroker> {
-    let name = wasm
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .filter(|s| valid_broker_name(s))
-        .with_context(|| {
-            format!(
-                "{}: a broker name uses only a-z, 0-9, '-' and '_' (at most 64)",
-                wasm.display()
-            )
-        })?
-        .to_string();
-    let manifest_path = wasm.with_extension("toml");
-    if !manifest_path.exists() {
-        bail!(
-            "broker {name}: missing manifest {}",
-            manifest_path.display()
+/// Loads brokers: reads, compiles (off the async threads), links and checks them.
+#[derive(Clone)]
+pub struct Loader {
+    /// The engine and instance cap.
+    pub sandbox: crate::engine::Sandbox,
+    /// Where granted directories live.
+    pub data_dir: std::path::PathBuf,
+    /// The state store (for the `kv` grant).
+    pub store: Arc<dyn crate::store::StateStore>,
+}
+
+/// The version of a broker made of `wasm` and `manifest`.
+pub fn version_of(wasm: &[u8], manifest: &[u8]) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(wasm);
+    hash.update(manifest);
+    hash.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Loader {
+    /// Loads the broker of `wasm` and the manifest beside it.
+    ///
+    /// # Errors
+    /// A bad name, a missing or invalid manifest, a component that does not load or does not
+    /// implement the world, a failing or invalid catalog; the message names the file.
+    pub async fn load(&self, wasm: &Path) -> anyhow::Result<LoadedBroker> {
+        let name = wasm
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|s| valid_broker_name(s))
+            .with_context(|| {
+                format!(
+                    "{}: a broker name uses only a-z, 0-9, '-' and '_' (at most 64)",
+                    wasm.display()
+                )
+            })?
+            .to_string();
+        let manifest_path = wasm.with_extension("toml");
+        if !manifest_path.exists() {
+            bail!(
+                "broker {name}: missing manifest {}",
+                manifest_path.display()
+            );
+        }
+        let manifest_text = std::fs::read(&manifest_path)
+            .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?;
+        let manifest = Manifest::load(&manifest_path)?;
+        let bytes =
+            std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+        let version = version_of(&bytes, &manifest_text);
+        let grants = self.grants(&name, &manifest)?;
+        let (sandbox, label, limits) = (
+            self.sandbox.clone(),
+            wasm.display().to_string(),
+            manifest.limits.clone(),
         );
+        let guest_name = name.clone();
+        // Compiling takes CPU for a while: keep it off the threads that answer requests.
+        let guest = tokio::task::spawn_blocking(move || {
+            Guest::load(&sandbox, &guest_name, &label, &bytes, limits, grants)
+        })
+        .await??;
+        let catalog = guest
+            .catalog(&CallInfo::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("broker {name}: catalog failed: {e}"))?;
+        let catalog = CheckedCatalog::new(catalog)
+            .map_err(|e| anyhow::anyhow!("broker {name}: invalid catalog: {e}"))?;
+        tracing::info!(broker = %name, %version, wasm = %wasm.display(), "loaded broker");
+        Ok(LoadedBroker {
+            name,
+            manifest,
+            guest,
+            catalog,
+            version,
+        })
     }
-    let manifest = Manifest::load(&manifest_path)?;
-    let mut grants = Grants {
-        env: manifest
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        kv: manifest.grants.kv.then(|| crate::engine::kv::KvGrant {
-            store: store.clone(),
-            quota_bytes: manifest.grants.kv_quota_bytes,
-        }),
-        http: crate::engine::http::HttpAllowlist::new(&manifest.grants.outbound_http),
-        ..Grants::default()
-    };
-    if manifest.grants.files {
-        let dir = data_dir.join("brokers").join(&name).join("files");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        grants.files_dir = Some(dir.canonicalize()?);
+
+    /// The capabilities `manifest` grants broker `name`.
+    fn grants(&self, name: &str, manifest: &Manifest) -> anyhow::Result<Grants> {
+        let mut grants = Grants {
+            env: manifest
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            kv: manifest.grants.kv.then(|| crate::engine::kv::KvGrant {
+                store: self.store.clone(),
+                quota_bytes: manifest.grants.kv_quota_bytes,
+            }),
+            http: crate::engine::http::HttpAllowlist::new(&manifest.grants.outbound_http),
+            ..Grants::default()
+        };
+        if manifest.grants.files {
+            let dir = self.data_dir.join("brokers").join(name).join("files");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            grants.files_dir = Some(dir.canonicalize()?);
+        }
+        Ok(grants)
     }
-    let guest = Guest::load(sandbox, &name, wasm, manifest.limits.clone(), grants)?;
-    let catalog = guest
-        .catalog(&CallInfo::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("broker {name}: catalog failed: {e}"))?;
-    let catalog = CheckedCatalog::new(catalog)
-        .map_err(|e| anyhow::anyhow!("broker {name}: invalid catalog: {e}"))?;
-    tracing::info!(broker = %name, wasm = %wasm.display(), "loaded broker");
-    Ok(LoadedBroker {
-        name,
-        manifest,
-        guest,
-        catalog,
-    })
 }

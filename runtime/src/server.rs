@@ -3,7 +3,8 @@
 
 use crate::ops::{self, OpsRuntime};
 use crate::osb::{self, AppState, EdgeConfig};
-use crate::registry::Registry;
+use crate::registry::{BrokerSet, Loader, Registry};
+use crate::reload::Reloader;
 use crate::store;
 use anyhow::Context;
 use std::future::Future;
@@ -32,6 +33,8 @@ pub struct ServeConfig {
     pub lease: Duration,
     /// How long a shutdown waits for running guest calls.
     pub shutdown_grace: Duration,
+    /// Reload brokers whose files change in the brokers dir.
+    pub watch: bool,
 }
 
 impl ServeConfig {
@@ -44,6 +47,7 @@ impl ServeConfig {
             body_limit: osb::DEFAULT_BODY_LIMIT,
             lease: ops::DEFAULT_LEASE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            watch: false,
         }
     }
 }
@@ -51,6 +55,9 @@ impl ServeConfig {
 /// A loaded runtime, ready to serve.
 pub struct Runtime {
     state: AppState,
+    reloader: Arc<Reloader>,
+    watch: bool,
+    brokers_dir: PathBuf,
     _ticker: crate::engine::EpochTicker,
     shutdown_grace: Duration,
 }
@@ -86,14 +93,23 @@ impl Runtime {
         let store = store::open(&url).await?;
         let id = runtime_id(&data_dir)?;
         store.register_runtime(&id).await?;
-        let sandbox = crate::engine::Sandbox::new()?;
+        let components = crate::engine::cache::ComponentCache::on_disk(&data_dir)?;
+        let sandbox = crate::engine::Sandbox::new(components)?;
         let ticker = crate::engine::EpochTicker::start(sandbox.engine.clone());
-        let registry = Registry::load_dir(&sandbox, &config.brokers_dir, &data_dir, &store).await?;
+        let loader = Loader {
+            sandbox,
+            data_dir: data_dir.clone(),
+            store: store.clone(),
+        };
+        let registry = Registry::load_dir(&loader, &config.brokers_dir).await?;
         for broker in registry.all() {
             store.register_broker(&broker.name, &id).await?;
         }
+        let brokers = Arc::new(BrokerSet::new(registry));
+        let dir = config.brokers_dir.clone();
+        let reloader = Arc::new(Reloader::new(loader, brokers.clone(), dir));
         let state = AppState {
-            registry: Arc::new(registry),
+            brokers,
             store,
             config: EdgeConfig {
                 body_limit: config.body_limit,
@@ -102,14 +118,22 @@ impl Runtime {
         };
         Ok(Runtime {
             state,
+            reloader,
+            watch: config.watch,
+            brokers_dir: config.brokers_dir.clone(),
             _ticker: ticker,
             shutdown_grace: config.shutdown_grace,
         })
     }
 
-    /// The loaded brokers.
-    pub fn registry(&self) -> &Registry {
-        &self.state.registry
+    /// The brokers serving now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.state.brokers.current()
+    }
+
+    /// The reloader (hot reload of brokers from the brokers dir).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// Serves the OSB API on `listener` until `shutdown` completes: then stops accepting,
@@ -128,6 +152,14 @@ impl Runtime {
             self.state.clone(),
             stop_worker.clone(),
         ));
+        if self.watch {
+            let dir = self.brokers_dir.clone();
+            tokio::spawn(crate::watch::watch(
+                dir,
+                self.reloader.clone(),
+                stop_worker.clone(),
+            ));
+        }
         let router = osb::router(self.state.clone());
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
@@ -153,6 +185,8 @@ impl Runtime {
 pub struct RunningServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its reloader.
+    pub reloader: Arc<Reloader>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -164,6 +198,7 @@ impl RunningServer {
     /// As [`Runtime::load`], or when the address cannot be bound.
     pub async fn start(config: &ServeConfig, listen: SocketAddr) -> anyhow::Result<Self> {
         let runtime = Runtime::load(config).await?;
+        let reloader = runtime.reloader();
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -172,6 +207,7 @@ impl RunningServer {
         }));
         Ok(RunningServer {
             addr,
+            reloader,
             shutdown: Some(tx),
             task,
         })

@@ -29,6 +29,8 @@ pub struct TestRuntime {
     pub dir: tempfile::TempDir,
     /// The PostgreSQL database, when the suite runs on PostgreSQL.
     state_url: Option<String>,
+    /// Changes to the default config.
+    adjust: Box<dyn Fn(&mut ServeConfig) + Send + Sync>,
     server: Option<RunningServer>,
     client: reqwest::Client,
 }
@@ -47,6 +49,14 @@ pub struct Answer {
 impl TestRuntime {
     /// A runtime serving the given `(name, wasm path, manifest text)` brokers.
     pub async fn start(brokers: &[(&str, &str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(brokers, |_| {}).await
+    }
+
+    /// [`TestRuntime::start`] with the runtime's config adjusted by `adjust`.
+    pub async fn start_with(
+        brokers: &[(&str, &str, &str)],
+        adjust: impl Fn(&mut ServeConfig) + Send + Sync + 'static,
+    ) -> anyhow::Result<Self> {
         init_logs();
         let dir = tempfile::tempdir()?;
         std::fs::create_dir_all(dir.path().join("brokers"))?;
@@ -64,6 +74,7 @@ impl TestRuntime {
         let mut runtime = TestRuntime {
             dir,
             state_url,
+            adjust: Box::new(adjust),
             server: None,
             client: reqwest::Client::new(),
         };
@@ -89,6 +100,7 @@ impl TestRuntime {
         let data = self.dir.path().join("data");
         let mut config = ServeConfig::new(data, self.dir.path().join("brokers"));
         config.state_url = self.state_url.clone();
+        (self.adjust)(&mut config);
         config
     }
 
@@ -112,6 +124,11 @@ impl TestRuntime {
             "http://{}/brokers/{name}",
             self.server.as_ref().unwrap().addr
         )
+    }
+
+    /// The running server (for its reloader).
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("a running server")
     }
 
     /// The granted files directory of broker `name`.

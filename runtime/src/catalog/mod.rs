@@ -111,6 +111,17 @@ impl CheckedCatalog {
         })
     }
 
+    /// Every service name and plan name (as `service/plan`) with its id.
+    pub fn names(&self) -> impl Iterator<Item = (String, &str)> {
+        self.catalog.services.iter().flat_map(|s| {
+            std::iter::once((s.name.clone(), s.id.as_str())).chain(
+                s.plans
+                    .iter()
+                    .map(move |p| (format!("{}/{}", s.name, p.name), p.id.as_str())),
+            )
+        })
+    }
+
     /// Every service and plan id of the catalog.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.catalog.services.iter().flat_map(|s| {

@@ -12,10 +12,9 @@ use super::limits::{Limits, LOGGED_OUTPUT_BYTES, MAX_OUTPUT_BYTES};
 use super::Sandbox;
 use super::{CallError, CallInfo};
 use anyhow::Context;
-use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::Store;
 
 /// A broker's compiled component, ready to be instantiated for each call.
@@ -68,21 +67,24 @@ macro_rules! operation {
 }
 
 impl Guest {
-    /// Compiles the component at `wasm` and links it against the host's imports.
+    /// Compiles (or finds in the cache) the component `wasm` (named `label` in errors) and
+    /// links it against the host's imports.
     ///
     /// # Errors
     /// When the file is not a component, or does not match the `broker` world.
     pub fn load(
         sandbox: &Sandbox,
         name: &str,
-        wasm: &Path,
+        label: &str,
+        wasm: &[u8],
         limits: Limits,
         grants: Grants,
     ) -> anyhow::Result<Self> {
         let engine = &sandbox.engine;
-        let component = Component::from_file(engine, wasm)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("{} is not a valid WebAssembly component", wasm.display()))?;
+        let component = sandbox
+            .components
+            .get_or_compile(engine, wasm)
+            .with_context(|| format!("{label} is not a valid WebAssembly component"))?;
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -92,10 +94,7 @@ impl Guest {
             .and_then(BrokerPre::new)
             .map_err(anyhow::Error::from)
             .with_context(|| {
-                format!(
-                    "{} does not implement the brokerbox:broker/broker world",
-                    wasm.display()
-                )
+                format!("{label} does not implement the brokerbox:broker/broker world")
             })?;
         let slots = Arc::new(Semaphore::new(limits.max_concurrency as usize));
         Ok(Guest {

@@ -2,6 +2,7 @@
 //! call with fuel, a wall-clock deadline and a memory cap.
 
 pub mod bindings;
+pub mod cache;
 mod call;
 mod guest;
 mod host;
@@ -32,17 +33,20 @@ pub struct Sandbox {
     /// Permits for live instances, [`MAX_LIVE_INSTANCES`] in all: a call holds one while its
     /// instance lives, so the pooling allocator never runs out of slots.
     pub live: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Compiled components, shared by every broker using the same component.
+    pub components: std::sync::Arc<cache::ComponentCache>,
 }
 
 impl Sandbox {
-    /// A sandbox with a new engine (see [`new_engine`]).
+    /// A sandbox with a new engine (see [`new_engine`]) and the component cache `components`.
     ///
     /// # Errors
     /// As [`new_engine`].
-    pub fn new() -> anyhow::Result<Self> {
+    pub fn new(components: cache::ComponentCache) -> anyhow::Result<Self> {
         Ok(Sandbox {
             engine: new_engine()?,
             live: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_INSTANCES as usize)),
+            components: std::sync::Arc::new(components),
         })
     }
 }

@@ -77,7 +77,7 @@ fn context(
     op: &OperationRecord,
     stored: Option<&StoredCall>,
 ) -> Option<OpContext> {
-    let broker = state.registry.get(&op.broker)?;
+    let broker = state.brokers.get(&op.broker)?;
     let call = match stored {
         Some(stored) => stored.call_info(op.attempts),
         None => crate::engine::bindings::types::CallInfo {

@@ -11,7 +11,7 @@ mod validate;
 pub mod wire;
 
 use crate::error::ApiError;
-use crate::registry::Registry;
+use crate::registry::BrokerSet;
 use crate::store::StateStore;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
@@ -34,8 +34,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    /// The hosted brokers.
-    pub registry: Arc<Registry>,
+    /// The hosted brokers (the current generation).
+    pub brokers: Arc<BrokerSet>,
     /// Durable state.
     pub store: Arc<dyn StateStore>,
     /// Edge settings.

@@ -42,7 +42,7 @@ impl FromRequestParts<AppState> for Osb {
             .map(|(_, value)| value.to_string())
             .unwrap_or_default();
         let broker = state
-            .registry
+            .brokers
             .get(&name)
             .ok_or_else(|| ApiError::NotFound(format!("no broker named {name:?}")))?;
         check_auth(&parts.headers, &broker)?;

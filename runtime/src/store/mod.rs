@@ -354,6 +354,8 @@ pub trait StateStore: Send + Sync {
         prefix: &str,
         limit: i64,
     ) -> Result<Vec<String>, StoreError>;
+    /// The plans of `broker` that instances use.
+    async fn plans_in_use(&self, broker: &str) -> Result<Vec<String>, StoreError>;
     /// Records that runtime `runtime_id` loaded broker `name`.
     async fn register_broker(&self, name: &str, runtime_id: &str) -> Result<(), StoreError>;
     /// Ends an operation in progress and applies its effect, in one transaction.

@@ -762,7 +762,7 @@ impl StateStore for SqlStore {
     ) -> Result<Vec<String>, StoreError> {
         let prefix_len = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX);
         let rows = sqlx::query(
-            "SELECT key FROM kv WHERE broker = $1 AND SUBSTR(key, 1, $2) = $3 ORDER BY key LIMIT $4",
+            "SELECT key FROM kv WHERE broker = $1 AND SUBSTR(key, 1, CAST($2 AS INTEGER)) = $3 ORDER BY key LIMIT $4",
         )
         .bind(broker)
         .bind(prefix_len)
@@ -772,5 +772,14 @@ impl StateStore for SqlStore {
         .await
         .map_err(backend)?;
         rows.iter().map(|r| get::<String>(r, "key")).collect()
+    }
+
+    async fn plans_in_use(&self, broker: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT plan_id FROM instances WHERE broker = $1")
+            .bind(broker)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(|r| get::<String>(r, "plan_id")).collect()
     }
 }

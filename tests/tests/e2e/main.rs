@@ -5,5 +5,6 @@ mod check;
 mod osb;
 mod process;
 mod recovery;
+mod reload;
 mod rules;
 mod sandbox;

@@ -1,0 +1,130 @@
+//! Hot reload: a changed `NAME.wasm` or `NAME.toml` is compiled and validated off the request
+//! path, then published as a new generation in one swap. Requests and operations already
+//! running finish on the version they started with; new ones use the new version. A broken
+//! version is refused (logged, and kept in [`Reloader::failures`]) and the old one keeps
+//! serving. A version that removes a plan still used by instances, or gives a service or plan
+//! another id, is refused unless forced.
+
+use crate::registry::{BrokerSet, LoadedBroker, Loader};
+use crate::store::StateStore;
+use anyhow::bail;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The files are those of the version already serving.
+    Unchanged,
+    /// A new broker now serves, at this version.
+    Added(String),
+    /// The broker now serves this version.
+    Updated(String),
+}
+
+/// Reloads brokers from the brokers dir, one at a time.
+pub struct Reloader {
+    loader: Loader,
+    brokers: Arc<BrokerSet>,
+    brokers_dir: PathBuf,
+    store: Arc<dyn StateStore>,
+    lock: tokio::sync::Mutex<()>,
+    failures: Mutex<BTreeMap<String, String>>,
+}
+
+impl Reloader {
+    /// A reloader publishing into `brokers`.
+    pub fn new(loader: Loader, brokers: Arc<BrokerSet>, brokers_dir: PathBuf) -> Self {
+        let store = loader.store.clone();
+        Reloader {
+            loader,
+            brokers,
+            brokers_dir,
+            store,
+            lock: tokio::sync::Mutex::new(()),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// The last refused reload of each broker that has not been fixed since.
+    pub fn failures(&self) -> BTreeMap<String, String> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Loads broker `name` from the brokers dir and publishes it if it is new or changed.
+    ///
+    /// # Errors
+    /// When the new version does not load or fails a check; the old version keeps serving.
+    pub async fn reload(&self, name: &str, force: bool) -> anyhow::Result<Reloaded> {
+        let _one_at_a_time = self.lock.lock().await;
+        let result = self.reload_locked(name, force).await;
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(_) => {
+                failures.remove(name);
+            }
+            Err(error) => {
+                tracing::error!(
+                    broker = name,
+                    "reload refused, the old version keeps serving: {error:#}"
+                );
+                failures.insert(name.to_string(), format!("{error:#}"));
+            }
+        }
+        result
+    }
+
+    async fn reload_locked(&self, name: &str, force: bool) -> anyhow::Result<Reloaded> {
+        let wasm = self.brokers_dir.join(format!("{name}.wasm"));
+        let current = self.brokers.current();
+        let old = current.get(name);
+        if let Some(old) = &old {
+            let manifest = std::fs::read(wasm.with_extension("toml")).unwrap_or_default();
+            let bytes = std::fs::read(&wasm).unwrap_or_default();
+            if crate::registry::version_of(&bytes, &manifest) == old.version {
+                return Ok(Reloaded::Unchanged);
+            }
+        }
+        let new = self.loader.load(&wasm).await?;
+        if let (Some(old), false) = (&old, force) {
+            self.check_compatible(old, &new).await?;
+        }
+        let version = new.version.clone();
+        let next = current.with(new)?;
+        self.store.register_broker(name, "reload").await?;
+        self.brokers.publish(next);
+        tracing::info!(broker = name, %version, "reloaded broker");
+        Ok(if old.is_some() {
+            Reloaded::Updated(version)
+        } else {
+            Reloaded::Added(version)
+        })
+    }
+
+    /// Refuses a new version that drops a plan instances still use or changes an id.
+    async fn check_compatible(&self, old: &LoadedBroker, new: &LoadedBroker) -> anyhow::Result<()> {
+        let new_ids: HashSet<&str> = new.catalog.ids().collect();
+        for plan in self.store.plans_in_use(&old.name).await? {
+            if !new_ids.contains(plan.as_str()) {
+                bail!("the new version removes plan {plan}, which instances still use (force to replace anyway)");
+            }
+        }
+        for (name, old_id) in old.catalog.names() {
+            if let Some(new_id) = new
+                .catalog
+                .names()
+                .find(|(n, _)| *n == name)
+                .map(|(_, id)| id)
+            {
+                if new_id != old_id {
+                    bail!("the new version changes the id of {name} from {old_id} to {new_id} (force to replace anyway)");
+                }
+            }
+        }
+        Ok(())
+    }
+}
