@@ -18,6 +18,10 @@ use wasmtime::Engine;
 pub struct ComponentCache {
     memory: Mutex<HashMap<String, Component>>,
     disk: Option<DiskCache>,
+    /// Components compiled from source by this cache.
+    compiled: std::sync::atomic::AtomicUsize,
+    /// Components loaded from a trusted artifact by this cache.
+    loaded: std::sync::atomic::AtomicUsize,
 }
 
 /// Where artifacts live, and the key that authenticates them.
@@ -42,14 +46,20 @@ impl ComponentCache {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let key = artifact_key(&dir.join("key"))?;
         Ok(ComponentCache {
-            memory: Mutex::default(),
             disk: Some(DiskCache { dir, key }),
+            ..ComponentCache::default()
         })
     }
 
     /// How many distinct components are held in memory.
     pub fn len(&self) -> usize {
         self.memory.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// How many components were compiled from source, and how many loaded from artifacts.
+    pub fn counts(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.compiled.load(Relaxed), self.loaded.load(Relaxed))
     }
 
     /// Whether no component is held.
@@ -71,10 +81,15 @@ impl ComponentCache {
         {
             return Ok(found.clone());
         }
+        use std::sync::atomic::Ordering::Relaxed;
         let component = match self.disk.as_ref().and_then(|disk| disk.load(engine, &id)) {
-            Some(component) => component,
+            Some(component) => {
+                self.loaded.fetch_add(1, Relaxed);
+                component
+            }
             None => {
                 let component = Component::new(engine, wasm)?;
+                self.compiled.fetch_add(1, Relaxed);
                 if let Some(disk) = &self.disk {
                     if let Err(error) = disk.store(&id, &component) {
                         tracing::warn!("cannot write the compiled artifact: {error:#}");
@@ -165,5 +180,52 @@ impl DiskCache {
         };
         write(&artifact, &bytes)?;
         write(&mac, &self.mac(&bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest valid component.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn a_component_is_compiled_once_and_reloaded_from_its_artifact() {
+        let engine = crate::engine::new_engine().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ComponentCache::on_disk(dir.path()).unwrap();
+        cache.get_or_compile(&engine, EMPTY_COMPONENT).unwrap();
+        cache.get_or_compile(&engine, EMPTY_COMPONENT).unwrap();
+        assert_eq!(
+            (cache.len(), cache.counts()),
+            (1, (1, 0)),
+            "held and compiled once"
+        );
+
+        // A restart finds the artifact instead of compiling.
+        let restarted = ComponentCache::on_disk(dir.path()).unwrap();
+        restarted.get_or_compile(&engine, EMPTY_COMPONENT).unwrap();
+        assert_eq!(restarted.counts(), (0, 1));
+
+        // An artifact it did not write (here: tampered with) is never loaded.
+        let artifact = std::fs::read_dir(dir.path().join("artifacts"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .unwrap();
+        let mut bytes = std::fs::read(&artifact).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&artifact, bytes).unwrap();
+        let wary = ComponentCache::on_disk(dir.path()).unwrap();
+        wary.get_or_compile(&engine, EMPTY_COMPONENT).unwrap();
+        assert_eq!(
+            wary.counts(),
+            (1, 0),
+            "recompiled rather than trusting the file"
+        );
+        assert!(wary.get_or_compile(&engine, b"not wasm").is_err());
     }
 }
