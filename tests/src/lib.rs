@@ -224,3 +224,25 @@ pub fn init_logs() {
             .try_init();
     }
 }
+
+/// Sends one OSB request to `url` as broker `name`'s platform (credentials `NAME`/`NAME-secret`,
+/// API version 2.17); returns the status and the JSON body (`Null` when not JSON).
+pub async fn send_osb(
+    method: Method,
+    url: String,
+    name: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let request = reqwest::Client::new()
+        .request(method, url)
+        .basic_auth(name, Some(format!("{name}-secret")))
+        .header("X-Broker-API-Version", "2.17")
+        .timeout(std::time::Duration::from_secs(60));
+    let request = match body {
+        Some(body) => request.json(&body),
+        None => request,
+    };
+    let response = request.send().await.expect("the runtime answers");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}

@@ -2,7 +2,7 @@
 //! running calls finish, two replicas sharing PostgreSQL, and many conflicting requests at once.
 
 use crate::process::RuntimeProcess;
-use brokerbox_tests::{guests, manifest, postgres, repo_root, TestRuntime};
+use brokerbox_tests::{guests, manifest, postgres, repo_root, send_osb, TestRuntime};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -49,20 +49,6 @@ async fn state_url() -> Option<String> {
     }
 }
 
-async fn call(method: Method, url: String, name: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let request = reqwest::Client::new()
-        .request(method, url)
-        .basic_auth(name, Some(format!("{name}-secret")))
-        .header("X-Broker-API-Version", "2.17");
-    let request = match body {
-        Some(body) => request.json(&body),
-        None => request,
-    };
-    let response = request.send().await.expect("the runtime answers");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 fn slow_body(parameters: Value) -> Value {
     json!({ "service_id": SLOW_SERVICE, "plan_id": SLOW_FLEXIBLE, "parameters": parameters })
 }
@@ -72,7 +58,7 @@ async fn final_state(base: &str, instance: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let url = format!("{base}/v2/service_instances/{instance}/last_operation");
-        let (status, body) = call(Method::GET, url, "slow-broker", None).await;
+        let (status, body) = send_osb(Method::GET, url, "slow-broker", None).await;
         if status == StatusCode::OK && body["state"] != "in progress" {
             return body;
         }
@@ -92,7 +78,7 @@ async fn sigkill_in_the_middle_of_operations_loses_nothing() {
     let file = process.url("file-broker");
 
     // Finished records that must survive.
-    let (status, _) = call(
+    let (status, _) = send_osb(
         Method::PUT,
         format!("{file}/v2/service_instances/f-1"),
         "file-broker",
@@ -100,7 +86,7 @@ async fn sigkill_in_the_middle_of_operations_loses_nothing() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, bound) = call(
+    let (status, bound) = send_osb(
         Method::PUT,
         format!("{file}/v2/service_instances/f-1/service_bindings/b-1"),
         "file-broker",
@@ -111,7 +97,7 @@ async fn sigkill_in_the_middle_of_operations_loses_nothing() {
     // Host-run calls still running when the process dies...
     for i in 0..3 {
         let url = format!("{slow}/v2/service_instances/sleep-{i}?accepts_incomplete=true");
-        let (status, _) = call(
+        let (status, _) = send_osb(
             Method::PUT,
             url,
             "slow-broker",
@@ -123,7 +109,7 @@ async fn sigkill_in_the_middle_of_operations_loses_nothing() {
     // ...and guest-driven long operations being polled.
     for i in 0..2 {
         let url = format!("{slow}/v2/service_instances/poll-{i}?accepts_incomplete=true");
-        let (status, _) = call(
+        let (status, _) = send_osb(
             Method::PUT,
             url,
             "slow-broker",
@@ -141,7 +127,7 @@ async fn sigkill_in_the_middle_of_operations_loses_nothing() {
     for i in 0..3 {
         let state = final_state(&slow, &format!("sleep-{i}")).await;
         assert_eq!(state["state"], "succeeded", "sleep-{i}: {state}");
-        let (status, instance) = call(
+        let (status, instance) = send_osb(
             Method::GET,
             format!("{slow}/v2/service_instances/sleep-{i}"),
             "slow-broker",
@@ -159,7 +145,7 @@ async fn sigkill_in_the_middle_of_operations_loses_nothing() {
         let state = final_state(&slow, &format!("poll-{i}")).await;
         assert_eq!(state["state"], "succeeded", "poll-{i}: {state}");
     }
-    let (status, _) = call(
+    let (status, _) = send_osb(
         Method::GET,
         format!("{file}/v2/service_instances/f-1"),
         "file-broker",
@@ -167,7 +153,7 @@ async fn sigkill_in_the_middle_of_operations_loses_nothing() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, binding) = call(
+    let (status, binding) = send_osb(
         Method::GET,
         format!("{file}/v2/service_instances/f-1/service_bindings/b-1"),
         "file-broker",
@@ -186,7 +172,7 @@ async fn sigterm_lets_running_guest_calls_finish() {
     let mut process = RuntimeProcess::start(&data, &brokers, state_url().await, &[]).await;
     let slow = process.url("slow-broker");
     let url = format!("{slow}/v2/service_instances/term-1?accepts_incomplete=true");
-    let (status, _) = call(
+    let (status, _) = send_osb(
         Method::PUT,
         url,
         "slow-broker",
@@ -203,7 +189,7 @@ async fn sigterm_lets_running_guest_calls_finish() {
     let slow = process.url("slow-broker");
     let state = final_state(&slow, "term-1").await;
     assert_eq!(state["state"], "succeeded");
-    let (_, instance) = call(
+    let (_, instance) = send_osb(
         Method::GET,
         format!("{slow}/v2/service_instances/term-1"),
         "slow-broker",
@@ -243,7 +229,7 @@ async fn replicas_on_postgres_share_and_take_over_operations() {
         "{}/v2/service_instances/shared-1?accepts_incomplete=true",
         a.url("slow-broker")
     );
-    let (status, _) = call(
+    let (status, _) = send_osb(
         Method::PUT,
         url,
         "slow-broker",
@@ -261,7 +247,7 @@ async fn replicas_on_postgres_share_and_take_over_operations() {
         "{}/v2/service_instances/shared-2?accepts_incomplete=true",
         a.url("slow-broker")
     );
-    let (status, _) = call(
+    let (status, _) = send_osb(
         Method::PUT,
         url,
         "slow-broker",
@@ -275,7 +261,7 @@ async fn replicas_on_postgres_share_and_take_over_operations() {
         final_state(&b.url("slow-broker"), "shared-2").await["state"],
         "succeeded"
     );
-    let (_, instance) = call(
+    let (_, instance) = send_osb(
         Method::GET,
         format!("{}/v2/service_instances/shared-2", b.url("slow-broker")),
         "slow-broker",
@@ -389,7 +375,7 @@ async fn interrupted_operations_are_retried_up_to_max_attempts_then_failed() {
         "{}/v2/service_instances/twice?accepts_incomplete=true",
         process.url("slow-broker")
     );
-    let (status, _) = call(
+    let (status, _) = send_osb(
         Method::PUT,
         url,
         "slow-broker",
@@ -415,7 +401,7 @@ async fn interrupted_operations_are_retried_up_to_max_attempts_then_failed() {
         "{}/v2/service_instances/twice?service_id={SLOW_SERVICE}&plan_id={SLOW_FLEXIBLE}",
         process.url("slow-broker")
     );
-    let (status, _) = call(Method::DELETE, delete, "slow-broker", None).await;
+    let (status, _) = send_osb(Method::DELETE, delete, "slow-broker", None).await;
     assert_eq!(status, StatusCode::OK);
 }
 

@@ -4,7 +4,7 @@
 //! runtime's memory came back to its baseline.
 
 use crate::process::RuntimeProcess;
-use brokerbox_tests::{guests, manifest, repo_root, TestRuntime};
+use brokerbox_tests::{guests, manifest, repo_root, send_osb, TestRuntime};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -22,21 +22,6 @@ struct Attack {
     neighbour_took: Duration,
     rss_before_kib: u64,
     rss_after_kib: u64,
-}
-
-async fn send(method: Method, url: String, name: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let request = reqwest::Client::new()
-        .request(method, url)
-        .basic_auth(name, Some(format!("{name}-secret")))
-        .header("X-Broker-API-Version", "2.17")
-        .timeout(Duration::from_secs(60));
-    let request = match body {
-        Some(body) => request.json(&body),
-        None => request,
-    };
-    let response = request.send().await.expect("the runtime answers");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 fn hostile(plan: &str) -> Value {
@@ -58,7 +43,7 @@ async fn attack(plan: &str, extra: &str) -> Attack {
     let file_url = process.url("file-broker");
 
     // Warm up both brokers, then take the baseline.
-    let (status, _) = send(
+    let (status, _) = send_osb(
         Method::PUT,
         format!("{hostile_url}/v2/service_instances/warm"),
         "hostile",
@@ -68,7 +53,7 @@ async fn attack(plan: &str, extra: &str) -> Attack {
     assert_eq!(status, StatusCode::CREATED);
     let file_body = |plan: &str| json!({ "service_id": "5f1b2ed2-6cf4-4f5c-9f43-8c4f0f9a8a01", "plan_id": plan });
     let small = "1d3e7c0a-6c51-4cfa-9b8f-2c0e51a0b101";
-    let (status, _) = send(
+    let (status, _) = send_osb(
         Method::PUT,
         format!("{file_url}/v2/service_instances/warm"),
         "file-broker",
@@ -81,10 +66,10 @@ async fn attack(plan: &str, extra: &str) -> Attack {
 
     let started = Instant::now();
     let url = format!("{hostile_url}/v2/service_instances/attack");
-    let attack = tokio::spawn(send(Method::PUT, url, "hostile", Some(hostile(plan))));
+    let attack = tokio::spawn(send_osb(Method::PUT, url, "hostile", Some(hostile(plan))));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let neighbour_started = Instant::now();
-    let (neighbour, _) = send(
+    let (neighbour, _) = send_osb(
         Method::PUT,
         format!("{file_url}/v2/service_instances/during"),
         "file-broker",
