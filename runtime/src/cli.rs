@@ -44,6 +44,21 @@ enum Command {
         /// Reload a broker when its NAME.wasm or NAME.toml changes (or appears).
         #[arg(long)]
         watch: bool,
+        /// The runtime's config file: admin API token, tenants and their quotas.
+        #[arg(long, env = "BROKERBOX_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manages the brokers of a running runtime through its admin API.
+    Admin {
+        /// The runtime's URL.
+        #[arg(long, env = "BROKERBOX_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An operator or tenant token from the runtime's config file.
+        #[arg(long, env = "BROKERBOX_TOKEN")]
+        token: String,
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::admin::client::AdminAction,
     },
     /// Checks any OSB broker against the OSB rules brokerbox enforces, over HTTP.
     ///
@@ -81,6 +96,7 @@ pub async fn run() -> anyhow::Result<()> {
             lease_ms,
             shutdown_grace_ms,
             watch,
+            config: config_file,
         } => {
             let mut config = ServeConfig::new(data_dir, brokers_dir);
             config.state_url = state;
@@ -88,6 +104,9 @@ pub async fn run() -> anyhow::Result<()> {
             config.lease = std::time::Duration::from_millis(lease_ms.max(100));
             config.shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
             config.watch = watch;
+            if let Some(file) = config_file {
+                config.runtime_config = crate::admin::config::RuntimeConfig::load(&file)?;
+            }
             let runtime = Runtime::load(&config).await?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -96,6 +115,9 @@ pub async fn run() -> anyhow::Result<()> {
                 tracing::info!(broker = %broker.name, url = %format!("http://{listen}/brokers/{}", broker.name), "serving");
             }
             runtime.serve(listener, shutdown_signal()).await
+        }
+        Command::Admin { url, token, action } => {
+            crate::admin::client::run(&url, &token, action).await
         }
         Command::Check {
             url,

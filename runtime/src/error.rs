@@ -18,6 +18,9 @@ pub enum ApiError {
     /// 401: missing or wrong credentials.
     #[error("missing or invalid credentials for this broker")]
     Unauthorized,
+    /// 403: the caller may not do this (admin API).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such broker, instance, binding or route.
     #[error("{0}")]
     NotFound(String),
@@ -59,6 +62,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, None),
             ApiError::Gone(_) => (StatusCode::GONE, None),

@@ -4,6 +4,7 @@
 //! `/brokers/NAME/v2/...`, runs each call in a fresh sandboxed instance of the broker's
 //! component, and keeps instances, bindings and operations in a durable state store.
 
+pub mod admin;
 pub mod catalog;
 pub mod check;
 pub mod cli;

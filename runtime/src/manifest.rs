@@ -9,6 +9,10 @@ use std::path::Path;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The tenant the broker belongs to (one of the runtime config's `[[tenants]]`); none for
+    /// the operator's own brokers.
+    #[serde(default)]
+    pub tenant: Option<String>,
     /// Basic-auth credentials the platform must present on every OSB request.
     pub credentials: Credentials,
     /// Per-call limits; each one defaults when left out.

@@ -111,6 +111,13 @@ impl Registry {
         Ok(())
     }
 
+    /// A new generation without the broker `name`.
+    pub fn without(&self, name: &str) -> Registry {
+        let mut next = self.clone();
+        next.brokers.remove(name);
+        next
+    }
+
     /// A new generation with `broker` added or replacing the broker of the same name.
     ///
     /// # Errors
@@ -202,9 +209,23 @@ impl Loader {
                 manifest_path.display()
             );
         }
-        let manifest_text = std::fs::read(&manifest_path)
+        self.load_files(&name, wasm, &manifest_path).await
+    }
+
+    /// Loads broker `name` from the component `wasm` and the manifest `manifest_path`.
+    ///
+    /// # Errors
+    /// As [`Loader::load`].
+    pub async fn load_files(
+        &self,
+        name: &str,
+        wasm: &Path,
+        manifest_path: &Path,
+    ) -> anyhow::Result<LoadedBroker> {
+        let name = name.to_string();
+        let manifest_text = std::fs::read(manifest_path)
             .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?;
-        let manifest = Manifest::load(&manifest_path)?;
+        let manifest = Manifest::load(manifest_path)?;
         let bytes =
             std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
         let version = version_of(&bytes, &manifest_text);

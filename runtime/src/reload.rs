@@ -60,8 +60,25 @@ impl Reloader {
     /// # Errors
     /// When the new version does not load or fails a check; the old version keeps serving.
     pub async fn reload(&self, name: &str, force: bool) -> anyhow::Result<Reloaded> {
+        let wasm = self.brokers_dir.join(format!("{name}.wasm"));
+        let manifest = wasm.with_extension("toml");
+        self.reload_files(name, &wasm, &manifest, force).await
+    }
+
+    /// Loads broker `name` from `wasm` and `manifest` (anywhere) and publishes it if it is new
+    /// or changed.
+    ///
+    /// # Errors
+    /// As [`Reloader::reload`].
+    pub async fn reload_files(
+        &self,
+        name: &str,
+        wasm: &std::path::Path,
+        manifest: &std::path::Path,
+        force: bool,
+    ) -> anyhow::Result<Reloaded> {
         let _one_at_a_time = self.lock.lock().await;
-        let result = self.reload_locked(name, force).await;
+        let result = self.reload_locked(name, wasm, manifest, force).await;
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match &result {
             Ok(_) => {
@@ -78,18 +95,45 @@ impl Reloader {
         result
     }
 
-    async fn reload_locked(&self, name: &str, force: bool) -> anyhow::Result<Reloaded> {
-        let wasm = self.brokers_dir.join(format!("{name}.wasm"));
+    /// Stops serving broker `name` and removes its files from the brokers dir (its kept
+    /// versions and its state stay).
+    ///
+    /// # Errors
+    /// When the files cannot be removed.
+    pub async fn remove(&self, name: &str) -> anyhow::Result<()> {
+        let _one_at_a_time = self.lock.lock().await;
+        for ext in ["wasm", "toml"] {
+            let path = self.brokers_dir.join(format!("{name}.{ext}"));
+            if path.exists() {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        self.brokers.publish(self.brokers.current().without(name));
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        tracing::info!(broker = name, "removed broker");
+        Ok(())
+    }
+
+    async fn reload_locked(
+        &self,
+        name: &str,
+        wasm: &std::path::Path,
+        manifest: &std::path::Path,
+        force: bool,
+    ) -> anyhow::Result<Reloaded> {
         let current = self.brokers.current();
         let old = current.get(name);
         if let Some(old) = &old {
-            let manifest = std::fs::read(wasm.with_extension("toml")).unwrap_or_default();
-            let bytes = std::fs::read(&wasm).unwrap_or_default();
-            if crate::registry::version_of(&bytes, &manifest) == old.version {
+            let manifest_bytes = std::fs::read(manifest).unwrap_or_default();
+            let bytes = std::fs::read(wasm).unwrap_or_default();
+            if crate::registry::version_of(&bytes, &manifest_bytes) == old.version {
                 return Ok(Reloaded::Unchanged);
             }
         }
-        let new = self.loader.load(&wasm).await?;
+        let new = self.loader.load_files(name, wasm, manifest).await?;
         if let (Some(old), false) = (&old, force) {
             self.check_compatible(old, &new).await?;
         }

@@ -35,6 +35,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Reload brokers whose files change in the brokers dir.
     pub watch: bool,
+    /// The admin API's tokens and the tenants (`--config FILE`).
+    pub runtime_config: crate::admin::config::RuntimeConfig,
 }
 
 impl ServeConfig {
@@ -48,6 +50,7 @@ impl ServeConfig {
             lease: ops::DEFAULT_LEASE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             watch: false,
+            runtime_config: Default::default(),
         }
     }
 }
@@ -55,6 +58,7 @@ impl ServeConfig {
 /// A loaded runtime, ready to serve.
 pub struct Runtime {
     state: AppState,
+    admin: Option<crate::admin::AdminState>,
     reloader: Arc<Reloader>,
     watch: bool,
     brokers_dir: PathBuf,
@@ -108,16 +112,36 @@ impl Runtime {
         let brokers = Arc::new(BrokerSet::new(registry));
         let dir = config.brokers_dir.clone();
         let reloader = Arc::new(Reloader::new(loader, brokers.clone(), dir));
+        let tenant_max_instances = config
+            .runtime_config
+            .tenants
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.max_instances?)))
+            .collect();
+        let admin = config
+            .runtime_config
+            .admin
+            .is_some()
+            .then(|| crate::admin::AdminState {
+                config: Arc::new(config.runtime_config.clone()),
+                reloader: reloader.clone(),
+                brokers: brokers.clone(),
+                store: store.clone(),
+                brokers_dir: config.brokers_dir.clone(),
+                versions_dir: data_dir.join("versions"),
+            });
         let state = AppState {
             brokers,
             store,
             config: EdgeConfig {
                 body_limit: config.body_limit,
+                tenant_max_instances,
             },
             runtime: Arc::new(OpsRuntime::new(id, config.lease)),
         };
         Ok(Runtime {
             state,
+            admin,
             reloader,
             watch: config.watch,
             brokers_dir: config.brokers_dir.clone(),
@@ -160,7 +184,12 @@ impl Runtime {
                 stop_worker.clone(),
             ));
         }
-        let router = osb::router(self.state.clone());
+        let mut router = osb::router(self.state.clone());
+        if let Some(admin) = &self.admin {
+            let admin = crate::admin::router(admin.clone())
+                .layer(axum::middleware::from_fn(osb::json_errors));
+            router = router.merge(admin);
+        }
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -135,6 +135,7 @@ pub async fn provision(
     if let Some(existing) = store.instance(broker, &path.instance_id).await? {
         return repeated_provision(&existing, &attributes, accepts);
     }
+    check_tenant_quota(&state, &osb).await?;
     let stored = osb.stored_call(
         OperationKind::Provision,
         (&path.instance_id, None),
@@ -169,6 +170,28 @@ pub async fn provision(
     }
     let settled = execute(ctx.clone(), op, stored).await?;
     instance_reply(&ctx, &path.instance_id, settled, StatusCode::CREATED).await
+}
+
+/// 422 when the broker's tenant already holds its quota of instances.
+async fn check_tenant_quota(state: &AppState, osb: &Osb) -> Result<(), ApiError> {
+    let Some(tenant) = &osb.broker.manifest.tenant else {
+        return Ok(());
+    };
+    let Some(max) = state.config.tenant_max_instances.get(tenant) else {
+        return Ok(());
+    };
+    let mut held = 0;
+    for broker in state.brokers.current().all() {
+        if broker.manifest.tenant.as_ref() == Some(tenant) {
+            held += state.store.count_instances(&broker.name).await?;
+        }
+    }
+    if held >= *max {
+        return Err(ApiError::Unprocessable(format!(
+            "tenant {tenant} holds its quota of {max} instances"
+        )));
+    }
+    Ok(())
 }
 
 /// `PATCH /v2/service_instances/:instance_id`.

@@ -6,6 +6,8 @@ mod catalog;
 mod instances;
 mod last_operation;
 mod layers;
+
+pub use layers::json_errors;
 pub mod request;
 mod validate;
 pub mod wire;
@@ -26,6 +28,8 @@ use std::sync::Arc;
 pub struct EdgeConfig {
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Most instances the brokers of each tenant may hold together.
+    pub tenant_max_instances: std::collections::HashMap<String, u64>,
 }
 
 /// Default request body limit: far above any real OSB request.

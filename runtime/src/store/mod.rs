@@ -354,6 +354,8 @@ pub trait StateStore: Send + Sync {
         prefix: &str,
         limit: i64,
     ) -> Result<Vec<String>, StoreError>;
+    /// How many instances `broker` has.
+    async fn count_instances(&self, broker: &str) -> Result<u64, StoreError>;
     /// The plans of `broker` that instances use.
     async fn plans_in_use(&self, broker: &str) -> Result<Vec<String>, StoreError>;
     /// Records that runtime `runtime_id` loaded broker `name`.

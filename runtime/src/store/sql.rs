@@ -782,4 +782,13 @@ impl StateStore for SqlStore {
             .map_err(backend)?;
         rows.iter().map(|r| get::<String>(r, "plan_id")).collect()
     }
+
+    async fn count_instances(&self, broker: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM instances WHERE broker = $1")
+            .bind(broker)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(u64::try_from(get::<i64>(&row, "n")?).unwrap_or(0))
+    }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: real runtimes, real HTTP on loopback, real guest components. One test
 //! binary (modules below) keeps link time down.
 
+mod admin;
 mod check;
 mod osb;
 mod process;

@@ -1,0 +1,110 @@
+//! `brokerbox admin ...`: the admin API from the command line.
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use clap::Subcommand;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// What `brokerbox admin` does.
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    /// Lists the brokers you may manage, with version, state and instance count.
+    List,
+    /// Shows one broker.
+    Show {
+        /// The broker.
+        name: String,
+    },
+    /// Adds a broker, or upgrades it to a new version (validated before it goes live).
+    Add {
+        /// The broker's name (its URL is /brokers/NAME).
+        name: String,
+        /// The component.
+        #[arg(long)]
+        wasm: PathBuf,
+        /// The manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Replace even when plans in use disappear or ids change.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Removes a broker (refused while it has instances unless forced).
+    Remove {
+        /// The broker.
+        name: String,
+        /// Remove even with instances.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Lists the kept versions of a broker.
+    Versions {
+        /// The broker.
+        name: String,
+    },
+    /// Serves a kept version of a broker again.
+    Rollback {
+        /// The broker.
+        name: String,
+        /// The version (from `versions`).
+        version: String,
+        /// Roll back even when plans in use disappear or ids change.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Runs `action` against the admin API at `url` with `token`; prints the answer.
+///
+/// # Errors
+/// When the runtime cannot be reached or refuses (the message holds its description).
+pub async fn run(url: &str, token: &str, action: AdminAction) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let base = format!("{}/admin/brokers", url.trim_end_matches('/'));
+    let request = match action {
+        AdminAction::List => http.get(&base),
+        AdminAction::Show { name } => http.get(format!("{base}/{name}")),
+        AdminAction::Add {
+            name,
+            wasm,
+            manifest,
+            force,
+        } => {
+            let wasm =
+                std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+            let manifest = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("cannot read {}", manifest.display()))?;
+            let body = json!({
+                "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+                "manifest": manifest,
+                "force": force,
+            });
+            http.put(format!("{base}/{name}")).json(&body)
+        }
+        AdminAction::Remove { name, force } => http.delete(format!("{base}/{name}?force={force}")),
+        AdminAction::Versions { name } => http.get(format!("{base}/{name}/versions")),
+        AdminAction::Rollback {
+            name,
+            version,
+            force,
+        } => http
+            .post(format!("{base}/{name}/rollback"))
+            .json(&json!({ "version": version, "force": force })),
+    };
+    let response = request
+        .bearer_auth(token)
+        .send()
+        .await
+        .context("cannot reach the admin API")?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "{status}: {}",
+            body["description"].as_str().unwrap_or("no description")
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
