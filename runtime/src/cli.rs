@@ -48,6 +48,9 @@ enum Command {
         #[arg(long, env = "BROKERBOX_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Prints the argon2 hash of the password read from standard input (one line), for a
+    /// manifest's `credentials.password_hash`.
+    HashPassword,
     /// Manages the brokers of a running runtime through its admin API.
     Admin {
         /// The runtime's URL.
@@ -115,6 +118,15 @@ pub async fn run() -> anyhow::Result<()> {
                 tracing::info!(broker = %broker.name, url = %format!("http://{listen}/brokers/{}", broker.name), "serving");
             }
             runtime.serve(listener, shutdown_signal()).await
+        }
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            println!(
+                "{}",
+                crate::auth::hash_password(password.trim_end_matches(['\r', '\n']))?
+            );
+            Ok(())
         }
         Command::Admin { url, token, action } => {
             crate::admin::client::run(&url, &token, action).await

@@ -5,6 +5,7 @@
 //! component, and keeps instances, bindings and operations in a durable state store.
 
 pub mod admin;
+pub mod auth;
 pub mod catalog;
 pub mod check;
 pub mod cli;

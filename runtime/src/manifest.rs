@@ -102,8 +102,12 @@ impl OperationSettings {
 pub struct Credentials {
     /// User name.
     pub username: String,
-    /// Password.
-    pub password: String,
+    /// Password in clear text (for development; prefer `password_hash`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Argon2 hash of the password (PHC string, from `brokerbox hash-password`).
+    #[serde(default)]
+    pub password_hash: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -166,8 +170,19 @@ impl Manifest {
     /// When the text is not a valid manifest.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let manifest: Manifest = toml::from_str(text)?;
-        if manifest.credentials.username.is_empty() || manifest.credentials.password.is_empty() {
-            bail!("credentials.username and credentials.password must not be empty");
+        let credentials = &manifest.credentials;
+        let password = credentials
+            .password
+            .as_deref()
+            .is_some_and(|p| !p.is_empty());
+        let hash = credentials.password_hash.as_deref();
+        if credentials.username.is_empty() || password == hash.is_some() {
+            bail!("credentials need a username and one of password or password_hash");
+        }
+        if let Some(hash) = hash {
+            argon2::PasswordHash::new(hash).map_err(|e| {
+                anyhow::anyhow!("credentials.password_hash is not an argon2 PHC string: {e}")
+            })?;
         }
         if manifest.credentials.username.contains(':') {
             bail!("credentials.username must not contain ':' (basic auth separator)");

@@ -21,6 +21,8 @@ pub struct LoadedBroker {
     pub catalog: CheckedCatalog,
     /// Its version: the first 16 hex digits of the SHA-256 of its component and manifest.
     pub version: String,
+    /// The credentials last verified against its password hash.
+    pub verified: crate::auth::VerifiedCache,
 }
 
 /// All brokers of a runtime, by name: one generation, never changed once published (a reload
@@ -254,6 +256,7 @@ impl Loader {
             guest,
             catalog,
             version,
+            verified: Default::default(),
         })
     }
 

@@ -12,7 +12,6 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 /// Oldest OSB minor version served (of major version 2).
 pub const MIN_MINOR_VERSION: u32 = 13;
@@ -45,7 +44,7 @@ impl FromRequestParts<AppState> for Osb {
             .brokers
             .get(&name)
             .ok_or_else(|| ApiError::NotFound(format!("no broker named {name:?}")))?;
-        check_auth(&parts.headers, &broker)?;
+        check_auth(&parts.headers, &broker).await?;
         check_version(&parts.headers)?;
         let identity = originating_identity(&parts.headers)?;
         let request_identity = header(&parts.headers, REQUEST_IDENTITY)?.map(str::to_string);
@@ -67,8 +66,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Api
         .transpose()
 }
 
-/// Checks HTTP basic auth against the broker's manifest, in constant time.
-fn check_auth(headers: &HeaderMap, broker: &LoadedBroker) -> Result<(), ApiError> {
+/// Checks HTTP basic auth against the broker's manifest (see [`crate::auth`]).
+async fn check_auth(headers: &HeaderMap, broker: &LoadedBroker) -> Result<(), ApiError> {
     let encoded = header(headers, "authorization")
         .ok()
         .flatten()
@@ -77,9 +76,7 @@ fn check_auth(headers: &HeaderMap, broker: &LoadedBroker) -> Result<(), ApiError
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|_| ApiError::Unauthorized)?;
-    let expected = &broker.manifest.credentials;
-    let expected = format!("{}:{}", expected.username, expected.password);
-    if bool::from(decoded.as_slice().ct_eq(expected.as_bytes())) {
+    if crate::auth::verify(&broker.manifest.credentials, &broker.verified, decoded).await {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)

@@ -593,3 +593,30 @@ async fn start_up_errors_name_the_file() {
         .expect("a bad component fails");
     assert!(format!("{error:#}").contains("junk.wasm"), "{error:#}");
 }
+
+#[tokio::test]
+async fn hashed_credentials_open_only_their_broker() {
+    let hash = brokerbox::auth::hash_password("trap-secret").unwrap();
+    let manifest = format!("[credentials]\nusername = \"trap\"\npassword_hash = \"{hash}\"\n");
+    let rt = TestRuntime::start(&[("trap", guests::TRAP_BROKER, &manifest)])
+        .await
+        .unwrap();
+    let ok = rt.osb(Method::GET, "trap", "/v2/catalog", None).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let url = format!("{}/v2/catalog", rt.url("trap"));
+    let wrong = rt
+        .send(
+            rt.client()
+                .get(&url)
+                .basic_auth("trap", Some("trap-secreT"))
+                .header("X-Broker-API-Version", "2.17"),
+            None,
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let manifest_text = std::fs::read_to_string(rt.dir.path().join("brokers/trap.toml")).unwrap();
+    assert!(
+        !manifest_text.contains("trap-secret"),
+        "only the hash is stored"
+    );
+}
