@@ -32,20 +32,25 @@ pub struct Registry {
     brokers: BTreeMap<String, Arc<LoadedBroker>>,
 }
 
+/// Versions of each broker kept in memory after a newer one is published, so long operations
+/// started on them can be finished by them.
+pub const KEPT_VERSIONS: usize = 8;
+
 /// The current generation of brokers. A request takes the broker it needs from the generation
 /// current when it starts and keeps that version to its end; a reload publishes a whole new
-/// generation at once.
+/// generation at once. Recent versions stay reachable for the operations they started.
 #[derive(Default)]
 pub struct BrokerSet {
     current: std::sync::RwLock<Arc<Registry>>,
+    recent: std::sync::Mutex<BTreeMap<String, Vec<Arc<LoadedBroker>>>>,
 }
 
 impl BrokerSet {
     /// A set serving `registry`.
     pub fn new(registry: Registry) -> Self {
-        BrokerSet {
-            current: std::sync::RwLock::new(Arc::new(registry)),
-        }
+        let set = BrokerSet::default();
+        set.publish(registry);
+        set
     }
 
     /// The current generation.
@@ -61,8 +66,36 @@ impl BrokerSet {
         self.current().get(name)
     }
 
+    /// Version `version` of broker `name` if the runtime still holds it, else the current one
+    /// (`None` when the broker is gone).
+    pub fn version(&self, name: &str, version: Option<&str>) -> Option<Arc<LoadedBroker>> {
+        let kept = {
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.get(name).and_then(|versions| {
+                versions
+                    .iter()
+                    .find(|b| Some(b.version.as_str()) == version)
+                    .cloned()
+            })
+        };
+        kept.or_else(|| self.get(name))
+    }
+
     /// Makes `registry` the current generation.
     pub fn publish(&self, registry: Registry) {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.retain(|name, _| registry.get(name).is_some());
+            for broker in registry.all() {
+                let versions = recent.entry(broker.name.clone()).or_default();
+                if !versions.iter().any(|b| b.version == broker.version) {
+                    versions.push(broker.clone());
+                    if versions.len() > KEPT_VERSIONS {
+                        versions.remove(0);
+                    }
+                }
+            }
+        }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(registry);
     }
 }

@@ -116,10 +116,22 @@ impl Broker for SlowBroker {
                 (OperationKind::Bind, Some(id)) => Some(credentials(id)?),
                 _ => None,
             };
+            // With `[env] RELEASE` set, a finished provision names the release that finished
+            // it (the hot-reload tests use it).
+            let instance = match (request.kind, config("RELEASE")) {
+                (OperationKind::Provision, Some(release)) => Some(InstanceResult {
+                    dashboard_url: Some(format!(
+                        "https://slow.example/{}?finished-by={release}",
+                        request.instance_id
+                    )),
+                    metadata: None,
+                }),
+                _ => None,
+            };
             return Ok(OperationState::Succeeded(Success {
                 description: Some("done".into()),
                 binding,
-                instance: None,
+                instance,
             }));
         }
         Ok(OperationState::InProgress(Progress {

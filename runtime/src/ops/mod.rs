@@ -112,6 +112,7 @@ impl OpContext {
             lease_until: Some(now + self.state.runtime.lease_ms()),
             next_poll_at: None,
             polls: 0,
+            broker_version: Some(self.broker.version.clone()),
         }
     }
 }

@@ -77,7 +77,10 @@ fn context(
     op: &OperationRecord,
     stored: Option<&StoredCall>,
 ) -> Option<OpContext> {
-    let broker = state.brokers.get(&op.broker)?;
+    // The version that started the operation, while the runtime still holds it.
+    let broker = state
+        .brokers
+        .version(&op.broker, op.broker_version.as_deref())?;
     let call = match stored {
         Some(stored) => stored.call_info(op.attempts),
         None => crate::engine::bindings::types::CallInfo {

@@ -140,6 +140,8 @@ pub struct OperationRecord {
     pub next_poll_at: Option<i64>,
     /// How many times the guest was polled.
     pub polls: u32,
+    /// The version of the broker that started it.
+    pub broker_version: Option<String>,
 }
 
 /// How an operation ended.

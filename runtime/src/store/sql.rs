@@ -34,7 +34,8 @@ fn backend(error: sqlx::Error) -> StoreError {
 
 /// The columns of `operations`, in the order [`insert_operation`] binds them.
 const OPERATION_COLUMNS: &str = "id, broker, instance_id, binding_id, kind, state, description, \
-    guest_data, target_plan, attempts, created_at, updated_at, request, owner, lease_until, seq";
+    guest_data, target_plan, attempts, created_at, updated_at, request, owner, lease_until, \
+    broker_version, seq";
 
 impl SqlStore {
     /// Opens (creating a SQLite file if needed) the database at `url` and migrates it.
@@ -171,6 +172,7 @@ fn operation_row(row: &AnyRow) -> Result<OperationRecord, StoreError> {
         lease_until: get(row, "lease_until")?,
         next_poll_at: get(row, "next_poll_at")?,
         polls: count(get(row, "polls")?),
+        broker_version: get(row, "broker_version")?,
     })
 }
 
@@ -181,7 +183,7 @@ async fn insert_operation(
     // `seq` orders the operations of one resource even within one millisecond.
     let sql = format!(
         "INSERT INTO operations ({OPERATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-         $10, $11, $12, $13, $14, $15, (SELECT COALESCE(MAX(seq), 0) + 1 FROM operations))"
+         $10, $11, $12, $13, $14, $15, $16, (SELECT COALESCE(MAX(seq), 0) + 1 FROM operations))"
     );
     sqlx::query(&sql)
         .bind(&op.id)
@@ -199,6 +201,7 @@ async fn insert_operation(
         .bind(&op.request)
         .bind(&op.owner)
         .bind(op.lease_until)
+        .bind(&op.broker_version)
         .execute(&mut **tx)
         .await
         .map_err(backend)?;

@@ -197,3 +197,47 @@ async fn watch_picks_up_changed_and_new_brokers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_long_operation_is_finished_by_the_version_that_accepted_it() {
+    let slow = |release: u32| manifest("slow-broker", &format!("[env]\nRELEASE = \"{release}\"\n"));
+    let rt = TestRuntime::start(&[("slow-broker", guests::SLOW_BROKER, &slow(1))])
+        .await
+        .unwrap();
+    let body = json!({ "service_id": "8a3b7f6e-0d7e-4a8e-bb5e-5a0b6c1d2e01",
+                       "plan_id": "8a3b7f6e-0d7e-4a8e-bb5e-5a0b6c1d2e11", "parameters": { "polls": 4 } });
+    let accepted = rt
+        .osb(
+            Method::PUT,
+            "slow-broker",
+            "/v2/service_instances/pinned?accepts_incomplete=true",
+            Some(body),
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    std::fs::write(rt.dir.path().join("brokers/slow-broker.toml"), slow(2)).unwrap();
+    let reloaded = rt
+        .server()
+        .reloader
+        .reload("slow-broker", false)
+        .await
+        .unwrap();
+    assert!(matches!(reloaded, Reloaded::Updated(_)));
+    let operation = accepted.body["operation"].as_str().unwrap();
+    let done = rt
+        .poll_until_done("slow-broker", "/v2/service_instances/pinned", operation)
+        .await;
+    assert_eq!(done.body["state"], "succeeded");
+    let fetched = rt
+        .osb(
+            Method::GET,
+            "slow-broker",
+            "/v2/service_instances/pinned",
+            None,
+        )
+        .await;
+    assert_eq!(
+        fetched.body["dashboard_url"],
+        "https://slow.example/pinned?finished-by=1"
+    );
+}
