@@ -118,6 +118,12 @@ impl Runtime {
             .iter()
             .filter_map(|t| Some((t.name.clone(), t.max_instances?)))
             .collect();
+        let tenant_max_operations = config
+            .runtime_config
+            .tenants
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.max_concurrent_operations?)))
+            .collect();
         let admin = config
             .runtime_config
             .admin
@@ -136,6 +142,7 @@ impl Runtime {
             config: EdgeConfig {
                 body_limit: config.body_limit,
                 tenant_max_instances,
+                tenant_max_operations,
             },
             runtime: Arc::new(OpsRuntime::new(id, config.lease)),
         };

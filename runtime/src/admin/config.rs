@@ -42,6 +42,8 @@ pub struct Tenant {
     pub max_brokers: Option<usize>,
     /// Most service instances its brokers may hold together.
     pub max_instances: Option<u64>,
+    /// Most operations its brokers may run at once.
+    pub max_concurrent_operations: Option<u64>,
 }
 
 impl std::fmt::Debug for Tenant {

@@ -1,7 +1,7 @@
 //! `/v2/service_instances/:instance_id/service_bindings/:binding_id`: bind (PUT), unbind
 //! (DELETE) and fetch (GET).
 
-use super::instances::{busy, check_async, delete_reply};
+use super::instances::{busy, check_async, check_tenant_operations, delete_reply};
 use super::request::{accepts_incomplete, Body, Osb};
 use super::wire::{bind_resource, object_text, required, BindBody};
 use super::{query, validate, AppState, Reply};
@@ -123,6 +123,7 @@ pub async fn bind(
     if let Some(existing) = store.binding(broker, &path.binding_id).await? {
         return repeated_bind(&existing, &attributes, accepts);
     }
+    check_tenant_operations(&state, &osb).await?;
     let ids = (path.instance_id.as_str(), Some(path.binding_id.as_str()));
     let stored = osb.stored_call(OperationKind::Bind, ids, raw, accepts);
     let ctx = osb.context(&state, &stored);
@@ -186,6 +187,7 @@ pub async fn unbind(
     }
     check_async(&osb, &plan_id, accepts)?;
     let body = json!({ "service_id": service_id, "plan_id": plan_id });
+    check_tenant_operations(&state, &osb).await?;
     let ids = (path.instance_id.as_str(), Some(path.binding_id.as_str()));
     let stored = osb.stored_call(OperationKind::Unbind, ids, body, accepts);
     let ctx = osb.context(&state, &stored);

@@ -136,6 +136,7 @@ pub async fn provision(
         return repeated_provision(&existing, &attributes, accepts);
     }
     check_tenant_quota(&state, &osb).await?;
+    check_tenant_operations(&state, &osb).await?;
     let stored = osb.stored_call(
         OperationKind::Provision,
         (&path.instance_id, None),
@@ -181,10 +182,8 @@ async fn check_tenant_quota(state: &AppState, osb: &Osb) -> Result<(), ApiError>
         return Ok(());
     };
     let mut held = 0;
-    for broker in state.brokers.current().all() {
-        if broker.manifest.tenant.as_ref() == Some(tenant) {
-            held += state.store.count_instances(&broker.name).await?;
-        }
+    for broker in tenant_brokers(state, tenant) {
+        held += state.store.count_instances(&broker).await?;
     }
     if held >= *max {
         return Err(ApiError::Unprocessable(format!(
@@ -192,6 +191,36 @@ async fn check_tenant_quota(state: &AppState, osb: &Osb) -> Result<(), ApiError>
         )));
     }
     Ok(())
+}
+
+/// 422 `ConcurrencyError` when the broker's tenant already runs its quota of operations.
+pub async fn check_tenant_operations(state: &AppState, osb: &Osb) -> Result<(), ApiError> {
+    let Some(tenant) = &osb.broker.manifest.tenant else {
+        return Ok(());
+    };
+    let Some(max) = state.config.tenant_max_operations.get(tenant) else {
+        return Ok(());
+    };
+    let mut running = 0;
+    for broker in tenant_brokers(state, tenant) {
+        running += state.store.count_in_progress(&broker).await?;
+    }
+    if running >= *max {
+        return Err(ApiError::ConcurrencyError(format!(
+            "tenant {tenant} runs its quota of {max} operations at once; retry later"
+        )));
+    }
+    Ok(())
+}
+
+/// The names of the brokers of `tenant`.
+fn tenant_brokers(state: &AppState, tenant: &str) -> Vec<String> {
+    let current = state.brokers.current();
+    current
+        .all()
+        .filter(|b| b.manifest.tenant.as_deref() == Some(tenant))
+        .map(|b| b.name.clone())
+        .collect()
 }
 
 /// `PATCH /v2/service_instances/:instance_id`.
@@ -251,6 +280,7 @@ pub async fn update(
         return Ok((StatusCode::OK, json!({})).into());
     }
     check_async(&osb, &plan.plan.id, accepts)?;
+    check_tenant_operations(&state, &osb).await?;
     let mut stored = osb.stored_call(
         OperationKind::Update,
         (&path.instance_id, None),
@@ -310,6 +340,7 @@ pub async fn deprovision(
         return Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into());
     }
     check_async(&osb, &existing.plan_id, accepts)?;
+    check_tenant_operations(&state, &osb).await?;
     let body = json!({ "service_id": service_id, "plan_id": plan_id });
     let stored = osb.stored_call(
         OperationKind::Deprovision,

@@ -30,6 +30,8 @@ pub struct EdgeConfig {
     pub body_limit: usize,
     /// Most instances the brokers of each tenant may hold together.
     pub tenant_max_instances: std::collections::HashMap<String, u64>,
+    /// Most operations the brokers of each tenant may run at once.
+    pub tenant_max_operations: std::collections::HashMap<String, u64>,
 }
 
 /// Default request body limit: far above any real OSB request.

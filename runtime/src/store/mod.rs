@@ -356,6 +356,8 @@ pub trait StateStore: Send + Sync {
         prefix: &str,
         limit: i64,
     ) -> Result<Vec<String>, StoreError>;
+    /// How many operations of `broker` are in progress.
+    async fn count_in_progress(&self, broker: &str) -> Result<u64, StoreError>;
     /// How many instances `broker` has.
     async fn count_instances(&self, broker: &str) -> Result<u64, StoreError>;
     /// The plans of `broker` that instances use.

@@ -794,4 +794,15 @@ impl StateStore for SqlStore {
             .map_err(backend)?;
         Ok(u64::try_from(get::<i64>(&row, "n")?).unwrap_or(0))
     }
+
+    async fn count_in_progress(&self, broker: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM operations WHERE broker = $1 AND state = 'in progress'",
+        )
+        .bind(broker)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(u64::try_from(get::<i64>(&row, "n")?).unwrap_or(0))
+    }
 }

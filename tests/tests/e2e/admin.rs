@@ -25,6 +25,7 @@ max_instances = 1
 [[tenants]]
 name = "team-b"
 token = "team-b-token-0123456789"
+max_concurrent_operations = 1
 "#;
 
 fn runtime_config() -> RuntimeConfig {
@@ -300,4 +301,48 @@ async fn the_cli_adds_lists_and_rolls_back() {
     assert_eq!(listed["brokers"][0]["version"], second["version"]);
     let rolled = cli(&["rollback", "b-files", first["version"].as_str().unwrap()]);
     assert_eq!(rolled["version"], first["version"]);
+}
+
+#[tokio::test]
+async fn a_tenant_runs_at_most_its_quota_of_operations_at_once() {
+    let slow =
+        "tenant = \"team-b\"\n[credentials]\nusername = \"slow\"\npassword = \"slow-secret\"\n";
+    let rt = TestRuntime::start_with(&[("slow", guests::SLOW_BROKER, slow)], |config| {
+        config.runtime_config = runtime_config()
+    })
+    .await
+    .unwrap();
+    let body = json!({ "service_id": "8a3b7f6e-0d7e-4a8e-bb5e-5a0b6c1d2e01",
+                       "plan_id": "8a3b7f6e-0d7e-4a8e-bb5e-5a0b6c1d2e11", "parameters": { "polls": 4 } });
+    let first = rt
+        .osb(
+            Method::PUT,
+            "slow",
+            "/v2/service_instances/q-1?accepts_incomplete=true",
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let second = rt
+        .osb(
+            Method::PUT,
+            "slow",
+            "/v2/service_instances/q-2?accepts_incomplete=true",
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(second.body["error"], "ConcurrencyError");
+    let operation = first.body["operation"].as_str().unwrap();
+    rt.poll_until_done("slow", "/v2/service_instances/q-1", operation)
+        .await;
+    let third = rt
+        .osb(
+            Method::PUT,
+            "slow",
+            "/v2/service_instances/q-2?accepts_incomplete=true",
+            Some(body),
+        )
+        .await;
+    assert_eq!(third.status, StatusCode::ACCEPTED, "{:?}", third.body);
 }
