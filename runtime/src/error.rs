@@ -108,17 +108,22 @@ impl IntoResponse for ApiError {
 impl From<BrokerError> for ApiError {
     fn from(error: BrokerError) -> Self {
         match error {
-            BrokerError::BadRequest(d) => ApiError::BadRequest(d),
-            BrokerError::Conflict(d) => ApiError::Conflict(d),
-            BrokerError::Gone(d) => ApiError::Gone(d),
-            BrokerError::AsyncRequired(d) => ApiError::AsyncRequired(d),
-            BrokerError::ConcurrencyError(d) => ApiError::ConcurrencyError(d),
-            BrokerError::RequiresApp(d) => ApiError::RequiresApp(d),
-            BrokerError::MaintenanceInfoConflict(d) => ApiError::MaintenanceInfoConflict(d),
-            BrokerError::Unprocessable(d) => ApiError::Unprocessable(d),
-            BrokerError::Internal(d) => ApiError::Internal(d),
+            BrokerError::BadRequest(d) => ApiError::BadRequest(cut(d)),
+            BrokerError::Conflict(d) => ApiError::Conflict(cut(d)),
+            BrokerError::Gone(d) => ApiError::Gone(cut(d)),
+            BrokerError::AsyncRequired(d) => ApiError::AsyncRequired(cut(d)),
+            BrokerError::ConcurrencyError(d) => ApiError::ConcurrencyError(cut(d)),
+            BrokerError::RequiresApp(d) => ApiError::RequiresApp(cut(d)),
+            BrokerError::MaintenanceInfoConflict(d) => ApiError::MaintenanceInfoConflict(cut(d)),
+            BrokerError::Unprocessable(d) => ApiError::Unprocessable(cut(d)),
+            BrokerError::Internal(d) => ApiError::Internal(cut(d)),
         }
     }
+}
+
+/// A guest's description, capped (see [`crate::ops::results::description`]).
+fn cut(description: String) -> String {
+    crate::ops::results::description(description)
 }
 
 impl From<CallError> for ApiError {

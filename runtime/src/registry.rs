@@ -257,6 +257,9 @@ impl Loader {
         wasm: &Path,
         manifest_path: &Path,
     ) -> anyhow::Result<LoadedBroker> {
+        if !valid_broker_name(name) {
+            bail!("{name:?}: a broker name uses only a-z, 0-9, '-' and '_' (at most 64)");
+        }
         let name = name.to_string();
         let manifest_text = std::fs::read(manifest_path)
             .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?;

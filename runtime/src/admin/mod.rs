@@ -183,8 +183,9 @@ async fn upload(
     let manifest = crate::manifest::Manifest::parse(&upload.manifest)
         .map_err(|e| ApiError::BadRequest(format!("invalid manifest: {e:#}")))?;
     check_tenant(&state, &caller, &name, manifest.tenant.as_deref())?;
-    let version = version_of(&wasm, upload.manifest.as_bytes());
-    keep_version(&state, &name, &version, &wasm, &upload.manifest)?;
+    let manifest_text = hash_password_in(&upload.manifest)?;
+    let version = version_of(&wasm, manifest_text.as_bytes());
+    keep_version(&state, &name, &version, &wasm, &manifest_text)?;
     let published = publish(&state, &name, &version, upload.force).await;
     let serving = state
         .brokers
@@ -195,6 +196,25 @@ async fn upload(
         forget_version(&state, &name, &version);
     }
     published
+}
+
+/// The manifest with a clear-text `credentials.password` replaced by its argon2
+/// `password_hash`: what the runtime keeps never holds the password itself.
+fn hash_password_in(manifest: &str) -> Result<String, ApiError> {
+    let mut table: toml::Table = toml::from_str(manifest)
+        .map_err(|e| ApiError::BadRequest(format!("invalid manifest: {e}")))?;
+    let Some(credentials) = table
+        .get_mut("credentials")
+        .and_then(toml::Value::as_table_mut)
+    else {
+        return Ok(manifest.to_string());
+    };
+    let Some(toml::Value::String(password)) = credentials.remove("password") else {
+        return Ok(manifest.to_string());
+    };
+    let hash = crate::auth::hash_password(&password).map_err(internal)?;
+    credentials.insert("password_hash".into(), toml::Value::String(hash));
+    toml::to_string(&table).map_err(internal)
 }
 
 fn forget_version(state: &AdminState, name: &str, version: &str) {

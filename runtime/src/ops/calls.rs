@@ -172,6 +172,20 @@ impl StoredCall {
 
 /// Makes the guest call of `stored` and says what its answer means.
 pub async fn invoke(ctx: &OpContext, stored: &StoredCall) -> Answer {
+    match call_guest(ctx, stored).await {
+        Answer::Accepted(data, _) if results::operation_data(&data).is_err() => {
+            let description = results::operation_data(&data).unwrap_err();
+            Answer::Failed(
+                ApiError::Internal(description),
+                super::failure_effect(stored.kind),
+            )
+        }
+        answer => answer,
+    }
+}
+
+/// Makes the guest call of `stored` and maps its answer.
+async fn call_guest(ctx: &OpContext, stored: &StoredCall) -> Answer {
     let request = match stored.guest_request(ctx.call.attempt) {
         Ok(request) => request,
         Err(description) => {

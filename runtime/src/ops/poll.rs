@@ -128,21 +128,31 @@ async fn ask_guest(
     };
     let (outcome, effect) = match ctx.broker.guest.last_operation(&ctx.info(), request).await {
         Ok(GuestState::InProgress(progress)) => {
-            return store
-                .record_progress(
-                    op,
-                    progress.operation_data.as_deref(),
-                    progress.description.as_deref(),
-                    next_poll_at(op.polls + 1),
-                )
-                .await;
+            let data = progress.operation_data.as_deref();
+            match data.map(results::operation_data).transpose() {
+                Err(description) => (Outcome::failed(description), failure_effect(op.kind)),
+                Ok(_) => {
+                    let description = progress.description.map(results::description);
+                    return store
+                        .record_progress(
+                            op,
+                            data,
+                            description.as_deref(),
+                            next_poll_at(op.polls + 1),
+                        )
+                        .await;
+                }
+            }
         }
         Ok(GuestState::Succeeded(success)) => match success_effect(op, plan_id, &success) {
-            Ok(effect) => (Outcome::succeeded(success.description), effect),
+            Ok(effect) => (
+                Outcome::succeeded(success.description.map(results::description)),
+                effect,
+            ),
             Err(description) => (Outcome::failed(description), failure_effect(op.kind)),
         },
         Ok(GuestState::Failed(failed)) => {
-            let mut outcome = Outcome::failed(failed.description);
+            let mut outcome = Outcome::failed(results::description(failed.description));
             // OSB allows these fields only where they mean something.
             if matches!(op.kind, OperationKind::Update | OperationKind::Deprovision) {
                 outcome.instance_usable = failed.instance_usable;

@@ -6,6 +6,37 @@ use serde_json::{json, Map, Value};
 
 /// Largest JSON field (credentials, metadata) a guest may return.
 pub const MAX_JSON_FIELD_BYTES: usize = 64 * 1024;
+/// Largest operation data a guest may hand the host to keep for its `last-operation`.
+pub const MAX_OPERATION_DATA_BYTES: usize = 64 * 1024;
+/// Longest description from a guest passed on to the platform; the rest is cut.
+pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
+
+/// A guest's description, cut to [`MAX_DESCRIPTION_BYTES`] (on a character boundary).
+pub fn description(mut text: String) -> String {
+    if text.len() > MAX_DESCRIPTION_BYTES {
+        let mut end = MAX_DESCRIPTION_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
+/// Refuses operation data over [`MAX_OPERATION_DATA_BYTES`].
+///
+/// # Errors
+/// A description naming the cap.
+pub fn operation_data(data: &str) -> Result<(), String> {
+    if data.len() > MAX_OPERATION_DATA_BYTES {
+        return Err(format!(
+            "the broker returned operation data of {} bytes, over the cap of {MAX_OPERATION_DATA_BYTES}",
+            data.len()
+        ));
+    }
+    Ok(())
+}
 
 /// Parses a guest's JSON field, which must be an object within the cap.
 ///

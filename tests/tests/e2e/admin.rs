@@ -93,6 +93,12 @@ async fn operator_and_tenants_manage_brokers_within_their_rights_and_quotas() {
             .status,
         StatusCode::OK
     );
+    // What the runtime keeps holds the password hashed only.
+    let kept = std::fs::read_to_string(rt.dir.path().join("brokers/a-files.toml")).unwrap();
+    assert!(
+        kept.contains("password_hash") && !kept.contains("a-files-secret"),
+        "{kept}"
+    );
 
     // Its quota of brokers, and another tenant's rights.
     let (status, _) = admin(

@@ -426,3 +426,14 @@ async fn outbound_http_reaches_only_allowlisted_hosts() {
         other_port.body
     );
 }
+
+#[tokio::test]
+async fn oversized_operation_data_is_refused() {
+    let a = attack("big-data", "").await;
+    assert_contained(
+        &a,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "operation data of 1048576 bytes, over the cap of 65536",
+        DEFAULT_DEADLINE,
+    );
+}

@@ -7,7 +7,7 @@ use serde_json::json;
 
 struct Hostile;
 
-const ATTACKS: [&str; 12] = [
+const ATTACKS: [&str; 13] = [
     "loop",
     "fuel",
     "memory",
@@ -19,6 +19,7 @@ const ATTACKS: [&str; 12] = [
     "kv-flood",
     "print-flood",
     "http",
+    "big-data",
     "ok",
 ];
 
@@ -113,6 +114,10 @@ fn attack(name: &str) -> Result<InstanceResponse, BrokerError> {
             Ok(response) => leaked(json!(response.status)),
             Err(e) => Err(blocked(e)),
         },
+        "big-data" => Ok(InstanceResponse::Accepted(InstanceAccepted {
+            operation_data: "d".repeat(1024 * 1024),
+            instance: InstanceResult::default(),
+        })),
         _ => Ok(InstanceResponse::Done(InstanceResult::default())),
     }
 }
