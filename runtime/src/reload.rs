@@ -25,6 +25,7 @@ pub enum Reloaded {
 
 /// Reloads brokers from the brokers dir, one at a time.
 pub struct Reloader {
+    runtime_id: String,
     loader: Loader,
     brokers: Arc<BrokerSet>,
     brokers_dir: PathBuf,
@@ -35,9 +36,15 @@ pub struct Reloader {
 
 impl Reloader {
     /// A reloader publishing into `brokers`.
-    pub fn new(loader: Loader, brokers: Arc<BrokerSet>, brokers_dir: PathBuf) -> Self {
+    pub fn new(
+        loader: Loader,
+        brokers: Arc<BrokerSet>,
+        brokers_dir: PathBuf,
+        runtime_id: String,
+    ) -> Self {
         let store = loader.store.clone();
         Reloader {
+            runtime_id,
             loader,
             brokers,
             brokers_dir,
@@ -139,7 +146,7 @@ impl Reloader {
         }
         let version = new.version.clone();
         let next = current.with(new)?;
-        self.store.register_broker(name, "reload").await?;
+        self.store.register_broker(name, &self.runtime_id).await?;
         self.brokers.publish(next);
         tracing::info!(broker = name, %version, "reloaded broker");
         Ok(if old.is_some() {

@@ -111,7 +111,7 @@ impl Runtime {
         }
         let brokers = Arc::new(BrokerSet::new(registry));
         let dir = config.brokers_dir.clone();
-        let reloader = Arc::new(Reloader::new(loader, brokers.clone(), dir));
+        let reloader = Arc::new(Reloader::new(loader, brokers.clone(), dir, id.clone()));
         let tenant_max_instances = config
             .runtime_config
             .tenants
