@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::osb::wire::{self, BindBody, ProvisionBody, UpdateBody};
 use crate::store::{Effect, OperationKind};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The originating identity, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,13 +173,13 @@ impl StoredCall {
 /// Makes the guest call of `stored` and says what its answer means.
 pub async fn invoke(ctx: &OpContext, stored: &StoredCall) -> Answer {
     match call_guest(ctx, stored).await {
-        Answer::Accepted(data, _) if results::operation_data(&data).is_err() => {
-            let description = results::operation_data(&data).unwrap_err();
-            Answer::Failed(
+        Answer::Accepted(data, effect) => match results::operation_data(&data) {
+            Ok(()) => Answer::Accepted(data, effect),
+            Err(description) => Answer::Failed(
                 ApiError::Internal(description),
                 super::failure_effect(stored.kind),
-            )
-        }
+            ),
+        },
         answer => answer,
     }
 }
@@ -275,9 +275,4 @@ fn delete_answer(response: DeleteResponse, done: Effect) -> Answer {
         DeleteResponse::Done => Answer::Done(done),
         DeleteResponse::Accepted(data) => Answer::Accepted(data, Effect::None),
     }
-}
-
-/// The body a 202 or a repeated request shows for an operation id.
-pub fn operation_body(operation: &str) -> Value {
-    json!({ "operation": operation })
 }

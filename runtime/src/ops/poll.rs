@@ -25,16 +25,23 @@ pub fn next_poll_at(polls: u32) -> i64 {
 /// `maximum_polling_duration` is failed without asking the guest.
 ///
 /// # Errors
-/// A state store failure, or an operation whose instance vanished.
+/// A state store failure.
 pub async fn poll_guest(
     ctx: &OpContext,
     op: &OperationRecord,
 ) -> Result<OperationRecord, ApiError> {
     let store = &ctx.state.store;
-    let instance = store
-        .instance(&op.broker, &op.instance_id)
-        .await?
-        .ok_or_else(|| ApiError::Gone(format!("instance {} does not exist", op.instance_id)))?;
+    let Some(instance) = store.instance(&op.broker, &op.instance_id).await? else {
+        // The instance was deleted while this operation (on one of its bindings) ran: end it
+        // rather than poll forever.
+        let outcome = Outcome::failed(format!("instance {} was deleted", op.instance_id));
+        return finished(
+            ctx,
+            op,
+            store.finish_operation(op, &outcome, &Effect::None).await,
+        )
+        .await;
+    };
     let written = match overdue(&ctx.broker, op, &instance.service_id, &instance.plan_id) {
         Some(description) => {
             let outcome = Outcome::failed(description);
@@ -44,6 +51,16 @@ pub async fn poll_guest(
         }
         None => ask_guest(ctx, op, &instance.service_id, &instance.plan_id).await,
     };
+    finished(ctx, op, written).await
+}
+
+/// The operation as stored after a write to it (`Changed`: another poll wrote first).
+async fn finished(
+    ctx: &OpContext,
+    op: &OperationRecord,
+    written: Result<(), StoreError>,
+) -> Result<OperationRecord, ApiError> {
+    let store = &ctx.state.store;
     match written {
         // Another poll finished it first: report what that one stored.
         Ok(()) | Err(StoreError::Changed) => {}

@@ -312,7 +312,10 @@ async fn apply_effect(
                 .await
         }
     };
-    one(result.map_err(backend)?)
+    // The effect touches no row when its resource is gone already (deleted while the
+    // operation ran): the operation still ends, with nothing left to change.
+    result.map_err(backend)?;
+    Ok(())
 }
 
 #[async_trait::async_trait]

@@ -620,3 +620,45 @@ async fn hashed_credentials_open_only_their_broker() {
         "only the hash is stored"
     );
 }
+
+#[tokio::test]
+async fn a_binding_operation_ends_when_its_instance_is_deleted_under_it() {
+    let rt = TestRuntime::examples().await.unwrap();
+    let instance = "/v2/service_instances/gone-under";
+    let flexible = json!({ "service_id": SLOW_SERVICE, "plan_id": SLOW_FLEXIBLE });
+    assert_eq!(
+        rt.osb(Method::PUT, "slow-broker", instance, Some(flexible))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let binding = format!("{instance}/service_bindings/b-under");
+    let body = json!({ "service_id": SLOW_SERVICE, "plan_id": SLOW_FLEXIBLE });
+    let accepted = rt
+        .osb(
+            Method::PUT,
+            "slow-broker",
+            &format!("{binding}?accepts_incomplete=true"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    let query = format!("?service_id={SLOW_SERVICE}&plan_id={SLOW_FLEXIBLE}");
+    let deleted = rt
+        .osb(
+            Method::DELETE,
+            "slow-broker",
+            &format!("{instance}{query}"),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    // The bind's long operation ends (it is not polled forever) and says why.
+    let operation = accepted.body["operation"].as_str().unwrap();
+    let done = rt.poll_until_done("slow-broker", &binding, operation).await;
+    assert_eq!(done.body["state"], "failed", "{:?}", done.body);
+    assert!(done.body["description"]
+        .as_str()
+        .unwrap()
+        .contains("deleted"));
+}
