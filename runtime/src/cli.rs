@@ -83,13 +83,25 @@ enum Command {
 /// # Errors
 /// A bad configuration, a broker that fails to load, or a listener that fails.
 pub async fn run() -> anyhow::Result<()> {
+    run_from(std::env::args_os()).await
+}
+
+/// Like [`run`], with the command line `args` (the first being the program name).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_from<I, T>(args: I) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match Cli::parse_from(args).command {
         Command::Serve {
             listen,
             data_dir,

@@ -20,6 +20,28 @@ const PLANS: [(&str, &str, &str); 2] = [
     (LARGE_PLAN_ID, "large", "A large file"),
 ];
 
+/// The service id: `[env] SERVICE_ID` when the manifest sets one (so one component can be
+/// registered as many brokers, each with its own ids), else the built-in id.
+fn service_id() -> String {
+    config("SERVICE_ID").unwrap_or_else(|| SERVICE_ID.to_string())
+}
+
+/// The plans with their ids for this registration: the built-in ids, or `SERVICE_ID-NAME`
+/// when `[env] SERVICE_ID` is set.
+fn plans() -> Vec<(String, &'static str, &'static str)> {
+    let custom = config("SERVICE_ID");
+    PLANS
+        .iter()
+        .map(|(id, name, description)| {
+            let id = match &custom {
+                Some(service) => format!("{service}-{name}"),
+                None => id.to_string(),
+            };
+            (id, *name, *description)
+        })
+        .collect()
+}
+
 /// The file that backs `instance_id`, refusing ids that could name another path.
 fn instance_file(instance_id: &str) -> Result<PathBuf, BrokerError> {
     let safe = !instance_id.is_empty()
@@ -40,9 +62,9 @@ fn instance_file(instance_id: &str) -> Result<PathBuf, BrokerError> {
 
 /// Writes the plan of the instance as JSON into its file.
 fn write_plan(instance_id: &str, plan_id: &str) -> Result<(), BrokerError> {
-    let (id, name, description) = PLANS
-        .iter()
-        .find(|(id, ..)| *id == plan_id)
+    let (id, name, description) = plans()
+        .into_iter()
+        .find(|(id, ..)| id == plan_id)
         .ok_or_else(|| BrokerError::BadRequest(format!("unknown plan {plan_id}")))?;
     let plan = json!({ "id": id, "name": name, "description": description });
     std::fs::write(instance_file(instance_id)?, plan.to_string())
@@ -51,8 +73,8 @@ fn write_plan(instance_id: &str, plan_id: &str) -> Result<(), BrokerError> {
 
 impl Broker for FileBroker {
     fn catalog() -> Result<ServiceCatalog, BrokerError> {
-        let service = PLANS.iter().fold(
-            Service::new(SERVICE_ID, "file-service", "A file per instance")
+        let service = plans().iter().fold(
+            Service::new(&service_id(), "file-service", "A file per instance")
                 .bindable(true)
                 .plan_updateable(true)
                 .retrievable(true, true)

@@ -43,20 +43,73 @@ impl Sandbox {
     /// # Errors
     /// As [`new_engine`].
     pub fn new(components: cache::ComponentCache) -> anyhow::Result<Self> {
-        Ok(Sandbox {
-            engine: new_engine()?,
+        Ok(Sandbox::with_engine(new_engine()?, components))
+    }
+
+    /// A sandbox around an engine built elsewhere (benchmarks compare engine settings).
+    pub fn with_engine(engine: wasmtime::Engine, components: cache::ComponentCache) -> Self {
+        Sandbox {
+            engine,
             live: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_INSTANCES as usize)),
             components: std::sync::Arc::new(components),
-        })
+        }
     }
 }
 
-/// Builds the engine every broker shares: component model, async calls, fuel, epochs, and the
-/// pooling allocator with copy-on-write memory images so a fresh instance per call is cheap.
+/// How the engine allocates guest instances. Production uses [`Allocation::production`];
+/// the others exist so the benchmark can show what each setting buys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// wasmtime's default: mmap and munmap memories and tables for every instance.
+    OnDemand,
+    /// The pooling allocator with copy-on-write memory images and wasmtime's defaults otherwise.
+    Pooling,
+    /// The pooling allocator, copy-on-write images, and memory kept resident between instances:
+    /// up to `keep_resident` bytes per slot are reset in place instead of being given back to
+    /// the kernel; with `pagemap_scan`, only the pages a call touched are reset (Linux ≥ 6.7,
+    /// used when the kernel has it).
+    PoolingResident {
+        /// Bytes of linear memory (and table) per slot reset in place.
+        keep_resident: usize,
+        /// Whether to find the touched pages with the `PAGEMAP_SCAN` ioctl.
+        pagemap_scan: bool,
+    },
+}
+
+impl Allocation {
+    /// What the runtime uses: the pooling allocator keeping up to 1 MiB per slot resident,
+    /// found with `PAGEMAP_SCAN`. A fresh instance per call then costs little more than a
+    /// function call (see docs/BENCHMARKS.md).
+    pub const fn production() -> Self {
+        Allocation::PoolingResident {
+            keep_resident: 1024 * 1024,
+            pagemap_scan: true,
+        }
+    }
+}
+
+/// Builds the engine every broker shares (see [`new_engine_with`] and
+/// [`Allocation::production`]).
+///
+/// # Errors
+/// As [`new_engine_with`].
+pub fn new_engine() -> anyhow::Result<wasmtime::Engine> {
+    new_engine_with(Allocation::production())
+}
+
+/// Builds an engine: component model, async calls, fuel, epochs, copy-on-write memory images,
+/// and instance allocation as `allocation` says.
 ///
 /// # Errors
 /// When wasmtime rejects the configuration (e.g. the host cannot reserve address space).
-pub fn new_engine() -> anyhow::Result<wasmtime::Engine> {
+pub fn new_engine_with(allocation: Allocation) -> anyhow::Result<wasmtime::Engine> {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .memory_init_cow(true);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(MAX_LIVE_INSTANCES)
         // A component instance holds a few core instances (main module plus shims) but one
@@ -64,17 +117,26 @@ pub fn new_engine() -> anyhow::Result<wasmtime::Engine> {
         .total_core_instances(MAX_LIVE_INSTANCES * 4)
         .total_memories(MAX_LIVE_INSTANCES)
         .total_tables(MAX_LIVE_INSTANCES * 2)
-        .max_memory_size(limits::memory_cap_bytes())
-        .linear_memory_keep_resident(64 * 1024)
-        .table_keep_resident(16 * 1024);
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .consume_fuel(true)
-        .epoch_interruption(true)
-        .max_wasm_stack(MAX_WASM_STACK)
-        .memory_init_cow(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        .max_memory_size(limits::memory_cap_bytes());
+    match allocation {
+        Allocation::OnDemand => {}
+        Allocation::Pooling => {
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        Allocation::PoolingResident {
+            keep_resident,
+            pagemap_scan,
+        } => {
+            pool.linear_memory_keep_resident(keep_resident)
+                .table_keep_resident(keep_resident.min(64 * 1024))
+                .pagemap_scan(if pagemap_scan {
+                    wasmtime::Enabled::Auto
+                } else {
+                    wasmtime::Enabled::No
+                });
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+    }
     Ok(wasmtime::Engine::new(&config)?)
 }
 

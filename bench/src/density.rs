@@ -1,0 +1,179 @@
+//! 6. Density: real `brokerbox serve` processes hosting many brokers, started from a warm
+//! artifact cache: start-up time (spawn → the last broker answers) and resident memory per
+//! extra broker, for brokers sharing one component and for distinct components.
+
+use crate::report::{rss_kib, Report, Section};
+use crate::site::{file_broker_manifest, guest, variant, Osb, Site};
+use crate::stats::ratio;
+use crate::Bench;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A runtime process serving a site.
+struct Process {
+    child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one start measured.
+struct Started {
+    startup: Duration,
+    rss_kib: u64,
+}
+
+/// Starts `brokerbox serve` on `site` and waits until broker `last` answers its catalog.
+fn start(bench: &Bench, site: &Site, last: &str) -> anyhow::Result<(Process, Started)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let begin = Instant::now();
+    let child = Command::new(std::env::current_exe()?)
+        .arg("runtime")
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(site.data())
+        .arg("--brokers-dir")
+        .arg(site.brokers())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(site.path().join("runtime.log"))?)
+        .spawn()?;
+    let mut process = Process { child };
+    let osb = Osb::new(
+        crate::load::client(),
+        format!("127.0.0.1:{port}").parse()?,
+        last,
+    );
+    bench.client.block_on(async {
+        loop {
+            if osb.catalog().await.is_ok() {
+                return anyhow::Ok(());
+            }
+            if let Some(status) = process.child.try_wait()? {
+                let log = std::fs::read_to_string(site.path().join("runtime.log"))?;
+                anyhow::bail!("the runtime exited with {status}: {log}");
+            }
+            anyhow::ensure!(
+                begin.elapsed() < Duration::from_secs(300),
+                "the runtime did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })?;
+    let startup = begin.elapsed();
+    // Let start-up work (artifact writes, allocator) settle before reading memory.
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_kib = rss_kib(process.child.id()).unwrap_or(0);
+    Ok((process, Started { startup, rss_kib }))
+}
+
+/// Starts a site twice (the first start fills the artifact cache) and measures the second.
+fn measure(bench: &Bench, site: &Site, last: &str) -> anyhow::Result<Started> {
+    drop(start(bench, site, last)?);
+    let (_process, started) = start(bench, site, last)?;
+    Ok(started)
+}
+
+/// A site of `count` file brokers `b0000`...; `distinct` gives each its own component.
+fn site_of(count: usize, distinct: bool) -> anyhow::Result<(Site, String)> {
+    let site = Site::new()?;
+    let wasm = guest(brokerbox_tests::guests::FILE_BROKER)?;
+    let shared = site.path().join("shared.wasm");
+    std::fs::write(&shared, &wasm)?;
+    for i in 0..count {
+        let name = format!("b{i:04}");
+        let path = site.brokers().join(format!("{name}.wasm"));
+        if distinct {
+            std::fs::write(&path, variant(&wasm, &name))?;
+        } else {
+            std::fs::hard_link(&shared, &path)?;
+        }
+        std::fs::write(
+            site.brokers().join(format!("{name}.toml")),
+            // Each registration gets its own service and plan ids.
+            format!(
+                "{}[env]\nSERVICE_ID = \"svc-{name}\"\n",
+                file_broker_manifest(&name)
+            ),
+        )?;
+    }
+    Ok((site, format!("b{:04}", count - 1)))
+}
+
+/// Runs the measurements.
+pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let shared_count = bench.scaled(1000, 20);
+    let distinct_count = bench.scaled(100, 5);
+    let (one, last) = site_of(1, false)?;
+    let base = measure(bench, &one, &last)?;
+    let (shared_site, last) = site_of(shared_count, false)?;
+    let shared = measure(bench, &shared_site, &last)?;
+    drop(shared_site);
+    let (distinct_site, last) = site_of(distinct_count, true)?;
+    let distinct = measure(bench, &distinct_site, &last)?;
+    drop(distinct_site);
+
+    let per_extra = |started: &Started, count: usize| {
+        ratio(
+            started.rss_kib.saturating_sub(base.rss_kib) as f64,
+            (count - 1) as f64,
+        )
+    };
+    let mut section = Section::new(
+        "6. Density: one runtime process, started from a warm artifact cache",
+        &["brokers", "start-up", "resident memory", "per extra broker"],
+    );
+    section.row(vec![
+        "1 file broker".into(),
+        crate::stats::millis(base.startup),
+        format!("{:.1} MiB", base.rss_kib as f64 / 1024.0),
+        "-".into(),
+    ]);
+    for (label, started, count) in [
+        (
+            format!("{shared_count} brokers sharing one component"),
+            &shared,
+            shared_count,
+        ),
+        (
+            format!("{distinct_count} brokers, each its own component"),
+            &distinct,
+            distinct_count,
+        ),
+    ] {
+        section.row(vec![
+            label,
+            crate::stats::millis(started.startup),
+            format!("{:.1} MiB", started.rss_kib as f64 / 1024.0),
+            format!("{:.1} KiB", per_extra(started, count)),
+        ]);
+    }
+    section.note(
+        "Start-up: from spawning `brokerbox serve` until the last broker answers its catalog \
+         (engine, state store, every broker loaded and checked). Memory: the process's VmRSS \
+         once started; per extra broker = (RSS − RSS with one broker) / (brokers − 1).",
+    );
+    report.section(section);
+    report.target(
+        &format!("start-up with {shared_count} brokers (warm cache)"),
+        crate::stats::millis(shared.startup),
+        "≤ 2 s",
+        shared.startup <= Duration::from_secs(2),
+    );
+    let per = per_extra(&shared, shared_count);
+    report.target(
+        "resident memory per extra broker sharing a component",
+        format!("{per:.1} KiB"),
+        "≤ 64 KiB",
+        per <= 64.0,
+    );
+    Ok(())
+}
