@@ -27,6 +27,8 @@ pub struct Guest {
     slots: Arc<Semaphore>,
     /// The runtime-wide cap on live instances.
     live: Arc<Semaphore>,
+    /// Where long-running calls take turns.
+    lanes: super::lanes::Lanes,
 }
 
 /// One call into the guest's `osb` interface.
@@ -104,6 +106,7 @@ impl Guest {
             grants,
             slots,
             live: sandbox.live.clone(),
+            lanes: sandbox.lanes.clone(),
         })
     }
 
@@ -155,8 +158,11 @@ impl Guest {
         store
             .set_fuel(self.limits.fuel)
             .map_err(|e| CallError::Host(e.to_string()))?;
+        // Every epoch tick the guest yields to tokio; past a short budget it also takes turns
+        // with other long calls (see `lanes`).
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        let lanes = self.lanes.clone();
+        store.epoch_deadline_callback(move |mut ctx| Ok(ctx.data_mut().turns.at_deadline(&lanes)));
 
         let deadline = match info.deadline {
             Some(shorter) => shorter.min(self.limits.call_timeout()),

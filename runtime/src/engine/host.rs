@@ -35,6 +35,8 @@ pub struct HostState {
     pub kv: super::kv::KvAccess,
     http: wasmtime_wasi_http::WasiHttpCtx,
     http_hooks: super::http::HttpAllowlist,
+    /// How long the call has computed, and its lane when it runs long.
+    pub turns: super::lanes::CallTurns,
 }
 
 /// Identifies a guest's log lines.
@@ -80,6 +82,7 @@ impl HostState {
             limits,
             log,
             output,
+            turns: super::lanes::CallTurns::default(),
         })
     }
 }

@@ -8,6 +8,7 @@ mod guest;
 mod host;
 pub mod http;
 pub mod kv;
+pub mod lanes;
 pub mod limits;
 
 pub use call::{CallError, CallInfo};
@@ -35,6 +36,8 @@ pub struct Sandbox {
     pub live: std::sync::Arc<tokio::sync::Semaphore>,
     /// Compiled components, shared by every broker using the same component.
     pub components: std::sync::Arc<cache::ComponentCache>,
+    /// The lanes long-running calls take turns on (see [`lanes`]).
+    pub lanes: lanes::Lanes,
 }
 
 impl Sandbox {
@@ -52,6 +55,7 @@ impl Sandbox {
             engine,
             live: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_INSTANCES as usize)),
             components: std::sync::Arc::new(components),
+            lanes: lanes::Lanes::for_this_machine(),
         }
     }
 }
