@@ -67,6 +67,10 @@ impl HostState {
             wasi.env(key, value);
         }
         if let Some(dir) = &grants.files_dir {
+            // File operations run on the calling thread rather than tokio's blocking pool: a
+            // WASI file call moves at most 4 KiB on a local disk, far cheaper than the two
+            // thread hops of `spawn_blocking` (see docs/BENCHMARKS.md).
+            wasi.allow_blocking_current_thread(true);
             let path = dir.to_string_lossy();
             wasi.env("BROKERBOX_FILES_DIR", &path);
             wasi.preopened_dir(dir, &*path, FsPerms::ReadWrite)?;

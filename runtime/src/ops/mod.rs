@@ -130,8 +130,9 @@ pub enum Answer {
 /// Where an operation stands once its request is answered.
 #[derive(Debug)]
 pub enum Settled {
-    /// It finished well; the stored resource holds the result.
-    Finished,
+    /// It finished well; the stored resource holds the result. Carries the effect this
+    /// request applied, when it applied it itself (not when pollers ended a long operation).
+    Finished(Option<Effect>),
     /// It goes on; the platform polls `last_operation` with this operation id.
     Accepted(String),
 }
@@ -231,7 +232,7 @@ async fn settle(
             store
                 .finish_operation(op, &Outcome::succeeded(None), &effect)
                 .await?;
-            Ok(Settled::Finished)
+            Ok(Settled::Finished(Some(effect)))
         }
         Answer::Failed(error, effect) => {
             store
@@ -262,7 +263,7 @@ async fn wait_for_end(ctx: &OpContext, op: &OperationRecord) -> Result<Settled, 
             .await?
             .ok_or_else(|| ApiError::Internal(format!("operation {} vanished", op.id)))?;
         match current.state {
-            OperationState::Succeeded => return Ok(Settled::Finished),
+            OperationState::Succeeded => return Ok(Settled::Finished(None)),
             OperationState::Failed => {
                 let description = current
                     .description

@@ -8,7 +8,7 @@ use super::{query, validate, AppState, Reply};
 use crate::catalog::SchemaKind;
 use crate::error::ApiError;
 use crate::ops::{execute, Settled};
-use crate::store::{BindingRecord, OperationKind, ResourceState, StoreError};
+use crate::store::{BindingRecord, Effect, OperationKind, ResourceState, StoreError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -151,7 +151,12 @@ pub async fn bind(
         Settled::Accepted(operation) => {
             Ok((StatusCode::ACCEPTED, json!({ "operation": operation })).into())
         }
-        Settled::Finished => {
+        // The binding holds exactly what the broker answered: no need to read it back.
+        Settled::Finished(Some(Effect::BindingReady { result })) => {
+            let body = serde_json::from_str(&result).unwrap_or_else(|_| json!({}));
+            Ok((StatusCode::CREATED, body).into())
+        }
+        Settled::Finished(_) => {
             let stored = store.binding(broker, &path.binding_id).await?;
             let body = stored
                 .as_ref()

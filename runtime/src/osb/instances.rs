@@ -7,7 +7,7 @@ use super::{query, validate, AppState, Reply};
 use crate::catalog::SchemaKind;
 use crate::error::ApiError;
 use crate::ops::{execute, OpContext, Settled};
-use crate::store::{InstanceRecord, OperationKind, ResourceState, StoreError};
+use crate::store::{Effect, InstanceRecord, OperationKind, ResourceState, StoreError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -102,7 +102,7 @@ async fn instance_reply(
             body["operation"] = json!(operation);
             Ok((StatusCode::ACCEPTED, body).into())
         }
-        Settled::Finished => Ok((done, body).into()),
+        Settled::Finished(_) => Ok((done, body).into()),
     }
 }
 
@@ -169,8 +169,24 @@ pub async fn provision(
         }
         other => other?,
     }
-    let settled = execute(ctx.clone(), op, stored).await?;
-    instance_reply(&ctx, &path.instance_id, settled, StatusCode::CREATED).await
+    match execute(ctx.clone(), op, stored).await? {
+        // The new instance holds exactly what the broker answered: no need to read it back.
+        Settled::Finished(Some(Effect::InstanceReady {
+            dashboard_url,
+            metadata,
+            ..
+        })) => {
+            let mut body = json!({});
+            if let Some(url) = dashboard_url {
+                body["dashboard_url"] = json!(url);
+            }
+            if let Some(metadata) = metadata.and_then(|m| serde_json::from_str::<Value>(&m).ok()) {
+                body["metadata"] = metadata;
+            }
+            Ok((StatusCode::CREATED, body).into())
+        }
+        settled => instance_reply(&ctx, &path.instance_id, settled, StatusCode::CREATED).await,
+    }
 }
 
 /// 422 when the broker's tenant already holds its quota of instances.
@@ -314,7 +330,7 @@ pub fn delete_reply(settled: Settled) -> Reply {
         Settled::Accepted(operation) => {
             (StatusCode::ACCEPTED, json!({ "operation": operation })).into()
         }
-        Settled::Finished => (StatusCode::OK, json!({})).into(),
+        Settled::Finished(_) => (StatusCode::OK, json!({})).into(),
     }
 }
 
