@@ -1,5 +1,5 @@
-//! 6. Density: real `brokerbox serve` processes hosting many brokers, started from a warm
-//! artifact cache: start-up time (spawn → the last broker answers) and resident memory per
+//! Density (measurement 6): real `brokerbox serve` processes hosting many brokers, started from a
+//! warm artifact cache: start-up time (spawn → the last broker answers) and resident memory per
 //! extra broker, for brokers sharing one component and for distinct components.
 
 use crate::report::{rss_kib, Report, Section};

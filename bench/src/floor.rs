@@ -1,7 +1,7 @@
-//! 1. The per-call floor: a fresh `Store`, instantiation, one `provision` of the file broker and
-//! the drop, in process, through the runtime's own call path (fuel, epochs, limits, the files
-//! grant), for each way wasmtime can allocate instances. Variants run in interleaved rounds so
-//! drift on a shared machine hits them all alike.
+//! The per-call floor (measurement 1): a fresh `Store`, instantiation, one `provision` of the file
+//! broker and the drop, in process, through the runtime's own call path (fuel, epochs, limits, the
+//! files grant), for each way wasmtime can allocate instances. Variants run in interleaved rounds
+//! so drift on a shared machine hits them all alike.
 
 use crate::report::{Report, Section};
 use crate::stats::{micros, ratio, Samples};

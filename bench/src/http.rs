@@ -1,5 +1,5 @@
-//! 2. OSB lifecycles over HTTP and 3. catalog requests: brokerbox serving the file broker
-//! (a fresh instance per call, durable SQLite state) against the native peer and a static
+//! OSB lifecycles over HTTP and catalog requests (measurements 2 and 3): brokerbox serving the file
+//! broker (a fresh instance per call, durable SQLite state) against the native peer and a static
 //! catalog handler (see `native`), driven by the same client in interleaved rounds.
 
 use crate::load::LoadResult;

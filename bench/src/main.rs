@@ -117,6 +117,9 @@ impl Bench {
     }
 }
 
+/// One measurement: runs and adds its tables and targets to the report.
+type Measurement = fn(&Bench, &mut report::Report) -> anyhow::Result<()>;
+
 fn main() -> anyhow::Result<()> {
     // `brokerbox-bench runtime ARGS...` is the brokerbox command itself: the density
     // measurement starts real runtime processes this way.
@@ -155,7 +158,7 @@ fn main() -> anyhow::Result<()> {
         smoke: args.smoke,
     };
     let mut report = report::Report::default();
-    let steps: [(&str, fn(&Bench, &mut report::Report) -> anyhow::Result<()>); 5] = [
+    let steps: [(&str, Measurement); 5] = [
         ("floor", floor::run),
         ("http", http::run),
         ("reload", reload::run),

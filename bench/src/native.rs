@@ -93,28 +93,35 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 /// The checks every OSB request gets: API version and credentials.
-fn check(peer: &Peer, headers: &HeaderMap) -> Result<(), Response> {
+/// Why the peer refuses a request: a status and a description.
+type Refusal = (StatusCode, &'static str);
+
+fn refuse((status, description): Refusal) -> Response {
+    error(status, description)
+}
+
+fn check(peer: &Peer, headers: &HeaderMap) -> Result<(), Refusal> {
     if headers.get("x-broker-api-version").is_none() {
-        return Err(error(StatusCode::PRECONDITION_FAILED, "missing version"));
+        return Err((StatusCode::PRECONDITION_FAILED, "missing version"));
     }
     let authorized = headers
         .get("authorization")
         .is_some_and(|value| value.as_bytes() == peer.authorization.as_bytes());
     if !authorized {
-        return Err(error(StatusCode::UNAUTHORIZED, "bad credentials"));
+        return Err((StatusCode::UNAUTHORIZED, "bad credentials"));
     }
     Ok(())
 }
 
 /// The file-broker's `instance_file`: the file backing an instance, refusing unsafe ids.
-fn instance_file(peer: &Peer, instance_id: &str) -> Result<PathBuf, Response> {
+fn instance_file(peer: &Peer, instance_id: &str) -> Result<PathBuf, Refusal> {
     let safe = !instance_id.is_empty()
         && !instance_id.starts_with('.')
         && instance_id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !safe {
-        return Err(error(StatusCode::BAD_REQUEST, "bad instance id"));
+        return Err((StatusCode::BAD_REQUEST, "bad instance id"));
     }
     Ok(peer.files.join(instance_id))
 }
@@ -151,7 +158,7 @@ async fn provision(
     Json(body): Json<Value>,
 ) -> Response {
     if let Err(refused) = check(&peer, &headers) {
-        return refused;
+        return refuse(refused);
     }
     let plan_id = body["plan_id"].as_str().unwrap_or_default().to_string();
     if body["service_id"] != peer.service_id.as_str() || !peer.plan_ids.contains(&plan_id) {
@@ -159,7 +166,7 @@ async fn provision(
     }
     let file = match instance_file(&peer, &instance_id) {
         Ok(file) => file,
-        Err(refused) => return refused,
+        Err(refused) => return refuse(refused),
     };
     let attributes = body.to_string();
     match peer.store.instance(BROKER, &instance_id).await {
@@ -216,7 +223,7 @@ async fn deprovision(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = check(&peer, &headers) {
-        return refused;
+        return refuse(refused);
     }
     match peer.store.instance(BROKER, &instance_id).await {
         Ok(Some(_)) => {}
@@ -225,7 +232,7 @@ async fn deprovision(
     }
     let file = match instance_file(&peer, &instance_id) {
         Ok(file) => file,
-        Err(refused) => return refused,
+        Err(refused) => return refuse(refused),
     };
     let op = operation(&instance_id, None, OperationKind::Deprovision);
     if let Err(e) = peer
@@ -255,7 +262,7 @@ async fn bind(
     Json(body): Json<Value>,
 ) -> Response {
     if let Err(refused) = check(&peer, &headers) {
-        return refused;
+        return refuse(refused);
     }
     match peer.store.instance(BROKER, &instance_id).await {
         Ok(Some(_)) => {}
@@ -269,7 +276,7 @@ async fn bind(
     }
     let file = match instance_file(&peer, &instance_id) {
         Ok(file) => file,
-        Err(refused) => return refused,
+        Err(refused) => return refuse(refused),
     };
     let op = operation(&instance_id, Some(&binding_id), OperationKind::Bind);
     let record = BindingRecord {
@@ -307,7 +314,7 @@ async fn unbind(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = check(&peer, &headers) {
-        return refused;
+        return refuse(refused);
     }
     match peer.store.binding(BROKER, &binding_id).await {
         Ok(Some(binding)) if binding.instance_id == instance_id => {}

@@ -1,5 +1,5 @@
-//! 7. Noisy neighbour: the latency of a healthy broker's lifecycles alone, and while another
-//! tenant's broker burns its whole fuel budget on every call at its full concurrency.
+//! Noisy neighbour (measurement 7): the latency of a healthy broker's lifecycles alone, and while
+//! another tenant's broker burns its whole fuel budget on every call at its full concurrency.
 
 use crate::load::{self, Until};
 use crate::report::{Report, Section};

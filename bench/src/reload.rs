@@ -1,6 +1,6 @@
-//! 5. Hot reload: the time from writing a new version of a broker (component and manifest) to
-//! the first request it serves, with the component compiled and with its artifact cached; and
-//! requests failed while a broker is reloaded 50 times under load next to a neighbour.
+//! Hot reload (measurement 5): the time from writing a new version of a broker (component and
+//! manifest) to the first request it serves, with the component compiled and with its artifact
+//! cached; and requests failed while a broker is reloaded 50 times under load next to a neighbour.
 //!
 //! The broker is the `trap` test guest (Rust), whose catalog shows the manifest's `VERSION`, so
 //! a response tells which version served it. Each reload is what `--watch` and the admin API

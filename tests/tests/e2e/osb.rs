@@ -662,3 +662,62 @@ async fn a_binding_operation_ends_when_its_instance_is_deleted_under_it() {
         .unwrap()
         .contains("deleted"));
 }
+
+/// One file-broker component registered as two brokers, each with its own ids from
+/// `[env] SERVICE_ID`: both load, each serves and provisions under its own ids, and an id of
+/// one is unknown to the other.
+#[tokio::test]
+async fn one_component_serves_as_two_brokers_with_their_own_ids() {
+    let registration = |name: &str, service: &str| {
+        manifest(
+            name,
+            &format!("[grants]\nfiles = true\n[env]\nSERVICE_ID = \"{service}\"\n"),
+        )
+    };
+    let rt = TestRuntime::start(&[
+        (
+            "team-a",
+            guests::FILE_BROKER,
+            &registration("team-a", "svc-a"),
+        ),
+        (
+            "team-b",
+            guests::FILE_BROKER,
+            &registration("team-b", "svc-b"),
+        ),
+    ])
+    .await
+    .unwrap();
+    for (name, service) in [("team-a", "svc-a"), ("team-b", "svc-b")] {
+        let catalog = rt.osb(Method::GET, name, "/v2/catalog", None).await;
+        assert_eq!(catalog.body["services"][0]["id"], service);
+        assert_eq!(
+            catalog.body["services"][0]["plans"][0]["id"],
+            format!("{service}-small")
+        );
+        let body = json!({ "service_id": service, "plan_id": format!("{service}-small") });
+        let created = rt
+            .osb(Method::PUT, name, "/v2/service_instances/i-1", Some(body))
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let content: Value =
+            serde_json::from_str(&std::fs::read_to_string(rt.files_dir(name).join("i-1")).unwrap())
+                .unwrap();
+        assert_eq!(content["id"], format!("{service}-small"));
+    }
+    let foreign = json!({ "service_id": "svc-a", "plan_id": "svc-a-small" });
+    let refused = rt
+        .osb(
+            Method::PUT,
+            "team-b",
+            "/v2/service_instances/i-2",
+            Some(foreign),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{:?}",
+        refused.body
+    );
+}
