@@ -5,6 +5,7 @@
 //! resource state it puts in progress, and its outcome together with the resource's new state.
 
 mod sql;
+mod writer;
 
 pub use sql::SqlStore;
 

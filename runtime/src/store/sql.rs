@@ -5,15 +5,21 @@
 //! Claims and leases are compare-and-set `UPDATE`s on one row, atomic in both databases, so two
 //! runtimes never run the same operation.
 
+use super::writer::{WriteTx, Writer};
 use super::{
     BindingRecord, Effect, InstanceRecord, OperationKind, OperationRecord, OperationState, Outcome,
     ResourceState, StateStore, StoreError,
 };
 use sqlx::any::{AnyPoolOptions, AnyQueryResult, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{Any, AnyPool, Executor, Row};
 use std::time::Duration;
 
 use super::now_ms as now;
+
+/// How every SQLite connection is set up: WAL journal, no fsync per commit (only at
+/// checkpoints), a busy timeout for other processes, foreign keys.
+const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+    PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
 
 /// Connections per runtime: enough for concurrent requests and the background workers.
 const MAX_CONNECTIONS: u32 = 16;
@@ -22,10 +28,8 @@ const MAX_CONNECTIONS: u32 = 16;
 pub struct SqlStore {
     /// Connections for reads (and, on PostgreSQL, for writes too).
     pool: AnyPool,
-    /// Connections for writes. On SQLite, which lets one writer in at a time, this is a pool of
-    /// one connection: writers queue for it instead of colliding on the file lock and sleeping
-    /// in SQLite's busy handler (which costs tens of milliseconds per collision under load).
-    writer: AnyPool,
+    /// Where writes go (see [`Writer`]).
+    writer: Writer,
 }
 
 fn backend(error: sqlx::Error) -> StoreError {
@@ -68,11 +72,7 @@ impl SqlStore {
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if sqlite {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                            )
-                            .await?;
+                            conn.execute(SQLITE_SETUP).await?;
                         }
                         Ok(())
                     })
@@ -85,15 +85,15 @@ impl SqlStore {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         }
         let writer = if sqlite {
-            options(1).connect(&url).await?
+            Writer::single(&url, SQLITE_SETUP).await?
         } else {
-            pool.clone()
+            Writer::Pool(pool.clone())
         };
         Ok(SqlStore { pool, writer })
     }
 
     /// Starts a write transaction.
-    async fn begin(&self) -> Result<Transaction<'_, Any>, StoreError> {
+    async fn begin(&self) -> Result<WriteTx<'_>, StoreError> {
         self.writer.begin().await.map_err(backend)
     }
 
@@ -190,10 +190,7 @@ fn operation_row(row: &AnyRow) -> Result<OperationRecord, StoreError> {
     })
 }
 
-async fn insert_operation(
-    tx: &mut Transaction<'_, Any>,
-    op: &OperationRecord,
-) -> Result<(), StoreError> {
+async fn insert_operation(tx: &mut WriteTx<'_>, op: &OperationRecord) -> Result<(), StoreError> {
     // `seq` orders the operations of one resource even within one millisecond.
     let sql = format!(
         "INSERT INTO operations ({OPERATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
@@ -232,7 +229,7 @@ fn one(result: AnyQueryResult) -> Result<(), StoreError> {
 }
 
 async fn apply_effect(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut WriteTx<'_>,
     op: &OperationRecord,
     effect: &Effect,
 ) -> Result<(), StoreError> {
@@ -531,7 +528,7 @@ impl StateStore for SqlStore {
         description: Option<&str>,
         next_poll_at: i64,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(
+        let result = self.writer.execute(sqlx::query(
             "UPDATE operations SET guest_data = COALESCE($1, guest_data), description = $2, \
              next_poll_at = $3, polls = polls + 1, owner = NULL, lease_until = NULL, updated_at = $4 \
              WHERE broker = $5 AND id = $6 AND state = 'in progress'",
@@ -542,7 +539,7 @@ impl StateStore for SqlStore {
         .bind(now())
         .bind(&op.broker)
         .bind(&op.id)
-        .execute(&self.writer)
+        )
         .await
         .map_err(backend)?;
         one(result)
@@ -582,7 +579,7 @@ impl StateStore for SqlStore {
         lease_until: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
+        let result = self.writer.execute(sqlx::query(
             "UPDATE operations SET owner = $1, lease_until = $2 WHERE id = $3 AND state = 'in progress' \
              AND (owner IS NULL OR owner = $4 OR lease_until < $5)",
         )
@@ -591,7 +588,7 @@ impl StateStore for SqlStore {
         .bind(id)
         .bind(owner)
         .bind(now)
-        .execute(&self.writer)
+        )
         .await
         .map_err(backend)?;
         Ok(result.rows_affected() == 1)
@@ -604,29 +601,32 @@ impl StateStore for SqlStore {
         lease_until: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE operations SET owner = $1, lease_until = $2, attempts = attempts + 1 \
+        let result = self
+            .writer
+            .execute(
+                sqlx::query(
+                    "UPDATE operations SET owner = $1, lease_until = $2, attempts = attempts + 1 \
              WHERE id = $3 AND state = 'in progress' AND guest_data IS NULL \
              AND (owner IS NULL OR owner = $4 OR lease_until < $5)",
-        )
-        .bind(owner)
-        .bind(lease_until)
-        .bind(id)
-        .bind(owner)
-        .bind(now)
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
+                )
+                .bind(owner)
+                .bind(lease_until)
+                .bind(id)
+                .bind(owner)
+                .bind(now),
+            )
+            .await
+            .map_err(backend)?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn renew_leases(&self, owner: &str, lease_until: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        self.writer.execute(sqlx::query(
             "UPDATE operations SET lease_until = $1 WHERE owner = $2 AND state = 'in progress'",
         )
         .bind(lease_until)
         .bind(owner)
-        .execute(&self.writer)
+        )
         .await
         .map_err(backend)?;
         Ok(())
@@ -666,17 +666,22 @@ impl StateStore for SqlStore {
     }
 
     async fn register_runtime(&self, id: &str) -> Result<(), StoreError> {
-        let updated = sqlx::query("UPDATE runtimes SET started_at = $1 WHERE id = $2")
-            .bind(now())
-            .bind(id)
-            .execute(&self.writer)
+        let updated = self
+            .writer
+            .execute(
+                sqlx::query("UPDATE runtimes SET started_at = $1 WHERE id = $2")
+                    .bind(now())
+                    .bind(id),
+            )
             .await
             .map_err(backend)?;
         if updated.rows_affected() == 0 {
-            sqlx::query("INSERT INTO runtimes (id, started_at) VALUES ($1, $2)")
-                .bind(id)
-                .bind(now())
-                .execute(&self.writer)
+            self.writer
+                .execute(
+                    sqlx::query("INSERT INTO runtimes (id, started_at) VALUES ($1, $2)")
+                        .bind(id)
+                        .bind(now()),
+                )
                 .await
                 .map_err(backend)?;
         }
@@ -684,24 +689,29 @@ impl StateStore for SqlStore {
     }
 
     async fn register_broker(&self, name: &str, runtime_id: &str) -> Result<(), StoreError> {
-        let updated =
-            sqlx::query("UPDATE brokers SET loaded_at = $1, runtime_id = $2 WHERE name = $3")
-                .bind(now())
-                .bind(runtime_id)
-                .bind(name)
-                .execute(&self.writer)
-                .await
-                .map_err(backend)?;
-        if updated.rows_affected() == 0 {
-            let inserted = sqlx::query(
-                "INSERT INTO brokers (name, loaded_at, runtime_id) VALUES ($1, $2, $3)",
+        let updated = self
+            .writer
+            .execute(
+                sqlx::query("UPDATE brokers SET loaded_at = $1, runtime_id = $2 WHERE name = $3")
+                    .bind(now())
+                    .bind(runtime_id)
+                    .bind(name),
             )
-            .bind(name)
-            .bind(now())
-            .bind(runtime_id)
-            .execute(&self.writer)
             .await
-            .map_err(backend);
+            .map_err(backend)?;
+        if updated.rows_affected() == 0 {
+            let inserted = self
+                .writer
+                .execute(
+                    sqlx::query(
+                        "INSERT INTO brokers (name, loaded_at, runtime_id) VALUES ($1, $2, $3)",
+                    )
+                    .bind(name)
+                    .bind(now())
+                    .bind(runtime_id),
+                )
+                .await
+                .map_err(backend);
             match inserted {
                 // Another replica registered it at the same moment.
                 Ok(_) | Err(StoreError::Exists) => {}
@@ -765,10 +775,12 @@ impl StateStore for SqlStore {
     }
 
     async fn kv_delete(&self, broker: &str, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM kv WHERE broker = $1 AND key = $2")
-            .bind(broker)
-            .bind(key)
-            .execute(&self.writer)
+        self.writer
+            .execute(
+                sqlx::query("DELETE FROM kv WHERE broker = $1 AND key = $2")
+                    .bind(broker)
+                    .bind(key),
+            )
             .await
             .map_err(backend)?;
         Ok(())
