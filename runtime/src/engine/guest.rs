@@ -162,7 +162,22 @@ impl Guest {
         // with other long calls (see `lanes`).
         store.set_epoch_deadline(1);
         let lanes = self.lanes.clone();
-        store.epoch_deadline_callback(move |mut ctx| Ok(ctx.data_mut().turns.at_deadline(&lanes)));
+        store.data_mut().turns = super::lanes::CallTurns::new(self.limits.fuel);
+        // Running out of a fuel slice is what makes the fuel count visible to the epoch
+        // callback (a tight loop keeps it in a register): a call yields once per
+        // LONG_CALL_FUEL, which a short call never reaches.
+        store
+            .fuel_async_yield_interval(Some(super::lanes::LONG_CALL_FUEL))
+            .map_err(|e| CallError::Host(e.to_string()))?;
+        store.epoch_deadline_callback(move |mut ctx| {
+            let remaining = ctx.get_fuel()?;
+            let update = ctx.data_mut().turns.at_deadline(&lanes, remaining);
+            if ctx.data().turns.just_became_long() {
+                // From now on it also yields every slice of fuel, not only every tick.
+                ctx.fuel_async_yield_interval(Some(super::lanes::LONG_CALL_SLICE_FUEL))?;
+            }
+            Ok(update)
+        });
 
         let deadline = match info.deadline {
             Some(shorter) => shorter.min(self.limits.call_timeout()),
