@@ -110,6 +110,8 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         .server
         .block_on(RunningServer::start(&config, bench.loopback()))?;
     let osb = Osb::new(load::client(), server.addr, NAME);
+    // Let the watcher's first looks (which reconcile what serves) pass: measure it settled.
+    std::thread::sleep(Duration::from_millis(500));
     let mut version = 0;
     let (watch_compiled, watch_cached) =
         reload_times(bench, &watched, None, &osb, &trap, &mut version)?;
