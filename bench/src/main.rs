@@ -133,6 +133,13 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     let args = Args::parse();
+    // The runtimes under test log to stderr when RUST_LOG asks for it.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     for section in &args.only {
         anyhow::ensure!(
             SECTIONS.contains(&section.as_str()),

@@ -23,7 +23,13 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     site.add("healthy", &file, &file_broker_manifest("healthy"))?;
     let hostile = guest(brokerbox_tests::guests::HOSTILE_BROKER)?;
     // Another tenant, default limits: every call runs until its fuel is gone.
-    site.add("noisy", &hostile, &manifest("noisy", ""))?;
+    // A smoke run keeps the burns short, so the calls left running end quickly.
+    let limits = if bench.smoke {
+        "[limits]\nfuel = 50000000\n"
+    } else {
+        ""
+    };
+    site.add("noisy", &hostile, &manifest("noisy", limits))?;
     let server = bench
         .server
         .block_on(RunningServer::start(&site.config(), bench.loopback()))?;
@@ -46,10 +52,12 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
 
     // The neighbour: its full concurrency of provisions that burn all their fuel.
     let stop = Arc::new(AtomicBool::new(false));
-    let noisy = Osb::new(client, server.addr, "noisy");
+    let addr = server.addr;
     let burner = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            // Its own client: pooled connections belong to the runtime that made them.
+            let noisy = Osb::new(load::client(), addr, "noisy");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -108,9 +116,11 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     section.note(format!(
         "The healthy broker runs {HEALTHY_CONCURRENCY} concurrent lifecycles. The neighbour \
          (another tenant, default limits) gets {DEFAULT_MAX_CONCURRENCY} concurrent provisions, \
-         each looping until its fuel runs out: {} of them answered in the run, median {}.",
+         each looping until its fuel runs out: {} of them answered in the run, median {}, \
+         {} without an answer.",
         burned.latencies.len(),
-        millis(burned_samples.p50())
+        millis(burned_samples.p50()),
+        burned.failed
     ));
     report.section(section);
     let measured = ratio(
