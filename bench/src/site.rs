@@ -49,10 +49,7 @@ impl Site {
     }
 }
 
-/// A manifest with credentials `NAME`/`NAME-secret` and `extra` TOML.
-pub fn manifest(name: &str, extra: &str) -> String {
-    brokerbox_tests::manifest(name, extra)
-}
+pub use brokerbox_tests::manifest;
 
 /// The file broker's manifest: its credentials and the `files` grant.
 pub fn file_broker_manifest(name: &str) -> String {

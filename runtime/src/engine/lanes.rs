@@ -22,16 +22,13 @@ pub const LONG_CALL_SLICE_FUEL: u64 = 100_000;
 #[derive(Clone)]
 pub struct Lanes {
     permits: Arc<Semaphore>,
-    count: usize,
 }
 
 impl Lanes {
     /// `count` lanes (at least one).
     pub fn new(count: usize) -> Self {
-        let count = count.max(1);
         Lanes {
-            permits: Arc::new(Semaphore::new(count)),
-            count,
+            permits: Arc::new(Semaphore::new(count.max(1))),
         }
     }
 
@@ -40,11 +37,6 @@ impl Lanes {
     pub fn for_this_machine() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Lanes::new(cores / 2)
-    }
-
-    /// How many lanes there are.
-    pub fn count(&self) -> usize {
-        self.count
     }
 }
 

@@ -27,9 +27,12 @@ pub struct BindingPath {
 }
 
 fn stored_body(record: &BindingRecord) -> Value {
-    record
-        .result
-        .as_deref()
+    result_body(record.result.as_deref())
+}
+
+/// A binding body from its stored result (JSON text); `{}` without one.
+fn result_body(result: Option<&str>) -> Value {
+    result
         .and_then(|r| serde_json::from_str(r).ok())
         .unwrap_or_else(|| json!({}))
 }
@@ -153,8 +156,7 @@ pub async fn bind(
         }
         // The binding holds exactly what the broker answered: no need to read it back.
         Settled::Finished(Some(Effect::BindingReady { result })) => {
-            let body = serde_json::from_str(&result).unwrap_or_else(|_| json!({}));
-            Ok((StatusCode::CREATED, body).into())
+            Ok((StatusCode::CREATED, result_body(Some(&result))).into())
         }
         Settled::Finished(_) => {
             let stored = store.binding(broker, &path.binding_id).await?;

@@ -25,15 +25,16 @@ pub struct InstancePath {
 
 /// The body of a finished provision or a repeated identical one.
 fn instance_body(record: &InstanceRecord) -> Value {
+    body_of(record.dashboard_url.as_deref(), record.metadata.as_deref())
+}
+
+/// An instance body from its dashboard URL and metadata (JSON text).
+fn body_of(dashboard_url: Option<&str>, metadata: Option<&str>) -> Value {
     let mut body = json!({});
-    if let Some(url) = &record.dashboard_url {
+    if let Some(url) = dashboard_url {
         body["dashboard_url"] = json!(url);
     }
-    if let Some(metadata) = record
-        .metadata
-        .as_deref()
-        .and_then(|m| serde_json::from_str::<Value>(m).ok())
-    {
+    if let Some(metadata) = metadata.and_then(|m| serde_json::from_str::<Value>(m).ok()) {
         body["metadata"] = metadata;
     }
     body
@@ -175,16 +176,11 @@ pub async fn provision(
             dashboard_url,
             metadata,
             ..
-        })) => {
-            let mut body = json!({});
-            if let Some(url) = dashboard_url {
-                body["dashboard_url"] = json!(url);
-            }
-            if let Some(metadata) = metadata.and_then(|m| serde_json::from_str::<Value>(&m).ok()) {
-                body["metadata"] = metadata;
-            }
-            Ok((StatusCode::CREATED, body).into())
-        }
+        })) => Ok((
+            StatusCode::CREATED,
+            body_of(dashboard_url.as_deref(), metadata.as_deref()),
+        )
+            .into()),
         settled => instance_reply(&ctx, &path.instance_id, settled, StatusCode::CREATED).await,
     }
 }

@@ -300,6 +300,22 @@ async fn kv_and_env_capabilities_work_when_granted() {
     );
 }
 
+/// An in-process runtime serving hostile-broker (manifest extras `extra`) beside file-broker.
+async fn hostile_beside_file_broker(extra: &str) -> TestRuntime {
+    let file =
+        std::fs::read_to_string(repo_root().join("examples/file-broker/file-broker.toml")).unwrap();
+    TestRuntime::start(&[
+        (
+            "hostile",
+            guests::HOSTILE_BROKER,
+            &manifest("hostile", extra),
+        ),
+        ("file-broker", guests::FILE_BROKER, &file),
+    ])
+    .await
+    .unwrap()
+}
+
 /// Median time of `count` provision + deprovision pairs of file-broker, one after another.
 async fn neighbour_median(rt: &TestRuntime, tag: &str, count: usize) -> Duration {
     let body = json!({ "service_id": "5f1b2ed2-6cf4-4f5c-9f43-8c4f0f9a8a01",
@@ -333,18 +349,7 @@ async fn neighbour_median(rt: &TestRuntime, tag: &str, count: usize) -> Duration
 async fn fuel_burners_take_turns_and_leave_short_calls_alone() {
     // Each hostile call computes until its fuel runs out (about a quarter of a second).
     let extra = "[limits]\nfuel = 300000000\n";
-    let file =
-        std::fs::read_to_string(repo_root().join("examples/file-broker/file-broker.toml")).unwrap();
-    let rt = TestRuntime::start(&[
-        (
-            "hostile",
-            guests::HOSTILE_BROKER,
-            &manifest("hostile", extra),
-        ),
-        ("file-broker", guests::FILE_BROKER, &file),
-    ])
-    .await
-    .unwrap();
+    let rt = hostile_beside_file_broker(extra).await;
     let alone = neighbour_median(&rt, "alone", 15).await;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let rt = &rt;
@@ -400,18 +405,7 @@ async fn fuel_burners_take_turns_and_leave_short_calls_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_saturating_its_concurrency_cap_does_not_block_its_neighbour() {
     let extra = "[limits]\ncall_timeout_ms = 1500\nfuel = 1000000000000000\nmax_concurrency = 2\n";
-    let file =
-        std::fs::read_to_string(repo_root().join("examples/file-broker/file-broker.toml")).unwrap();
-    let rt = TestRuntime::start(&[
-        (
-            "hostile",
-            guests::HOSTILE_BROKER,
-            &manifest("hostile", extra),
-        ),
-        ("file-broker", guests::FILE_BROKER, &file),
-    ])
-    .await
-    .unwrap();
+    let rt = hostile_beside_file_broker(extra).await;
     let rt = &rt;
     let loops = (0..8).map(|i| async move {
         rt.osb(
