@@ -44,6 +44,11 @@ enum Command {
         /// Reload a broker when its NAME.wasm or NAME.toml changes (or appears).
         #[arg(long)]
         watch: bool,
+        /// Guest instances alive at once across all brokers (at most 1000); each broker may
+        /// use a quarter of them, and a fifth is reserved for brokers that find the rest busy.
+        #[arg(long, default_value_t = crate::engine::MAX_LIVE_INSTANCES,
+              value_parser = clap::value_parser!(u32).range(10..=i64::from(crate::engine::MAX_LIVE_INSTANCES)))]
+        max_instances: u32,
         /// The runtime's config file: admin API token, tenants and their quotas.
         #[arg(long, env = "BROKERBOX_CONFIG")]
         config: Option<PathBuf>,
@@ -111,6 +116,7 @@ where
             lease_ms,
             shutdown_grace_ms,
             watch,
+            max_instances,
             config: config_file,
         } => {
             let mut config = ServeConfig::new(data_dir, brokers_dir);
@@ -119,6 +125,7 @@ where
             config.lease = std::time::Duration::from_millis(lease_ms.max(100));
             config.shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
             config.watch = watch;
+            config.max_instances = max_instances;
             if let Some(file) = config_file {
                 config.runtime_config = crate::admin::config::RuntimeConfig::load(&file)?;
             }

@@ -32,6 +32,10 @@ pub struct Registry {
     brokers: BTreeMap<String, Arc<LoadedBroker>>,
 }
 
+/// Longest a broker's catalog call may take when the broker loads (a catalog is a constant
+/// the guest builds; this is far more than one needs).
+pub const CATALOG_LOAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Versions of each broker kept in memory after a newer one is published, so long operations
 /// started on them can be finished by them.
 pub const KEPT_VERSIONS: usize = 8;
@@ -165,6 +169,14 @@ impl Registry {
         Ok(next)
     }
 
+    /// Fails as [`Registry::with`] would, without building the new generation.
+    ///
+    /// # Errors
+    /// When a service or plan id is used by another broker.
+    pub fn with_checked(&self, broker: &LoadedBroker) -> anyhow::Result<()> {
+        self.without(&broker.name).check_ids(broker)
+    }
+
     /// Fails when `broker` declares an id another broker of this generation uses.
     fn check_ids(&self, broker: &LoadedBroker) -> anyhow::Result<()> {
         let mut owners: HashMap<&str, &str> = HashMap::new();
@@ -279,8 +291,14 @@ impl Loader {
             Guest::load(&sandbox, &guest_name, &label, &bytes, limits, grants)
         })
         .await??;
+        // Under a load-time deadline of its own: a catalog that stalls fails the load quickly
+        // rather than holding its reload for the broker's whole call timeout.
+        let info = CallInfo {
+            deadline: Some(CATALOG_LOAD_DEADLINE),
+            ..CallInfo::default()
+        };
         let catalog = guest
-            .catalog(&CallInfo::default())
+            .catalog(&info)
             .await
             .map_err(|e| anyhow::anyhow!("broker {name}: catalog failed: {e}"))?;
         let catalog = CheckedCatalog::new(catalog)

@@ -4,11 +4,15 @@
 //! version is refused (logged, and kept in [`Reloader::failures`]) and the old one keeps
 //! serving. A version that removes a plan still used by instances, or gives a service or plan
 //! another id, is refused unless forced.
+//!
+//! Reloads of different brokers never wait for each other: each broker has its own lock,
+//! held while its new version compiles and answers its catalog (under a short load-time
+//! deadline), and only the final swap, which takes no time, is serialized.
 
 use crate::registry::{BrokerSet, LoadedBroker, Loader};
 use crate::store::StateStore;
 use anyhow::bail;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -23,14 +27,17 @@ pub enum Reloaded {
     Updated(String),
 }
 
-/// Reloads brokers from the brokers dir, one at a time.
+/// Reloads brokers from the brokers dir, one at a time per broker.
 pub struct Reloader {
     runtime_id: String,
     loader: Loader,
     brokers: Arc<BrokerSet>,
     brokers_dir: PathBuf,
     store: Arc<dyn StateStore>,
-    lock: tokio::sync::Mutex<()>,
+    /// One lock per broker name: a broker's reloads and removals one at a time.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held only for the swap of a new generation (no guest call or compile under it).
+    swap: Mutex<()>,
     failures: Mutex<BTreeMap<String, String>>,
 }
 
@@ -49,9 +56,30 @@ impl Reloader {
             brokers,
             brokers_dir,
             store,
-            lock: tokio::sync::Mutex::new(()),
+            locks: Mutex::default(),
+            swap: Mutex::default(),
             failures: Mutex::default(),
         }
+    }
+
+    /// The lock of broker `name`.
+    fn lock_of(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget locks nobody holds or waits for, so the map stays as small as the brokers.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Publishes what `change` makes of the current generation, atomically with respect to
+    /// other brokers' swaps.
+    fn swap<T>(
+        &self,
+        change: impl FnOnce(&crate::registry::Registry) -> anyhow::Result<(crate::registry::Registry, T)>,
+    ) -> anyhow::Result<T> {
+        let _swap = self.swap.lock().unwrap_or_else(|e| e.into_inner());
+        let (next, value) = change(&self.brokers.current())?;
+        self.brokers.publish(next);
+        Ok(value)
     }
 
     /// The last refused reload of each broker that has not been fixed since.
@@ -84,7 +112,8 @@ impl Reloader {
         manifest: &std::path::Path,
         force: bool,
     ) -> anyhow::Result<Reloaded> {
-        let _one_at_a_time = self.lock.lock().await;
+        let lock = self.lock_of(name);
+        let _one_at_a_time = lock.lock().await;
         let result = self.reload_locked(name, wasm, manifest, force).await;
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match &result {
@@ -108,14 +137,15 @@ impl Reloader {
     /// # Errors
     /// When the files cannot be removed.
     pub async fn remove(&self, name: &str) -> anyhow::Result<()> {
-        let _one_at_a_time = self.lock.lock().await;
+        let lock = self.lock_of(name);
+        let _one_at_a_time = lock.lock().await;
         for ext in ["wasm", "toml"] {
             let path = self.brokers_dir.join(format!("{name}.{ext}"));
             if path.exists() {
                 std::fs::remove_file(&path)?;
             }
         }
-        self.brokers.publish(self.brokers.current().without(name));
+        self.swap(|current| Ok((current.without(name), ())))?;
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -145,9 +175,11 @@ impl Reloader {
             self.check_compatible(old, &new).await?;
         }
         let version = new.version.clone();
-        let next = current.with(new)?;
+        // Checked against the generation current now (others may have swapped meanwhile), and
+        // again at the swap itself.
+        self.brokers.current().with_checked(&new)?;
         self.store.register_broker(name, &self.runtime_id).await?;
-        self.brokers.publish(next);
+        self.swap(|current| Ok((current.with(new)?, ())))?;
         tracing::info!(broker = name, %version, "reloaded broker");
         Ok(if old.is_some() {
             Reloaded::Updated(version)

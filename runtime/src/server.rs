@@ -37,6 +37,8 @@ pub struct ServeConfig {
     pub watch: bool,
     /// The admin API's tokens and the tenants (`--config FILE`).
     pub runtime_config: crate::admin::config::RuntimeConfig,
+    /// Guest instances alive at once across all brokers (see [`crate::engine::slots`]).
+    pub max_instances: u32,
 }
 
 impl ServeConfig {
@@ -51,6 +53,7 @@ impl ServeConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             watch: false,
             runtime_config: Default::default(),
+            max_instances: crate::engine::MAX_LIVE_INSTANCES,
         }
     }
 }
@@ -98,7 +101,10 @@ impl Runtime {
         let id = runtime_id(&data_dir)?;
         store.register_runtime(&id).await?;
         let components = crate::engine::cache::ComponentCache::on_disk(&data_dir)?;
-        let sandbox = crate::engine::Sandbox::new(components)?;
+        let mut sandbox = crate::engine::Sandbox::new(components)?;
+        sandbox.live = crate::engine::slots::LiveSlots::new(
+            config.max_instances.min(crate::engine::MAX_LIVE_INSTANCES),
+        );
         let ticker = crate::engine::EpochTicker::start(sandbox.engine.clone());
         let loader = Loader {
             sandbox,

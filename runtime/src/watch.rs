@@ -143,9 +143,7 @@ pub async fn watch(dir: std::path::PathBuf, reloader: Arc<Reloader>, stop: Cance
             }
             pending.remove(&name);
             served.insert(name.clone(), stamp_of(&dir, &name));
-            if let Err(error) = reloader.reload(&name, false).await {
-                tracing::warn!(broker = %name, "watch: {error:#}");
-            }
+            spawn_reload(&reloader, name);
         }
         let now = look(&dir);
         for (name, stamp) in &now {
@@ -160,9 +158,19 @@ pub async fn watch(dir: std::path::PathBuf, reloader: Arc<Reloader>, stop: Cance
             }
             pending.remove(name);
             served.insert(name.clone(), *stamp);
-            if let Err(error) = reloader.reload(name, false).await {
-                tracing::warn!(broker = %name, "watch: {error:#}");
-            }
+            spawn_reload(&reloader, name.clone());
         }
     }
+}
+
+/// Reloads broker `name` in a task of its own: a broker that is slow to load (a big compile,
+/// a catalog that stalls until its load deadline) never delays another broker's reload.
+/// Reloads of one broker still run one at a time, in order (the reloader's per-broker lock).
+fn spawn_reload(reloader: &Arc<Reloader>, name: String) {
+    let reloader = reloader.clone();
+    tokio::spawn(async move {
+        if let Err(error) = reloader.reload(&name, false).await {
+            tracing::warn!(broker = %name, "watch: {error:#}");
+        }
+    });
 }

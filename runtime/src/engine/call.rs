@@ -27,6 +27,9 @@ pub enum CallError {
     /// The guest tried to grow memory past its cap.
     #[error("the broker exceeded its memory limit of {0} MiB")]
     MemoryLimit(u64),
+    /// The guest handed the host more data in one host call or result than the host lifts.
+    #[error("the broker passed the host more than {0} bytes at once")]
+    TooMuchData(usize),
     /// The guest ran out of wasm stack.
     #[error("the broker overflowed its stack")]
     StackOverflow,
@@ -52,6 +55,10 @@ impl CallError {
                 other => CallError::Trap(other.to_string()),
             };
         }
-        CallError::Trap(format!("{error:#}"))
+        let text = format!("{error:#}");
+        if text.contains("fuel allocated for hostcalls has been exhausted") {
+            return CallError::TooMuchData(super::limits::MAX_HOSTCALL_BYTES);
+        }
+        CallError::Trap(text)
     }
 }

@@ -8,12 +8,10 @@ use super::bindings::types::{
 };
 use super::bindings::{Broker, BrokerPre};
 use super::host::{Grants, GuestLog, HostState};
-use super::limits::{Limits, LOGGED_OUTPUT_BYTES, MAX_OUTPUT_BYTES};
+use super::limits::{Limits, MAX_CATALOG_HOSTCALL_BYTES, MAX_HOSTCALL_BYTES};
 use super::Sandbox;
 use super::{CallError, CallInfo};
 use anyhow::Context;
-use std::sync::Arc;
-use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::Store;
 
@@ -23,10 +21,10 @@ pub struct Guest {
     pre: BrokerPre<HostState>,
     limits: Limits,
     grants: Grants,
-    /// This broker's concurrency cap.
-    slots: Arc<Semaphore>,
-    /// The runtime-wide cap on live instances.
-    live: Arc<Semaphore>,
+    /// This broker's concurrency cap and share of the reserved live slots.
+    slots: super::slots::BrokerSlots,
+    /// The runtime's live instance slots.
+    live: super::slots::LiveSlots,
     /// Where long-running calls take turns.
     lanes: super::lanes::Lanes,
 }
@@ -98,7 +96,7 @@ impl Guest {
             .with_context(|| {
                 format!("{label} does not implement the brokerbox:broker/broker world")
             })?;
-        let slots = Arc::new(Semaphore::new(limits.max_concurrency as usize));
+        let slots = sandbox.live.broker(limits.max_concurrency);
         Ok(Guest {
             name: name.to_string(),
             pre,
@@ -144,17 +142,17 @@ impl Guest {
         let log = GuestLog {
             broker: self.name.clone(),
             request_identity: info.request_identity.clone(),
-            budget: LOGGED_OUTPUT_BYTES,
+            budget: super::limits::LOGGED_OUTPUT_BYTES,
         };
-        let state = HostState::new(
-            &self.grants,
-            self.limits.memory_bytes(),
-            log,
-            MAX_OUTPUT_BYTES,
-        )
-        .map_err(|e| CallError::Host(format!("{e:#}")))?;
+        let state = HostState::new(&self.grants, self.limits.memory_bytes(), log)
+            .map_err(|e| CallError::Host(format!("{e:#}")))?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
+        // Bounds what the host allocates lifting one host call's arguments or the result.
+        store.set_hostcall_fuel(match request {
+            Request::ServiceCatalog => MAX_CATALOG_HOSTCALL_BYTES,
+            _ => MAX_HOSTCALL_BYTES,
+        });
         store
             .set_fuel(self.limits.fuel)
             .map_err(|e| CallError::Host(e.to_string()))?;
@@ -185,12 +183,7 @@ impl Guest {
         };
         let waiting = tokio::time::Instant::now();
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
-        let slots = async {
-            let own = self.slots.clone().acquire_owned().await;
-            let live = self.live.clone().acquire_owned().await;
-            (own, live)
-        };
-        let _permits = tokio::time::timeout(deadline, slots)
+        let _permits = tokio::time::timeout(deadline, self.live.acquire(&self.slots))
             .await
             .map_err(|_| CallError::Busy(deadline_ms))?;
         let deadline = deadline.saturating_sub(waiting.elapsed());
@@ -213,7 +206,7 @@ impl Guest {
 
     /// Sends what the guest wrote to stdout/stderr to the logs, one line per line.
     fn forward_output(&self, store: &mut Store<HostState>) {
-        let output = store.data().output.contents();
+        let output = store.data().output.kept();
         if output.is_empty() {
             return;
         }

@@ -5,7 +5,6 @@ use super::bindings::brokerbox::broker::log::{self, Level};
 use super::limits::GuestLimiter;
 use std::path::PathBuf;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// Capabilities granted to one broker, resolved to host paths and values.
@@ -30,7 +29,7 @@ pub struct HostState {
     /// Where the guest's log lines go.
     pub log: GuestLog,
     /// The guest's captured stdout and stderr.
-    pub output: MemoryOutputPipe,
+    pub output: super::output::GuestOutput,
     /// The `kv` import's state.
     pub kv: super::kv::KvAccess,
     http: wasmtime_wasi_http::WasiHttpCtx,
@@ -54,15 +53,13 @@ impl HostState {
     ///
     /// # Errors
     /// When the granted files directory cannot be opened.
-    pub fn new(
-        grants: &Grants,
-        memory_bytes: usize,
-        log: GuestLog,
-        output_bytes: usize,
-    ) -> anyhow::Result<Self> {
-        let output = MemoryOutputPipe::new(output_bytes);
+    pub fn new(grants: &Grants, memory_bytes: usize, log: GuestLog) -> anyhow::Result<Self> {
+        use super::limits::{LOGGED_OUTPUT_BYTES, MAX_OUTPUT_BYTES, MAX_RANDOM_BYTES};
+        let output = super::output::GuestOutput::new(LOGGED_OUTPUT_BYTES, MAX_OUTPUT_BYTES);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(output.clone()).stderr(output.clone());
+        // The host fills random bytes synchronously: cap what one call may ask for.
+        wasi.max_random_size(MAX_RANDOM_BYTES);
         for (key, value) in &grants.env {
             wasi.env(key, value);
         }

@@ -16,11 +16,22 @@ pub const MAX_MEMORY_MIB: u64 = 256;
 /// Bytes of a call's log lines and stdout/stderr that reach the host's logs; the rest is
 /// dropped.
 pub const LOGGED_OUTPUT_BYTES: usize = 64 * 1024;
-/// Bytes a call may write to stdout/stderr at all; writing more ends the call (a trap).
+/// Bytes a call may write to stdout/stderr at all; writing more ends the call (a trap). Only
+/// the first [`LOGGED_OUTPUT_BYTES`] are held in memory.
 pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// Most random bytes one `get-random-bytes` (or its insecure twin) may ask for: the host fills
+/// them synchronously, so the size a guest picks must not stretch a call past its deadline.
+pub const MAX_RANDOM_BYTES: u64 = 1024 * 1024;
+/// Most bytes a guest may hand the host in one host call or one result (wasmtime's hostcall
+/// fuel, counted in host-side bytes): far above the caps on what results may hold, so a legal
+/// answer always fits, while a result blown up to the guest's whole memory (millions of empty
+/// list entries, each a host allocation) is refused before the host builds it.
+pub const MAX_HOSTCALL_BYTES: usize = 4 * 1024 * 1024;
+/// The same for the catalog, read once at load: schemas of many plans add up.
+pub const MAX_CATALOG_HOSTCALL_BYTES: usize = 32 * 1024 * 1024;
 
 /// Default number of calls of one broker that may run at once; more wait for a slot (up to
-/// their deadline), so one busy broker cannot take every instance slot of the runtime.
+/// their deadline). See [`super::slots`] for how brokers share the runtime's instance slots.
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 32;
 
 /// Limits of one broker's guest calls, as the manifest's `[limits]` table.
@@ -70,9 +81,11 @@ impl Limits {
         if self.fuel == 0 {
             return Err("limits.fuel must be positive".into());
         }
-        if self.max_concurrency == 0 || self.max_concurrency > super::MAX_LIVE_INSTANCES {
+        if self.max_concurrency == 0 || self.max_concurrency > super::slots::MAX_BROKER_SHARE {
             return Err(format!(
-                "limits.max_concurrency must be between 1 and {}",
+                "limits.max_concurrency must be between 1 and {} (a broker's share of the \
+                 runtime's {} live instances)",
+                super::slots::MAX_BROKER_SHARE,
                 super::MAX_LIVE_INSTANCES
             ));
         }

@@ -10,6 +10,8 @@ pub mod http;
 pub mod kv;
 pub mod lanes;
 pub mod limits;
+mod output;
+pub mod slots;
 
 pub use call::{CallError, CallInfo};
 pub use guest::Guest;
@@ -31,9 +33,9 @@ pub const MAX_WASM_STACK: usize = 1024 * 1024;
 pub struct Sandbox {
     /// The wasmtime engine.
     pub engine: wasmtime::Engine,
-    /// Permits for live instances, [`MAX_LIVE_INSTANCES`] in all: a call holds one while its
-    /// instance lives, so the pooling allocator never runs out of slots.
-    pub live: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Slots for live instances, [`MAX_LIVE_INSTANCES`] in all, shared fairly (see [`slots`]):
+    /// a call holds one while its instance lives, so the pooling allocator never runs out.
+    pub live: slots::LiveSlots,
     /// Compiled components, shared by every broker using the same component.
     pub components: std::sync::Arc<cache::ComponentCache>,
     /// The lanes long-running calls take turns on (see [`lanes`]).
@@ -53,7 +55,7 @@ impl Sandbox {
     pub fn with_engine(engine: wasmtime::Engine, components: cache::ComponentCache) -> Self {
         Sandbox {
             engine,
-            live: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_INSTANCES as usize)),
+            live: slots::LiveSlots::new(MAX_LIVE_INSTANCES),
             components: std::sync::Arc::new(components),
             lanes: lanes::Lanes::for_this_machine(),
         }
@@ -121,6 +123,12 @@ pub fn new_engine_with(allocation: Allocation) -> anyhow::Result<wasmtime::Engin
         .total_core_instances(MAX_LIVE_INSTANCES * 4)
         .total_memories(MAX_LIVE_INSTANCES)
         .total_tables(MAX_LIVE_INSTANCES * 2)
+        // One instance never takes more than its share of each pool, so a component made of
+        // many modules cannot use up the slots the live-instance count promises the others
+        // (such a component fails to load: its catalog call cannot instantiate it).
+        .max_core_instances_per_component(4)
+        .max_memories_per_component(1)
+        .max_tables_per_component(2)
         .max_memory_size(limits::memory_cap_bytes());
     match allocation {
         Allocation::OnDemand => {}

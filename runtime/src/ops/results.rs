@@ -8,6 +8,8 @@ use serde_json::{json, Map, Value};
 pub const MAX_JSON_FIELD_BYTES: usize = 64 * 1024;
 /// Largest operation data a guest may hand the host to keep for its `last-operation`.
 pub const MAX_OPERATION_DATA_BYTES: usize = 64 * 1024;
+/// Longest URL (`dashboard_url`) a guest may return.
+pub const MAX_URL_BYTES: usize = 8 * 1024;
 /// Longest description from a guest passed on to the platform; the rest is cut.
 pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
 
@@ -65,15 +67,75 @@ pub fn guest_object(field: &str, text: &Option<String>) -> Result<Option<Value>,
 pub fn instance_values(
     result: &InstanceResult,
 ) -> Result<(Option<String>, Option<String>), String> {
+    if let Some(url) = result.dashboard_url.as_ref().filter(|u| u.len() > MAX_URL_BYTES) {
+        return Err(format!(
+            "the broker returned a dashboard_url of {} bytes, over the cap of {MAX_URL_BYTES}",
+            url.len()
+        ));
+    }
     let metadata = guest_object("metadata", &result.metadata)?.map(|v| v.to_string());
     Ok((result.dashboard_url.clone(), metadata))
+}
+
+/// Largest binding body (credentials, mounts, endpoints...) a guest may return, in bytes.
+pub const MAX_BINDING_BYTES: usize = MAX_JSON_FIELD_BYTES * 2;
+
+/// A lower bound of the JSON size of a binding result, computed from the lifted strings
+/// alone: checked before any JSON is built, so an answer with a million empty entries costs
+/// the host nothing more than this sum.
+fn binding_bytes(result: &BindingResult) -> usize {
+    // The JSON of an entry with empty strings, without its mount config or ports:
+    // {"driver":"","container_dir":"","mode":"r","device_type":"","device":{"volume_id":""}}
+    const MOUNT: usize = 84;
+    // {"host":"","ports":[]}
+    const ENDPOINT: usize = 22;
+    let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+    let mounts: usize = result
+        .volume_mounts
+        .iter()
+        .map(|m| {
+            MOUNT
+                + m.driver.len()
+                + m.container_dir.len()
+                + m.device_type.len()
+                + m.volume_id.len()
+                + text(&m.mount_config)
+        })
+        .sum();
+    let endpoints: usize = result
+        .endpoints
+        .iter()
+        .map(|e| {
+            ENDPOINT
+                + e.host.len()
+                + text(&e.protocol)
+                + e.ports.iter().map(|p| p.len() + 3).sum::<usize>()
+        })
+        .sum();
+    text(&result.credentials)
+        + text(&result.syslog_drain_url)
+        + text(&result.route_service_url)
+        + text(&result.expires_at)
+        + text(&result.renew_before)
+        + mounts
+        + endpoints
 }
 
 /// The OSB binding body (`credentials`, `syslog_drain_url`, ..., `metadata`) of a result.
 ///
 /// # Errors
-/// When the credentials or a mount configuration are not JSON objects within the cap.
+/// When the result is over [`MAX_BINDING_BYTES`] (checked before it is built), or the
+/// credentials or a mount configuration are not JSON objects within the cap.
 pub fn binding_body(result: &BindingResult) -> Result<Value, String> {
+    let estimate = binding_bytes(result);
+    if estimate > MAX_BINDING_BYTES {
+        return Err(format!(
+            "the broker returned a binding of about {estimate} bytes ({} volume mounts, {} \
+             endpoints), over the cap of {MAX_BINDING_BYTES}",
+            result.volume_mounts.len(),
+            result.endpoints.len()
+        ));
+    }
     let mut body = Map::new();
     if let Some(credentials) = guest_object("credentials", &result.credentials)? {
         body.insert("credentials".into(), credentials);
@@ -131,9 +193,9 @@ pub fn binding_body(result: &BindingResult) -> Result<Value, String> {
     }
     let body = Value::Object(body);
     let size = body.to_string().len();
-    if size > MAX_JSON_FIELD_BYTES * 2 {
+    if size > MAX_BINDING_BYTES {
         return Err(format!(
-            "the broker returned a binding of {size} bytes, over the cap"
+            "the broker returned a binding of {size} bytes, over the cap of {MAX_BINDING_BYTES}"
         ));
     }
     Ok(body)

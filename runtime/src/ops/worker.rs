@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 pub const TICK: Duration = Duration::from_millis(100);
 /// Operations picked up per look.
 const BATCH: i64 = 32;
+/// Longest wait between two looks while the state store keeps failing (the wait doubles from
+/// [`TICK`] with each failed look, so a failing store is not hammered, nor the log flooded).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Runs the worker until `stop` is cancelled.
 pub async fn run_worker(state: AppState, stop: CancellationToken) {
@@ -25,9 +28,18 @@ pub async fn run_worker(state: AppState, stop: CancellationToken) {
     let mut last_renewal = tokio::time::Instant::now();
     // Operations this runtime id held before a restart are certainly not running any more.
     let mut dead_owner = Some(runtime.id.clone());
+    let mut wait = TICK;
     loop {
-        if let Err(error) = sweep(&state, dead_owner.take().as_deref(), started_at).await {
-            tracing::warn!("operation worker: {error}");
+        match sweep(&state, dead_owner.as_deref(), started_at).await {
+            Ok(()) => {
+                dead_owner = None;
+                wait = TICK;
+            }
+            Err(error) => {
+                // Never so long that this runtime's leases lapse while the store recovers.
+                wait = (wait * 2).min(MAX_BACKOFF).min(runtime.lease / 3).max(TICK);
+                tracing::warn!("operation worker: {error} (next look in {wait:?})");
+            }
         }
         if last_renewal.elapsed() >= runtime.lease / 3 {
             last_renewal = tokio::time::Instant::now();
@@ -35,6 +47,14 @@ pub async fn run_worker(state: AppState, stop: CancellationToken) {
             if let Err(error) = state.store.renew_leases(&runtime.id, until).await {
                 tracing::warn!("cannot renew operation leases: {error}");
             }
+        }
+        if wait > TICK {
+            // Backing off: an accepted operation does not cut the wait short either.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            continue;
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -52,7 +72,7 @@ async fn sweep(state: &AppState, dead_owner: Option<&str>, started_at: i64) -> a
     for op in state.store.due_polls(now, BATCH).await? {
         if state
             .store
-            .claim(&op.id, &runtime.id, lease_until, now)
+            .claim(&op, &runtime.id, lease_until, now)
             .await?
         {
             let state = state.clone();
@@ -154,7 +174,7 @@ async fn recover(state: &AppState, op: OperationRecord, now: i64) -> anyhow::Res
     }
     if !state
         .store
-        .claim_retry(&op.id, &runtime.id, now + runtime.lease_ms(), now)
+        .claim_retry(&op, &runtime.id, now + runtime.lease_ms(), now)
         .await?
     {
         return Ok(());

@@ -304,20 +304,23 @@ pub trait StateStore: Send + Sync {
         description: Option<&str>,
         next_poll_at: i64,
     ) -> Result<(), StoreError>;
-    /// Claims operation `id` for `owner` until `lease_until`, unless another runtime holds an
-    /// unexpired lease on it. Returns whether the claim succeeded.
+    /// Claims the due poll `op` (as read by [`StateStore::due_polls`]) for `owner` until
+    /// `lease_until`: compare-and-set on what was read, so it fails when another runtime holds
+    /// an unexpired lease, or polled the operation since it was read (its poll count moved on
+    /// or its next poll is no longer due). Returns whether the claim succeeded.
     async fn claim(
         &self,
-        id: &str,
+        op: &OperationRecord,
         owner: &str,
         lease_until: i64,
         now: i64,
     ) -> Result<bool, StoreError>;
-    /// Claims a host-run operation for a retry: like [`StateStore::claim`], and counts the
-    /// attempt. Returns whether the claim succeeded.
+    /// Claims the host-run operation `op` (as read by [`StateStore::orphaned`]) for a retry and
+    /// counts the attempt: compare-and-set like [`StateStore::claim`], on its attempt count.
+    /// Returns whether the claim succeeded.
     async fn claim_retry(
         &self,
-        id: &str,
+        op: &OperationRecord,
         owner: &str,
         lease_until: i64,
         now: i64,

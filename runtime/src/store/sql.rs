@@ -574,29 +574,35 @@ impl StateStore for SqlStore {
 
     async fn claim(
         &self,
-        id: &str,
+        op: &OperationRecord,
         owner: &str,
         lease_until: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let result = self.writer.execute(sqlx::query(
-            "UPDATE operations SET owner = $1, lease_until = $2 WHERE id = $3 AND state = 'in progress' \
-             AND (owner IS NULL OR owner = $4 OR lease_until < $5)",
-        )
-        .bind(owner)
-        .bind(lease_until)
-        .bind(id)
-        .bind(owner)
-        .bind(now)
-        )
-        .await
-        .map_err(backend)?;
+        let result = self
+            .writer
+            .execute(
+                sqlx::query(
+                    "UPDATE operations SET owner = $1, lease_until = $2 WHERE id = $3 \
+                     AND state = 'in progress' AND polls = $4 AND next_poll_at <= $5 \
+                     AND (owner IS NULL OR owner = $6 OR lease_until < $7)",
+                )
+                .bind(owner)
+                .bind(lease_until)
+                .bind(&op.id)
+                .bind(i64::from(op.polls))
+                .bind(now)
+                .bind(owner)
+                .bind(now),
+            )
+            .await
+            .map_err(backend)?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn claim_retry(
         &self,
-        id: &str,
+        op: &OperationRecord,
         owner: &str,
         lease_until: i64,
         now: i64,
@@ -606,12 +612,13 @@ impl StateStore for SqlStore {
             .execute(
                 sqlx::query(
                     "UPDATE operations SET owner = $1, lease_until = $2, attempts = attempts + 1 \
-             WHERE id = $3 AND state = 'in progress' AND guest_data IS NULL \
-             AND (owner IS NULL OR owner = $4 OR lease_until < $5)",
+                     WHERE id = $3 AND state = 'in progress' AND guest_data IS NULL \
+                     AND attempts = $4 AND (owner IS NULL OR owner = $5 OR lease_until < $6)",
                 )
                 .bind(owner)
                 .bind(lease_until)
-                .bind(id)
+                .bind(&op.id)
+                .bind(i64::from(op.attempts))
                 .bind(owner)
                 .bind(now),
             )

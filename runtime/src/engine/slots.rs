@@ -1,0 +1,166 @@
+//! Fair shares of the runtime's live instances. The pooling allocator has room for
+//! [`MAX_LIVE_INSTANCES`](super::MAX_LIVE_INSTANCES) guest instances at once, shared by every
+//! broker. One broker must not be able to take them all:
+//!
+//! - a broker's own cap (`limits.max_concurrency`) is at most [`MAX_BROKER_SHARE`], and a
+//!   quarter of the runtime's total when `serve --max-instances` sets a smaller one;
+//! - [`RESERVE`] slots are kept out of the shared pool. A call takes a shared slot when one is
+//!   free; when none is, it may take a reserved one, but a broker holds at most
+//!   [`RESERVE_PER_BROKER`] of them. So while brokers saturate the shared pool, every other
+//!   broker still finds a reserved slot at once (until `RESERVE / RESERVE_PER_BROKER` brokers
+//!   are saturating together).
+
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Live instance slots kept out of the shared pool (see the module docs).
+pub const RESERVE: u32 = 200;
+/// Reserved slots one broker may hold at once.
+pub const RESERVE_PER_BROKER: u32 = 8;
+/// The most calls one broker may run at once (its `max_concurrency` cap).
+pub const MAX_BROKER_SHARE: u32 = super::MAX_LIVE_INSTANCES / 4;
+
+/// The runtime's live instance slots: a shared pool and a reserve.
+#[derive(Clone)]
+pub struct LiveSlots {
+    shared: Arc<Semaphore>,
+    reserve: Arc<Semaphore>,
+    /// A broker's cap: a quarter of the total.
+    share: u32,
+}
+
+/// One broker's claim on [`LiveSlots`]: its concurrency cap and its share of the reserve.
+pub struct BrokerSlots {
+    own: Arc<Semaphore>,
+    reserve_share: Arc<Semaphore>,
+}
+
+/// The slots one call holds while its instance lives; released when dropped.
+pub struct CallSlots {
+    _own: OwnedSemaphorePermit,
+    _live: OwnedSemaphorePermit,
+    _reserve_share: Option<OwnedSemaphorePermit>,
+}
+
+impl LiveSlots {
+    /// `total` live slots, [`RESERVE`] of them (or a fifth of `total` when it is small) held
+    /// back.
+    pub fn new(total: u32) -> Self {
+        let reserve = RESERVE.min(total / 5);
+        LiveSlots {
+            shared: Arc::new(Semaphore::new((total - reserve) as usize)),
+            reserve: Arc::new(Semaphore::new(reserve as usize)),
+            share: (total / 4).max(1),
+        }
+    }
+
+    /// Slots for a broker that runs at most `max_concurrency` calls at once (and never more
+    /// than a quarter of the total).
+    pub fn broker(&self, max_concurrency: u32) -> BrokerSlots {
+        BrokerSlots {
+            own: Arc::new(Semaphore::new(max_concurrency.min(self.share) as usize)),
+            reserve_share: Arc::new(Semaphore::new(RESERVE_PER_BROKER as usize)),
+        }
+    }
+
+    /// Free shared slots (for tests and the bench).
+    pub fn shared_available(&self) -> usize {
+        self.shared.available_permits()
+    }
+
+    /// Waits for a slot of `broker`'s own and a live slot, preferring the shared pool.
+    /// Cancel-safe: a dropped wait holds nothing.
+    pub async fn acquire(&self, broker: &BrokerSlots) -> CallSlots {
+        let own = acquire(&broker.own).await;
+        if let Ok(live) = self.shared.clone().try_acquire_owned() {
+            return CallSlots::shared(own, live);
+        }
+        // The shared pool is full: wait for a shared slot, or for this broker's turn at the
+        // reserve and then a reserved slot, whichever comes first.
+        let share = tokio::select! {
+            biased;
+            live = acquire(&self.shared) => return CallSlots::shared(own, live),
+            share = acquire(&broker.reserve_share) => share,
+        };
+        tokio::select! {
+            biased;
+            live = acquire(&self.shared) => CallSlots::shared(own, live),
+            live = acquire(&self.reserve) => CallSlots {
+                _own: own,
+                _live: live,
+                _reserve_share: Some(share),
+            },
+        }
+    }
+}
+
+impl CallSlots {
+    fn shared(own: OwnedSemaphorePermit, live: OwnedSemaphorePermit) -> Self {
+        CallSlots {
+            _own: own,
+            _live: live,
+            _reserve_share: None,
+        }
+    }
+}
+
+async fn acquire(semaphore: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    semaphore
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("slot semaphores are never closed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    /// A slot if one is free now (outside tokio's cooperative budget, which would otherwise
+    /// make the hundredth try in one poll wait).
+    fn now(slots: &LiveSlots, broker: &BrokerSlots) -> Option<CallSlots> {
+        tokio::task::unconstrained(slots.acquire(broker)).now_or_never()
+    }
+
+    #[tokio::test]
+    async fn a_broker_filling_the_shared_pool_leaves_reserved_slots_to_the_others() {
+        let slots = LiveSlots::new(100); // 80 shared, 20 reserved
+        let greedy = slots.broker(100); // capped at 25
+        let greedy_too = slots.broker(100);
+        let mut held = Vec::new();
+        // Each broker is held to a quarter of the total.
+        for _ in 0..25 {
+            held.push(now(&slots, &greedy).expect("a free slot"));
+        }
+        assert!(now(&slots, &greedy).is_none());
+        // Greedy brokers together take the 80 shared slots and 8 reserved ones each.
+        let greedy = [greedy_too, slots.broker(100), slots.broker(100)];
+        for broker in &greedy {
+            while let Some(call) = now(&slots, broker) {
+                held.push(call);
+            }
+        }
+        assert_eq!(held.len(), 25 + 25 + 25 + 5 + 8, "the last one: 5 shared, 8 reserved");
+        // Another broker still gets a slot at once, up to its own share of the reserve.
+        let other = slots.broker(32);
+        let mut others = Vec::new();
+        for _ in 0..8 {
+            others.push(now(&slots, &other).expect("a reserved slot"));
+        }
+        assert!(now(&slots, &other).is_none());
+        // Freed shared slots go to whoever waits next.
+        held.truncate(0);
+        assert_eq!(slots.shared_available(), 80);
+        assert!(now(&slots, &other).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_broker_never_runs_more_calls_than_its_cap() {
+        let slots = LiveSlots::new(1000);
+        let broker = slots.broker(2);
+        let _a = slots.acquire(&broker).await;
+        let _b = slots.acquire(&broker).await;
+        assert!(now(&slots, &broker).is_none());
+    }
+}
