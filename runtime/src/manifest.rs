@@ -135,6 +135,20 @@ pub struct GrantsConfig {
     /// Hosts the guest may call over `wasi:http`: `host` (any port) or `host:port`.
     #[serde(default)]
     pub outbound_http: Vec<String>,
+    /// The `files` quota: the apparent size of all files together, in bytes.
+    #[serde(default = "default_files_quota_bytes")]
+    pub files_quota_bytes: u64,
+    /// The `files` quota: files, directories and links, in all.
+    #[serde(default = "default_files_quota_count")]
+    pub files_quota_count: u64,
+}
+
+fn default_files_quota_bytes() -> u64 {
+    crate::engine::files_quota::DEFAULT_QUOTA_BYTES
+}
+
+fn default_files_quota_count() -> u64 {
+    crate::engine::files_quota::DEFAULT_QUOTA_COUNT
 }
 
 fn default_kv_quota() -> u64 {
@@ -148,6 +162,8 @@ impl Default for GrantsConfig {
             kv: false,
             kv_quota_bytes: default_kv_quota(),
             outbound_http: Vec::new(),
+            files_quota_bytes: default_files_quota_bytes(),
+            files_quota_count: default_files_quota_count(),
         }
     }
 }
@@ -189,6 +205,9 @@ impl Manifest {
         }
         manifest.limits.validate().map_err(anyhow::Error::msg)?;
         manifest.operations.validate().map_err(anyhow::Error::msg)?;
+        if manifest.grants.files_quota_bytes == 0 || manifest.grants.files_quota_count == 0 {
+            bail!("grants.files_quota_bytes and grants.files_quota_count must be positive");
+        }
         Ok(manifest)
     }
 }

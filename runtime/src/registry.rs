@@ -333,7 +333,13 @@ impl Loader {
             let dir = self.data_dir.join("brokers").join(name).join("files");
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            grants.files_dir = Some(dir.canonicalize()?);
+            let dir = dir.canonicalize()?;
+            grants.files_quota = Some(Arc::new(crate::engine::files_quota::FilesQuota::new(
+                dir.clone(),
+                manifest.grants.files_quota_bytes,
+                manifest.grants.files_quota_count,
+            )));
+            grants.files_dir = Some(dir);
         }
         Ok(grants)
     }

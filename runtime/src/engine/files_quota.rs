@@ -15,9 +15,11 @@
 //! Some changes are not tracked exactly: a rename over an existing file, writes that overwrite
 //! bytes another descriptor already added, partial failures. Every such case errs on the side of
 //! counting *too much*, and when a reservation would pass the cap the directory is measured again
-//! from disk, which corrects the drift before anything is refused. Growth of a file that no
-//! longer has a name (unlinked while still open) is refused outright: the re-measure could not
-//! see it, so it could otherwise grow past the cap.
+//! from disk (holding the lock, with a bounded walk), which corrects the drift before anything is
+//! refused. That re-measure also forgets reservations whose bytes are not on disk yet, so calls
+//! racing it may overshoot by what they had in flight at that moment. Growth of a file that no
+//! longer has a name (unlinked while still open) is refused outright: the re-measure cannot see
+//! it, so it could otherwise grow without bound.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -32,6 +34,11 @@ use wasmtime_wasi::p2::{
     DynInputStream, DynOutputStream, FsError, FsResult, OutputStream, Pollable, StreamError,
     StreamResult,
 };
+
+/// Default quota of a broker's files directory: the apparent size of its files, in bytes.
+pub const DEFAULT_QUOTA_BYTES: u64 = 64 * 1024 * 1024;
+/// Default quota of a broker's files directory: its files, directories and links.
+pub const DEFAULT_QUOTA_COUNT: u64 = 10_000;
 
 /// What the directory holds, as far as the quota knows.
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,16 +77,6 @@ impl FilesQuota {
             max_files,
             usage: Mutex::new(None),
         }
-    }
-
-    /// The most bytes the directory may hold.
-    pub fn max_bytes(&self) -> u64 {
-        self.max_bytes
-    }
-
-    /// The most entries the directory may hold.
-    pub fn max_files(&self) -> u64 {
-        self.max_files
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Usage>> {
@@ -198,10 +195,18 @@ impl FilesQuota {
         (usage.bytes, usage.files)
     }
 
+    /// The stream error for a write the quota refuses.
     fn full(&self) -> StreamError {
         StreamError::LastOperationFailed(wasmtime::format_err!(
             "the broker's files quota of {} bytes is full",
             self.max_bytes
+        ))
+    }
+
+    /// The stream error for growing a file that no longer has a name.
+    fn unlinked() -> StreamError {
+        StreamError::LastOperationFailed(wasmtime::format_err!(
+            "the broker's files quota does not let a deleted file grow"
         ))
     }
 }
@@ -210,7 +215,11 @@ impl FilesQuota {
 #[cfg(unix)]
 fn inode_key(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()))
+    if meta.nlink() > 1 {
+        Some((meta.dev(), meta.ino()))
+    } else {
+        None
+    }
 }
 
 #[cfg(not(unix))]
@@ -715,7 +724,7 @@ impl QuotaStream {
     fn reserve(&self, len: u64) -> StreamResult<u64> {
         let growth = self.pos.saturating_add(len).saturating_sub(self.end);
         if growth > 0 && is_unlinked(&self.file) {
-            return Err(self.quota.full());
+            return Err(FilesQuota::unlinked());
         }
         self.quota
             .reserve_bytes(growth)
@@ -781,36 +790,49 @@ impl Pollable for QuotaStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
-    fn quota(dir: &std::path::Path, max_bytes: u64, max_files: u64) -> FilesQuota {
+    fn quota(dir: &Path, max_bytes: u64, max_files: u64) -> FilesQuota {
         FilesQuota::new(dir.to_path_buf(), max_bytes, max_files)
     }
 
-    fn full<T>(result: Result<T, ErrorCode>) -> bool {
+    fn refused(result: Result<(), ErrorCode>) -> bool {
         matches!(result, Err(ErrorCode::InsufficientSpace))
+    }
+
+    /// What a guest's write does: reserve, then put the bytes on disk.
+    fn write(q: &FilesQuota, path: &Path, len: usize) -> Result<(), ErrorCode> {
+        q.reserve_bytes(len as u64)?;
+        std::fs::write(path, vec![0u8; len]).unwrap();
+        Ok(())
     }
 
     #[test]
     fn reserves_up_to_the_cap_then_refuses() {
         let dir = tempfile::tempdir().unwrap();
         let q = quota(dir.path(), 100, 10);
-        q.reserve_bytes(60).unwrap();
-        q.reserve_bytes(40).unwrap();
-        assert!(full(q.reserve_bytes(1)));
-        assert_eq!(q.usage(), (100, 0));
+        write(&q, &dir.path().join("a"), 60).unwrap();
+        write(&q, &dir.path().join("b"), 40).unwrap();
         q.reserve_bytes(0).unwrap();
+        // Over the cap: measured again, and the disk agrees.
+        assert!(refused(q.reserve_bytes(1)));
+        assert_eq!(q.usage(), (100, 2));
     }
 
     #[test]
     fn released_bytes_can_be_reserved_again() {
         let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a");
         let q = quota(dir.path(), 100, 10);
-        q.reserve_bytes(100).unwrap();
+        write(&q, &file, 100).unwrap();
+        assert!(refused(q.reserve_bytes(1)));
+        std::fs::write(&file, [0u8; 70]).unwrap();
         q.release_bytes(30);
+        assert_eq!(q.usage().0, 70);
         q.reserve_bytes(30).unwrap();
-        assert!(full(q.reserve_bytes(1)));
-        q.release_bytes(1000);
-        assert_eq!(q.usage(), (0, 0));
+        std::fs::write(&file, [0u8; 100]).unwrap();
+        assert!(refused(q.reserve_bytes(1)));
+        assert_eq!(q.usage(), (100, 1));
     }
 
     #[test]
@@ -821,8 +843,8 @@ mod tests {
         std::fs::write(dir.path().join("b"), [0u8; 20]).unwrap();
         let q = quota(dir.path(), 100, 10);
         assert_eq!(q.usage(), (50, 3));
-        q.reserve_bytes(50).unwrap();
-        assert!(full(q.reserve_bytes(1)));
+        write(&q, &dir.path().join("c"), 50).unwrap();
+        assert!(refused(q.reserve_bytes(1)));
     }
 
     #[test]
@@ -832,11 +854,20 @@ mod tests {
         std::fs::write(&file, [0u8; 80]).unwrap();
         let q = quota(dir.path(), 100, 10);
         assert_eq!(q.usage(), (80, 1));
-        assert!(full(q.reserve_bytes(30)));
+        assert!(refused(q.reserve_bytes(30)));
         std::fs::remove_file(&file).unwrap();
-        // The count still says 80, the re-measure finds the room.
+        // The count still says 80; the re-measure finds the room.
         q.reserve_bytes(30).unwrap();
         assert_eq!(q.usage(), (30, 0));
+    }
+
+    #[test]
+    fn reservations_never_written_are_forgotten_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = quota(dir.path(), 100, 10);
+        q.reserve_bytes(100).unwrap();
+        q.reserve_bytes(50).unwrap();
+        assert_eq!(q.usage(), (50, 0));
     }
 
     #[test]
@@ -844,12 +875,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("existing")).unwrap();
         let q = quota(dir.path(), 100, 3);
-        q.reserve_file().unwrap();
-        q.reserve_file().unwrap();
-        assert!(full(q.reserve_file()));
+        for name in ["f1", "f2"] {
+            q.reserve_file().unwrap();
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        assert!(refused(q.reserve_file()));
+        std::fs::remove_file(dir.path().join("f1")).unwrap();
         q.release_file();
         q.reserve_file().unwrap();
-        assert!(full(q.reserve_file()));
+        std::fs::write(dir.path().join("f3"), b"").unwrap();
+        assert!(refused(q.reserve_file()));
         assert_eq!(q.usage(), (0, 3));
     }
 
@@ -859,8 +894,9 @@ mod tests {
         for i in 0..150 {
             std::fs::write(dir.path().join(i.to_string()), b"x").unwrap();
         }
+        // max_files 0: at most 0 * 2 + 100 entries are visited.
         let q = quota(dir.path(), 1000, 0);
-        assert_eq!(q.usage().1, 100);
+        assert_eq!(q.usage(), (100, 100));
     }
 
     #[cfg(unix)]

@@ -87,6 +87,17 @@ impl Guest {
             .with_context(|| format!("{label} is not a valid WebAssembly component"))?;
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // The files directory's calls go through the quota (replacing wasmtime-wasi's own).
+        linker.allow_shadowing(true);
+        super::files_quota::add_to_linker(&mut linker, |state: &mut HostState| {
+            use wasmtime_wasi::filesystem::WasiFilesystemView;
+            let quota = state.files_quota.clone();
+            super::files_quota::QuotaFsView {
+                fs: state.filesystem(),
+                quota,
+            }
+        })?;
+        linker.allow_shadowing(false);
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         Broker::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
         let pre = linker

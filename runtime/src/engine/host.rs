@@ -18,6 +18,8 @@ pub struct Grants {
     pub kv: Option<super::kv::KvGrant>,
     /// Hosts the guest may call over `wasi:http` (empty: none).
     pub http: super::http::HttpAllowlist,
+    /// The quota of the files directory, shared by the broker's calls.
+    pub files_quota: Option<std::sync::Arc<super::files_quota::FilesQuota>>,
 }
 
 /// Per-call state of a guest.
@@ -36,6 +38,8 @@ pub struct HostState {
     http_hooks: super::http::HttpAllowlist,
     /// How long the call has computed, and its lane when it runs long.
     pub turns: super::lanes::CallTurns,
+    /// The quota of the granted files directory.
+    pub files_quota: Option<std::sync::Arc<super::files_quota::FilesQuota>>,
 }
 
 /// Identifies a guest's log lines.
@@ -84,6 +88,7 @@ impl HostState {
             log,
             output,
             turns: super::lanes::CallTurns::default(),
+            files_quota: grants.files_quota.clone(),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod files_quota;
 mod call;
 mod guest;
 mod host;

@@ -5,18 +5,18 @@
 //! - a broker's own cap (`limits.max_concurrency`) is at most [`MAX_BROKER_SHARE`], and a
 //!   quarter of the runtime's total when `serve --max-instances` sets a smaller one;
 //! - [`RESERVE`] slots are kept out of the shared pool. A call takes a shared slot when one is
-//!   free; when none is, it may take a reserved one, but a broker holds at most
-//!   [`RESERVE_PER_BROKER`] of them. So while brokers saturate the shared pool, every other
-//!   broker still finds a reserved slot at once (until `RESERVE / RESERVE_PER_BROKER` brokers
-//!   are saturating together).
+//!   free; when none is, it may take a reserved one, but a broker holds at most a
+//!   [`RESERVE_SHARES`]th of them. So while brokers saturate the shared pool, every other
+//!   broker still finds a reserved slot at once (until 25 brokers are saturating together).
 
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Live instance slots kept out of the shared pool (see the module docs).
 pub const RESERVE: u32 = 200;
-/// Reserved slots one broker may hold at once.
-pub const RESERVE_PER_BROKER: u32 = 8;
+/// Brokers that may hold reserved slots at the same time at least: a broker holds at most
+/// `reserve / RESERVE_SHARES` of them (8 of the default 200).
+pub const RESERVE_SHARES: u32 = 25;
 /// The most calls one broker may run at once (its `max_concurrency` cap).
 pub const MAX_BROKER_SHARE: u32 = super::MAX_LIVE_INSTANCES / 4;
 
@@ -27,6 +27,8 @@ pub struct LiveSlots {
     reserve: Arc<Semaphore>,
     /// A broker's cap: a quarter of the total.
     share: u32,
+    /// Reserved slots one broker may hold.
+    reserve_share: u32,
 }
 
 /// One broker's claim on [`LiveSlots`]: its concurrency cap and its share of the reserve.
@@ -51,6 +53,7 @@ impl LiveSlots {
             shared: Arc::new(Semaphore::new((total - reserve) as usize)),
             reserve: Arc::new(Semaphore::new(reserve as usize)),
             share: (total / 4).max(1),
+            reserve_share: (reserve / RESERVE_SHARES).max(1),
         }
     }
 
@@ -59,7 +62,7 @@ impl LiveSlots {
     pub fn broker(&self, max_concurrency: u32) -> BrokerSlots {
         BrokerSlots {
             own: Arc::new(Semaphore::new(max_concurrency.min(self.share) as usize)),
-            reserve_share: Arc::new(Semaphore::new(RESERVE_PER_BROKER as usize)),
+            reserve_share: Arc::new(Semaphore::new(self.reserve_share as usize)),
         }
     }
 
@@ -125,23 +128,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_broker_filling_the_shared_pool_leaves_reserved_slots_to_the_others() {
-        let slots = LiveSlots::new(100); // 80 shared, 20 reserved
-        let greedy = slots.broker(100); // capped at 25
-        let greedy_too = slots.broker(100);
+        let slots = LiveSlots::new(1000); // 800 shared, 200 reserved, 8 a broker
+        let greedy = slots.broker(1000); // capped at 250
+        let greedy_too = slots.broker(1000);
         let mut held = Vec::new();
         // Each broker is held to a quarter of the total.
-        for _ in 0..25 {
+        for _ in 0..250 {
             held.push(now(&slots, &greedy).expect("a free slot"));
         }
         assert!(now(&slots, &greedy).is_none());
         // Greedy brokers together take the 80 shared slots and 8 reserved ones each.
-        let greedy = [greedy_too, slots.broker(100), slots.broker(100)];
+        let greedy = [greedy_too, slots.broker(1000), slots.broker(1000)];
         for broker in &greedy {
             while let Some(call) = now(&slots, broker) {
                 held.push(call);
             }
         }
-        assert_eq!(held.len(), 25 + 25 + 25 + 5 + 8, "the last one: 5 shared, 8 reserved");
+        assert_eq!(held.len(), 250 * 3 + 50 + 8, "the last one: 50 shared, 8 reserved");
         // Another broker still gets a slot at once, up to its own share of the reserve.
         let other = slots.broker(32);
         let mut others = Vec::new();
@@ -151,7 +154,7 @@ mod tests {
         assert!(now(&slots, &other).is_none());
         // Freed shared slots go to whoever waits next.
         held.truncate(0);
-        assert_eq!(slots.shared_available(), 80);
+        assert_eq!(slots.shared_available(), 800);
         assert!(now(&slots, &other).is_some());
     }
 

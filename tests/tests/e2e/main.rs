@@ -3,6 +3,7 @@
 
 mod admin;
 mod check;
+mod isolation;
 mod osb;
 mod process;
 mod recovery;

@@ -133,3 +133,15 @@ impl RuntimeProcess {
         self.spawn().await;
     }
 }
+
+/// The state store of a process test: a fresh PostgreSQL database when the suite runs on
+/// PostgreSQL, else SQLite under the data dir.
+pub async fn state_url() -> Option<String> {
+    use brokerbox_tests::postgres;
+    match postgres::server() {
+        Some(server) if postgres::suite_on_postgres() => {
+            Some(postgres::fresh_database(&server).await)
+        }
+        _ => None,
+    }
+}

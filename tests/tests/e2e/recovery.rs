@@ -38,16 +38,7 @@ fn brokers_dir_with(root: &Path, operations: &str) -> std::path::PathBuf {
     dir
 }
 
-/// The state store of a process test: a fresh PostgreSQL database when the suite runs on
-/// PostgreSQL, else SQLite under the data dir.
-async fn state_url() -> Option<String> {
-    match postgres::server() {
-        Some(server) if postgres::suite_on_postgres() => {
-            Some(postgres::fresh_database(&server).await)
-        }
-        _ => None,
-    }
-}
+use crate::process::state_url;
 
 fn slow_body(parameters: Value) -> Value {
     json!({ "service_id": SLOW_SERVICE, "plan_id": SLOW_FLEXIBLE, "parameters": parameters })

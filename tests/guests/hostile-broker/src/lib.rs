@@ -7,7 +7,13 @@ use serde_json::json;
 
 struct Hostile;
 
-const ATTACKS: [&str; 13] = [
+const ATTACKS: [&str; 19] = [
+    "kv-churn",
+    "sleep",
+    "random",
+    "files-flood",
+    "files-many",
+    "endpoints",
     "loop",
     "fuel",
     "memory",
@@ -22,6 +28,26 @@ const ATTACKS: [&str; 13] = [
     "big-data",
     "ok",
 ];
+
+/// The plan id of attack `attack` in the service `service_id` (the first copy keeps the
+/// plain `ATTACK-plan` ids).
+fn plan_id(service_id: &str, attack: &str) -> String {
+    if service_id == "hostile-service" {
+        format!("{attack}-plan")
+    } else {
+        format!("{service_id}-{attack}-plan")
+    }
+}
+
+/// The attack a plan id names.
+fn attack_of(plan_id: &str) -> &str {
+    let plan = plan_id.trim_end_matches("-plan");
+    ATTACKS
+        .iter()
+        .find(|a| plan.ends_with(*a) && (plan.len() == a.len() || plan[..plan.len() - a.len()].ends_with('-')))
+        .copied()
+        .unwrap_or(plan)
+}
 
 fn blocked(what: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unprocessable(format!("blocked: {what}"))
@@ -114,6 +140,51 @@ fn attack(name: &str) -> Result<InstanceResponse, BrokerError> {
             Ok(response) => leaked(json!(response.status)),
             Err(e) => Err(blocked(e)),
         },
+        "kv-churn" => {
+            // Writes until the call's deadline stops it, usually in the middle of a write.
+            let value = vec![7u8; 512];
+            for i in 0u64.. {
+                let key = format!("churn/{}", i % 4);
+                if let Err(e) = kv::set(&key, &value).and_then(|()| kv::delete(&key)) {
+                    return Err(blocked(format!("{e:?} after {i} rounds")));
+                }
+            }
+            unreachable!()
+        }
+        "sleep" => {
+            // Holds its instance slot without using CPU until the deadline.
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            Ok(InstanceResponse::Done(InstanceResult::default()))
+        }
+        "random" => {
+            // The host fills every byte in one synchronous call.
+            let bytes = wasip2::random::random::get_random_bytes(64 << 20);
+            leaked(json!(bytes.len()))
+        }
+        "files-flood" => {
+            use std::io::Write;
+            let dir = files_dir().ok_or_else(|| blocked("no files grant"))?;
+            let chunk = vec![b'z'; 1024 * 1024];
+            let mut written = 0usize;
+            for n in 0.. {
+                let mut file = std::fs::File::create(dir.join(format!("flood-{n}")))
+                    .map_err(|e| blocked(format!("{e} after {written} bytes")))?;
+                for _ in 0..16 {
+                    file.write_all(&chunk)
+                        .map_err(|e| blocked(format!("{e} after {written} bytes")))?;
+                    written += chunk.len();
+                }
+            }
+            unreachable!()
+        }
+        "files-many" => {
+            let dir = files_dir().ok_or_else(|| blocked("no files grant"))?;
+            for n in 0.. {
+                std::fs::write(dir.join(format!("many-{n}")), b"x")
+                    .map_err(|e| blocked(format!("{e} after {n} files")))?;
+            }
+            unreachable!()
+        }
         "big-data" => Ok(InstanceResponse::Accepted(InstanceAccepted {
             operation_data: "d".repeat(1024 * 1024),
             instance: InstanceResult::default(),
@@ -124,16 +195,38 @@ fn attack(name: &str) -> Result<InstanceResponse, BrokerError> {
 
 impl Broker for Hostile {
     fn catalog() -> Result<ServiceCatalog, BrokerError> {
+        if config("STALL_CATALOG").is_some() {
+            // A catalog that never comes (until the load deadline stops it).
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+        // Ids from [env] SERVICE_ID, so several copies can be served side by side.
+        let id = config("SERVICE_ID").unwrap_or_else(|| "hostile-service".into());
         let service = ATTACKS.iter().fold(
-            Service::new("hostile-service", "hostile", "Attacks the sandbox"),
-            |s, a| s.plan(Plan::new(&format!("{a}-plan"), a, "An attack")),
+            Service::new(&id, "hostile", "Attacks the sandbox").bindable(true),
+            |s, a| s.plan(Plan::new(&plan_id(&id, a), a, "An attack")),
         );
         Ok(ServiceCatalog::new(vec![service]))
     }
 
     fn provision(request: ProvisionRequest) -> Result<InstanceResponse, BrokerError> {
-        let name = request.plan_id.trim_end_matches("-plan").to_string();
-        attack(&name)
+        attack(attack_of(&request.plan_id))
+    }
+
+    fn bind(request: BindRequest) -> Result<BindingResponse, BrokerError> {
+        if attack_of(&request.plan_id) != "endpoints" {
+            return Ok(BindingResponse::Done(BindingResult::default()));
+        }
+        // 1.5 million empty endpoints: tens of MiB of guest memory, each entry a host
+        // allocation if the host lifted them all.
+        let endpoint = Endpoint {
+            host: String::new(),
+            ports: Vec::new(),
+            protocol: None,
+        };
+        Ok(BindingResponse::Done(BindingResult {
+            endpoints: vec![endpoint; 1_500_000],
+            ..BindingResult::default()
+        }))
     }
 
     fn deprovision(_request: DeprovisionRequest) -> Result<DeleteResponse, BrokerError> {
