@@ -30,6 +30,8 @@ pub struct SqlStore {
     pool: AnyPool,
     /// Where writes go (see [`Writer`]).
     writer: Writer,
+    /// Whether the database is PostgreSQL (concurrent writers: some writes take a lock).
+    postgres: bool,
 }
 
 fn backend(error: sqlx::Error) -> StoreError {
@@ -89,7 +91,11 @@ impl SqlStore {
         } else {
             Writer::Pool(pool.clone())
         };
-        Ok(SqlStore { pool, writer })
+        Ok(SqlStore {
+            pool,
+            writer,
+            postgres: !sqlite,
+        })
     }
 
     /// Starts a write transaction.
@@ -746,6 +752,16 @@ impl StateStore for SqlStore {
         quota: u64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
+        if self.postgres {
+            // Concurrent writers of one broker take turns, so together they cannot pass its
+            // quota (each would otherwise count the others' uncommitted values as absent).
+            // SQLite's writes are serialized already.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text AS locked")
+                .bind(broker)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         let used: i64 = sqlx::query(
             "SELECT COALESCE(SUM(LENGTH(key) + LENGTH(value)), 0) AS used FROM kv \
              WHERE broker = $1 AND key <> $2",
@@ -761,22 +777,17 @@ impl StateStore for SqlStore {
         if wanted > i64::try_from(quota).unwrap_or(i64::MAX) {
             return Ok(false);
         }
-        let updated = sqlx::query("UPDATE kv SET value = $1 WHERE broker = $2 AND key = $3")
-            .bind(value.to_vec())
-            .bind(broker)
-            .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if updated.rows_affected() == 0 {
-            sqlx::query("INSERT INTO kv (broker, key, value) VALUES ($1, $2, $3)")
-                .bind(broker)
-                .bind(key)
-                .bind(value.to_vec())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
+        // One statement whatever another writer of the same key does meanwhile.
+        sqlx::query(
+            "INSERT INTO kv (broker, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (broker, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(broker)
+        .bind(key)
+        .bind(value.to_vec())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(true)
     }
