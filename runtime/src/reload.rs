@@ -74,7 +74,9 @@ impl Reloader {
     /// other brokers' swaps.
     fn swap<T>(
         &self,
-        change: impl FnOnce(&crate::registry::Registry) -> anyhow::Result<(crate::registry::Registry, T)>,
+        change: impl FnOnce(
+            &crate::registry::Registry,
+        ) -> anyhow::Result<(crate::registry::Registry, T)>,
     ) -> anyhow::Result<T> {
         let _swap = self.swap.lock().unwrap_or_else(|e| e.into_inner());
         let (next, value) = change(&self.brokers.current())?;

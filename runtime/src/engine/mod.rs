@@ -3,8 +3,8 @@
 
 pub mod bindings;
 pub mod cache;
-pub mod files_quota;
 mod call;
+pub mod files_quota;
 mod guest;
 mod host;
 pub mod http;

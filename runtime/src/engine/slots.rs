@@ -144,7 +144,11 @@ mod tests {
                 held.push(call);
             }
         }
-        assert_eq!(held.len(), 250 * 3 + 50 + 8, "the last one: 50 shared, 8 reserved");
+        assert_eq!(
+            held.len(),
+            250 * 3 + 50 + 8,
+            "the last one: 50 shared, 8 reserved"
+        );
         // Another broker still gets a slot at once, up to its own share of the reserve.
         let other = slots.broker(32);
         let mut others = Vec::new();

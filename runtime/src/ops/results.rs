@@ -67,7 +67,11 @@ pub fn guest_object(field: &str, text: &Option<String>) -> Result<Option<Value>,
 pub fn instance_values(
     result: &InstanceResult,
 ) -> Result<(Option<String>, Option<String>), String> {
-    if let Some(url) = result.dashboard_url.as_ref().filter(|u| u.len() > MAX_URL_BYTES) {
+    if let Some(url) = result
+        .dashboard_url
+        .as_ref()
+        .filter(|u| u.len() > MAX_URL_BYTES)
+    {
         return Err(format!(
             "the broker returned a dashboard_url of {} bytes, over the cap of {MAX_URL_BYTES}",
             url.len()

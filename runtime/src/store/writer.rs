@@ -330,10 +330,11 @@ mod tests {
             assert!(seen <= expected + 3, "nothing beyond the writes made");
             expected = seen;
         }
-        let stray = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM t WHERE x >= 1000 AND x < 5000")
-            .fetch_one(&mut reader)
-            .await
-            .unwrap();
+        let stray =
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM t WHERE x >= 1000 AND x < 5000")
+                .fetch_one(&mut reader)
+                .await
+                .unwrap();
         assert_eq!(stray, 0, "no insert of a dropped transaction survived");
     }
 }

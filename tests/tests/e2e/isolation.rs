@@ -88,7 +88,8 @@ impl Scene {
     async fn baseline(&self, hostiles: &[(&str, &str)]) -> u64 {
         for (name, service) in hostiles {
             let url = self.instance(name, &format!("warm-{name}"));
-            let (status, body) = send_osb(Method::PUT, url, name, Some(hostile(service, "ok"))).await;
+            let (status, body) =
+                send_osb(Method::PUT, url, name, Some(hostile(service, "ok"))).await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
         }
         let url = self.instance("file-broker", "warm");
@@ -103,11 +104,14 @@ impl Scene {
     async fn assert_healthy(&self, neighbour: &[String], rss_before_kib: u64) {
         let url = self.instance("file-broker", "after-the-attack");
         let (status, body) = send_osb(Method::PUT, url, "file-broker", Some(file_body())).await;
-        assert_eq!(status, StatusCode::CREATED, "the store takes writes: {body}");
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "the store takes writes: {body}"
+        );
         for id in neighbour {
             let url = self.instance("file-broker", id);
-            let (status, body) =
-                send_osb(Method::PUT, url, "file-broker", Some(file_body())).await;
+            let (status, body) = send_osb(Method::PUT, url, "file-broker", Some(file_body())).await;
             assert_eq!(status, StatusCode::OK, "instance {id} is there: {body}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -140,7 +144,11 @@ impl Neighbour {
                 let (status, body) =
                     send_osb(Method::PUT, url, "file-broker", Some(file_body())).await;
                 slowest = slowest.max(started.elapsed());
-                assert_eq!(status, StatusCode::CREATED, "the neighbour is served: {body}");
+                assert_eq!(
+                    status,
+                    StatusCode::CREATED,
+                    "the neighbour is served: {body}"
+                );
                 created.push(id);
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -207,8 +215,13 @@ async fn kv_writes_cut_at_their_deadline_never_wedge_the_state_store() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     scene.process.restart().await;
     let url = scene.instance("hostile", "after-churn");
-    let (status, body) =
-        send_osb(Method::PUT, url, "hostile", Some(hostile("hostile-service", "ok"))).await;
+    let (status, body) = send_osb(
+        Method::PUT,
+        url,
+        "hostile",
+        Some(hostile("hostile-service", "ok")),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "kept across the restart: {body}");
     for id in &created {
         let url = scene.instance("file-broker", id);
@@ -231,10 +244,7 @@ async fn a_binding_of_a_million_empty_endpoints_costs_the_host_nothing() {
         let bind = format!("{url}/service_bindings/b-{i}");
         let (status, answer) = send_osb(Method::PUT, bind, "hostile", Some(body.clone())).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
-        assert!(
-            description(&answer).contains("bytes at once"),
-            "{answer}"
-        );
+        assert!(description(&answer).contains("bytes at once"), "{answer}");
     }
     let created = neighbour.finish().await;
     scene.assert_healthy(&created, rss).await;
@@ -245,7 +255,13 @@ async fn brokers_filling_every_instance_slot_leave_the_neighbour_its_share() {
     // 100 live instances: 80 shared, 20 reserved; a broker holds at most 25.
     let extra = "[limits]\ncall_timeout_ms = 4000\nmax_concurrency = 100\n\
                  [operations]\nsync_window_ms = 10\n";
-    let copies = ["hostile", "hostile-b", "hostile-c", "hostile-d", "hostile-e"];
+    let copies = [
+        "hostile",
+        "hostile-b",
+        "hostile-c",
+        "hostile-d",
+        "hostile-e",
+    ];
     let hostiles: Vec<(&str, &str)> = copies.iter().map(|c| (*c, extra)).collect();
     let scene = Scene::start(&hostiles, &["--max-instances", "100"]).await;
     let services: Vec<String> = copies
@@ -280,7 +296,10 @@ async fn brokers_filling_every_instance_slot_leave_the_neighbour_its_share() {
     for (status, body) in futures::future::join_all(calls).await {
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "all accepted at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "all accepted at once"
+    );
     let neighbour = Neighbour::start(&scene, "n");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let created = neighbour.finish().await;
@@ -357,7 +376,10 @@ async fn the_files_grant_is_held_to_its_quota_of_bytes_and_files() {
     let files = scene._dir.path().join("data/brokers/hostile/files");
     let (bytes, _) = usage(&files);
     assert!(bytes <= 8 * 1024 * 1024, "{bytes} bytes on disk");
-    assert!(bytes >= 7 * 1024 * 1024, "the quota was usable: {bytes} bytes");
+    assert!(
+        bytes >= 7 * 1024 * 1024,
+        "the quota was usable: {bytes} bytes"
+    );
     // Deleting files frees the quota; the file count is capped too.
     for entry in std::fs::read_dir(&files).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
@@ -433,9 +455,19 @@ async fn connections_dropped_mid_request_lose_nothing_that_was_answered() {
                 let binding = format!("{instance}/service_bindings/b");
                 // (provision, bind, delete): None when not sent; Some(None) when cut off.
                 let mut got = (None, None, None);
-                got.0 = Some(step(client, Method::PUT, instance.clone(), Some(file_body()), cut(1)).await);
+                got.0 = Some(
+                    step(
+                        client,
+                        Method::PUT,
+                        instance.clone(),
+                        Some(file_body()),
+                        cut(1),
+                    )
+                    .await,
+                );
                 if got.0 == Some(Some(StatusCode::CREATED)) {
-                    got.1 = Some(step(client, Method::PUT, binding, Some(file_body()), cut(2)).await);
+                    got.1 =
+                        Some(step(client, Method::PUT, binding, Some(file_body()), cut(2)).await);
                     if i % 3 == 0 && got.1 == Some(None) {
                         // The binding may or may not exist: the delete may answer 422 or 200.
                         let url = format!("{instance}{query}");

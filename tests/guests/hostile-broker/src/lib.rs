@@ -44,7 +44,10 @@ fn attack_of(plan_id: &str) -> &str {
     let plan = plan_id.trim_end_matches("-plan");
     ATTACKS
         .iter()
-        .find(|a| plan.ends_with(*a) && (plan.len() == a.len() || plan[..plan.len() - a.len()].ends_with('-')))
+        .find(|a| {
+            plan.ends_with(*a)
+                && (plan.len() == a.len() || plan[..plan.len() - a.len()].ends_with('-'))
+        })
         .copied()
         .unwrap_or(plan)
 }
