@@ -853,3 +853,85 @@ impl StateStore for SqlStore {
         Ok(u64::try_from(get::<i64>(&row, "n")?).unwrap_or(0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An instance being provisioned by a long operation the guest accepted, due for a poll.
+    async fn accepted_operation(store: &SqlStore) -> OperationRecord {
+        let instance = InstanceRecord {
+            broker: "b".into(),
+            instance_id: "i".into(),
+            service_id: "s".into(),
+            plan_id: "p".into(),
+            attributes: "{}".into(),
+            parameters: None,
+            context: None,
+            dashboard_url: None,
+            metadata: None,
+            maintenance_info: None,
+            state: ResourceState::Creating,
+            operation_id: Some("op".into()),
+        };
+        let op = OperationRecord {
+            id: "op".into(),
+            broker: "b".into(),
+            instance_id: "i".into(),
+            binding_id: None,
+            kind: OperationKind::Provision,
+            state: OperationState::InProgress,
+            description: None,
+            guest_data: None,
+            target_plan: None,
+            attempts: 1,
+            instance_usable: None,
+            update_repeatable: None,
+            created_at: now(),
+            request: None,
+            owner: None,
+            lease_until: None,
+            next_poll_at: None,
+            polls: 0,
+            broker_version: None,
+        };
+        store.create_instance(&instance, &op).await.unwrap();
+        store
+            .accept_operation(&op, "data-0", &Effect::None, 0)
+            .await
+            .unwrap();
+        let due = store.due_polls(now(), 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        due.into_iter().next().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_claim_on_a_stale_read_fails_so_no_poll_step_runs_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = SqlStore::open(&url).await.unwrap();
+        let read_by_a = accepted_operation(&store).await;
+        let read_by_b = read_by_a.clone();
+        // Replica B claims, polls once (new data, next poll due at once) and lets go.
+        assert!(store
+            .claim(&read_by_b, "b", now() + 10_000, now())
+            .await
+            .unwrap());
+        store
+            .record_progress(&read_by_b, Some("data-1"), None, 0)
+            .await
+            .unwrap();
+        // Replica A's claim on what it read before that step fails...
+        assert!(!store
+            .claim(&read_by_a, "a", now() + 10_000, now())
+            .await
+            .unwrap());
+        // ...and succeeds on a fresh read, which carries B's data.
+        let fresh = store.due_polls(now(), 10).await.unwrap().remove(0);
+        assert_eq!(fresh.guest_data.as_deref(), Some("data-1"));
+        assert!(store
+            .claim(&fresh, "a", now() + 10_000, now())
+            .await
+            .unwrap());
+    }
+}

@@ -304,7 +304,10 @@ mod tests {
             insert_committed(&writer, round * 2 + 1).await;
             assert_eq!(committed(&mut reader).await, (round + 1) * 2);
         }
-        assert!(cut_in_begin > 0, "some writes were cut before their BEGIN returned");
+        assert!(
+            cut_in_begin > 0,
+            "some writes were cut before their BEGIN returned"
+        );
         assert_eq!(writer.healed(), 100);
     }
 
