@@ -2,6 +2,7 @@
 //! compiled, linked and with its catalog checked before it serves a request.
 
 use crate::catalog::CheckedCatalog;
+use crate::engine::files_quota::FilesQuota;
 use crate::engine::{CallInfo, Grants, Guest};
 use crate::manifest::Manifest;
 use anyhow::{bail, Context};
@@ -216,6 +217,8 @@ pub struct Loader {
     pub data_dir: std::path::PathBuf,
     /// The state store (for the `kv` grant).
     pub store: Arc<dyn crate::store::StateStore>,
+    /// Each broker's files quota, by name: the versions of a broker count on one quota.
+    pub files_quotas: Arc<std::sync::Mutex<HashMap<String, Arc<FilesQuota>>>>,
 }
 
 /// The version of a broker made of `wasm` and `manifest`.
@@ -286,8 +289,12 @@ impl Loader {
             manifest.limits.clone(),
         );
         let guest_name = name.clone();
-        // Compiling takes CPU for a while: keep it off the threads that answer requests.
+        // Compiling takes CPU for a while: keep it off the threads that answer requests, and
+        // take turns with other brokers' compiles (the permit goes with the compile, so it is
+        // released when the compile ends even if this load is dropped).
+        let turn = sandbox.compiles.clone().acquire_owned().await?;
         let guest = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             Guest::load(&sandbox, &guest_name, &label, &bytes, limits, grants)
         })
         .await??;
@@ -334,11 +341,20 @@ impl Loader {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             let dir = dir.canonicalize()?;
-            grants.files_quota = Some(Arc::new(crate::engine::files_quota::FilesQuota::new(
-                dir.clone(),
+            let (max_bytes, max_files) = (
                 manifest.grants.files_quota_bytes,
                 manifest.grants.files_quota_count,
-            )));
+            );
+            let mut quotas = self.files_quotas.lock().unwrap_or_else(|e| e.into_inner());
+            let quota = quotas
+                .entry(name.to_string())
+                .and_modify(|q| {
+                    if !q.is_for(&dir, max_bytes, max_files) {
+                        *q = Arc::new(FilesQuota::new(dir.clone(), max_bytes, max_files));
+                    }
+                })
+                .or_insert_with(|| Arc::new(FilesQuota::new(dir.clone(), max_bytes, max_files)));
+            grants.files_quota = Some(quota.clone());
             grants.files_dir = Some(dir);
         }
         Ok(grants)

@@ -72,16 +72,14 @@ impl Reloader {
 
     /// Publishes what `change` makes of the current generation, atomically with respect to
     /// other brokers' swaps.
-    fn swap<T>(
+    fn swap(
         &self,
-        change: impl FnOnce(
-            &crate::registry::Registry,
-        ) -> anyhow::Result<(crate::registry::Registry, T)>,
-    ) -> anyhow::Result<T> {
+        change: impl FnOnce(&crate::registry::Registry) -> anyhow::Result<crate::registry::Registry>,
+    ) -> anyhow::Result<()> {
         let _swap = self.swap.lock().unwrap_or_else(|e| e.into_inner());
-        let (next, value) = change(&self.brokers.current())?;
+        let next = change(&self.brokers.current())?;
         self.brokers.publish(next);
-        Ok(value)
+        Ok(())
     }
 
     /// The last refused reload of each broker that has not been fixed since.
@@ -147,7 +145,7 @@ impl Reloader {
                 std::fs::remove_file(&path)?;
             }
         }
-        self.swap(|current| Ok((current.without(name), ())))?;
+        self.swap(|current| Ok(current.without(name)))?;
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -181,7 +179,7 @@ impl Reloader {
         // again at the swap itself.
         self.brokers.current().with_checked(&new)?;
         self.store.register_broker(name, &self.runtime_id).await?;
-        self.swap(|current| Ok((current.with(new)?, ())))?;
+        self.swap(|current| current.with(new))?;
         tracing::info!(broker = name, %version, "reloaded broker");
         Ok(if old.is_some() {
             Reloaded::Updated(version)

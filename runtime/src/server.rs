@@ -101,15 +101,13 @@ impl Runtime {
         let id = runtime_id(&data_dir)?;
         store.register_runtime(&id).await?;
         let components = crate::engine::cache::ComponentCache::on_disk(&data_dir)?;
-        let mut sandbox = crate::engine::Sandbox::new(components)?;
-        sandbox.live = crate::engine::slots::LiveSlots::new(
-            config.max_instances.min(crate::engine::MAX_LIVE_INSTANCES),
-        );
+        let sandbox = crate::engine::Sandbox::new(components, config.max_instances)?;
         let ticker = crate::engine::EpochTicker::start(sandbox.engine.clone());
         let loader = Loader {
             sandbox,
             data_dir: data_dir.clone(),
             store: store.clone(),
+            files_quotas: Arc::default(),
         };
         let registry = Registry::load_dir(&loader, &config.brokers_dir).await?;
         for broker in registry.all() {

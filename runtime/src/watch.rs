@@ -165,7 +165,8 @@ pub async fn watch(dir: std::path::PathBuf, reloader: Arc<Reloader>, stop: Cance
 
 /// Reloads broker `name` in a task of its own: a broker that is slow to load (a big compile,
 /// a catalog that stalls until its load deadline) never delays another broker's reload.
-/// Reloads of one broker still run one at a time, in order (the reloader's per-broker lock).
+/// Reloads of one broker still run one at a time (the reloader's per-broker lock), each
+/// reading the files as they are when it runs, so the last one serves the latest files.
 fn spawn_reload(reloader: &Arc<Reloader>, name: String) {
     let reloader = reloader.clone();
     tokio::spawn(async move {

@@ -47,7 +47,8 @@ pub enum CallError {
 
 impl CallError {
     /// Classifies an error from wasmtime into the limit or fault that caused it.
-    pub fn from_wasmtime(error: &wasmtime::Error, fuel: u64) -> Self {
+    /// `fuel` and `hostcall_bytes` are the call's limits, named in the errors they cause.
+    pub fn from_wasmtime(error: &wasmtime::Error, fuel: u64, hostcall_bytes: usize) -> Self {
         if let Some(trap) = error.downcast_ref::<Trap>() {
             return match trap {
                 Trap::OutOfFuel => CallError::FuelExhausted(fuel),
@@ -57,7 +58,7 @@ impl CallError {
         }
         let text = format!("{error:#}");
         if text.contains("fuel allocated for hostcalls has been exhausted") {
-            return CallError::TooMuchData(super::limits::MAX_HOSTCALL_BYTES);
+            return CallError::TooMuchData(hostcall_bytes);
         }
         CallError::Trap(text)
     }

@@ -16,7 +16,8 @@
 //! bytes another descriptor already added, partial failures. Every such case errs on the side of
 //! counting *too much*, and when a reservation would pass the cap the directory is measured again
 //! from disk (holding the lock, with a bounded walk), which corrects the drift before anything is
-//! refused. That re-measure also forgets reservations whose bytes are not on disk yet, so calls
+//! refused (at most once per [`REMEASURE_EVERY`], so a guest writing at its quota in a loop
+//! cannot make the host walk the directory on every write). That re-measure also forgets reservations whose bytes are not on disk yet, so calls
 //! racing it may overshoot by what they had in flight at that moment. Growth of a file that no
 //! longer has a name (unlinked while still open) is refused outright: the re-measure cannot see
 //! it, so it could otherwise grow without bound.
@@ -40,6 +41,11 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 64 * 1024 * 1024;
 /// Default quota of a broker's files directory: its files, directories and links.
 pub const DEFAULT_QUOTA_COUNT: u64 = 10_000;
 
+/// Shortest time between two measures of a directory from disk: a guest writing at its quota
+/// in a loop makes the host walk the directory at most this often, however many writes it
+/// tries (a walk may visit twice `files_quota_count` entries).
+pub const REMEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the directory holds, as far as the quota knows.
 #[derive(Debug, Clone, Copy, Default)]
 struct Usage {
@@ -47,6 +53,8 @@ struct Usage {
     bytes: u64,
     /// Number of entries (files, directories, symlinks).
     files: u64,
+    /// When the directory was last measured from disk.
+    measured: Option<std::time::Instant>,
 }
 
 fn bytes_of(usage: &mut Usage) -> &mut u64 {
@@ -65,6 +73,8 @@ pub struct FilesQuota {
     max_files: u64,
     /// `None` until the directory is first measured.
     usage: Mutex<Option<Usage>>,
+    /// Shortest time between two measures ([`REMEASURE_EVERY`]).
+    remeasure_every: std::time::Duration,
 }
 
 impl FilesQuota {
@@ -76,7 +86,14 @@ impl FilesQuota {
             max_bytes,
             max_files,
             usage: Mutex::new(None),
+            remeasure_every: REMEASURE_EVERY,
         }
+    }
+
+    /// Whether this quota counts `dir` with these caps (a new version of a broker with the same
+    /// grant keeps counting on the same quota).
+    pub fn is_for(&self, dir: &std::path::Path, max_bytes: u64, max_files: u64) -> bool {
+        self.dir == dir && self.max_bytes == max_bytes && self.max_files == max_files
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Usage>> {
@@ -90,7 +107,10 @@ impl FilesQuota {
     /// over its cap costs a bounded walk; what was not visited is not counted.
     fn measure(&self) -> Usage {
         let limit = self.max_files.saturating_mul(2).saturating_add(100);
-        let mut usage = Usage::default();
+        let mut usage = Usage {
+            measured: Some(std::time::Instant::now()),
+            ..Usage::default()
+        };
         // Files with more than one hard link, so that their content is counted once.
         let mut linked = std::collections::HashSet::new();
         let mut pending = vec![self.dir.clone()];
@@ -137,8 +157,13 @@ impl FilesQuota {
         let usage = guard.get_or_insert_with(|| self.measure());
         if field(usage).saturating_add(n) > cap {
             // The count drifts upwards (renames over files, failed writes): check the disk
-            // before refusing.
-            *usage = self.measure();
+            // before refusing, unless it was checked a moment ago.
+            let recent = usage
+                .measured
+                .is_some_and(|at| at.elapsed() < self.remeasure_every);
+            if !recent {
+                *usage = self.measure();
+            }
             if field(usage).saturating_add(n) > cap {
                 return Err(ErrorCode::InsufficientSpace);
             }
@@ -337,6 +362,22 @@ impl QuotaFsView<'_> {
     }
 }
 
+/// Runs `create`, which adds one entry, with the entry reserved before it runs and given back
+/// when it fails.
+async fn adding_entry<R>(
+    quota: Option<Arc<FilesQuota>>,
+    create: impl std::future::Future<Output = FsResult<R>>,
+) -> FsResult<R> {
+    if let Some(quota) = &quota {
+        quota.reserve_file()?;
+    }
+    let result = create.await;
+    if let (Err(_), Some(quota)) = (&result, &quota) {
+        quota.release_file();
+    }
+    result
+}
+
 impl types::Host for QuotaFsView<'_> {
     fn convert_error_code(&mut self, err: FsError) -> wasmtime::Result<ErrorCode> {
         types::Host::convert_error_code(&mut self.fs, err)
@@ -463,15 +504,12 @@ impl HostDescriptor for QuotaFsView<'_> {
         fd: Resource<Descriptor>,
         path: String,
     ) -> FsResult<()> {
-        let Some(quota) = self.quota.clone() else {
-            return HostDescriptor::create_directory_at(&mut self.fs, fd, path).await;
-        };
-        quota.reserve_file()?;
-        let result = HostDescriptor::create_directory_at(&mut self.fs, fd, path).await;
-        if result.is_err() {
-            quota.release_file();
-        }
-        result
+        let quota = self.quota.clone();
+        adding_entry(
+            quota,
+            HostDescriptor::create_directory_at(&mut self.fs, fd, path),
+        )
+        .await
     }
 
     async fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorStat> {
@@ -506,33 +544,18 @@ impl HostDescriptor for QuotaFsView<'_> {
         new_descriptor: Resource<Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
-        let Some(quota) = self.quota.clone() else {
-            return HostDescriptor::link_at(
-                &mut self.fs,
-                fd,
-                old_path_flags,
-                old_path,
-                new_descriptor,
-                new_path,
-            )
-            .await;
-        };
         // A new name for existing content: one more entry, no more bytes (the content is
         // counted once however many names it has).
-        quota.reserve_file()?;
-        let result = HostDescriptor::link_at(
+        let quota = self.quota.clone();
+        let link = HostDescriptor::link_at(
             &mut self.fs,
             fd,
             old_path_flags,
             old_path,
             new_descriptor,
             new_path,
-        )
-        .await;
-        if result.is_err() {
-            quota.release_file();
-        }
-        result
+        );
+        adding_entry(quota, link).await
     }
 
     async fn open_at(
@@ -611,15 +634,12 @@ impl HostDescriptor for QuotaFsView<'_> {
         src_path: String,
         dest_path: String,
     ) -> FsResult<()> {
-        let Some(quota) = self.quota.clone() else {
-            return HostDescriptor::symlink_at(&mut self.fs, fd, src_path, dest_path).await;
-        };
-        quota.reserve_file()?;
-        let result = HostDescriptor::symlink_at(&mut self.fs, fd, src_path, dest_path).await;
-        if result.is_err() {
-            quota.release_file();
-        }
-        result
+        let quota = self.quota.clone();
+        adding_entry(
+            quota,
+            HostDescriptor::symlink_at(&mut self.fs, fd, src_path, dest_path),
+        )
+        .await
     }
 
     async fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
@@ -792,8 +812,26 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    /// A quota that measures the disk again whenever it would refuse.
     fn quota(dir: &Path, max_bytes: u64, max_files: u64) -> FilesQuota {
-        FilesQuota::new(dir.to_path_buf(), max_bytes, max_files)
+        FilesQuota {
+            remeasure_every: std::time::Duration::ZERO,
+            ..FilesQuota::new(dir.to_path_buf(), max_bytes, max_files)
+        }
+    }
+
+    #[test]
+    fn the_disk_is_measured_again_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), vec![0u8; 100]).unwrap();
+        let q = FilesQuota::new(dir.path().to_path_buf(), 100, 10);
+        assert!(refused(q.reserve_bytes(1)));
+        // Freed behind its back: not seen until a second has passed since the last measure.
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        assert!(refused(q.reserve_bytes(1)));
+        q.lock().as_mut().unwrap().measured =
+            Some(std::time::Instant::now() - REMEASURE_EVERY - std::time::Duration::from_millis(1));
+        assert_eq!(q.reserve_bytes(1), Ok(()));
     }
 
     fn refused(result: Result<(), ErrorCode>) -> bool {

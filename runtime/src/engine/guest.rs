@@ -107,7 +107,7 @@ impl Guest {
             .with_context(|| {
                 format!("{label} does not implement the brokerbox:broker/broker world")
             })?;
-        let slots = sandbox.live.broker(limits.max_concurrency);
+        let slots = sandbox.live.broker(name, limits.max_concurrency);
         Ok(Guest {
             name: name.to_string(),
             pre,
@@ -160,10 +160,11 @@ impl Guest {
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
         // Bounds what the host allocates lifting one host call's arguments or the result.
-        store.set_hostcall_fuel(match request {
+        let hostcall_bytes = match request {
             Request::ServiceCatalog => MAX_CATALOG_HOSTCALL_BYTES,
             _ => MAX_HOSTCALL_BYTES,
-        });
+        };
+        store.set_hostcall_fuel(hostcall_bytes);
         store
             .set_fuel(self.limits.fuel)
             .map_err(|e| CallError::Host(e.to_string()))?;
@@ -206,7 +207,7 @@ impl Guest {
                 Err(CallError::MemoryLimit(self.limits.memory_mib))
             }
             Ok(Err(error)) => {
-                let error = CallError::from_wasmtime(&error, self.limits.fuel);
+                let error = CallError::from_wasmtime(&error, self.limits.fuel, hostcall_bytes);
                 tracing::warn!(broker = %self.name, "guest call failed: {error}");
                 Err(error)
             }

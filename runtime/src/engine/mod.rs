@@ -41,24 +41,35 @@ pub struct Sandbox {
     pub components: std::sync::Arc<cache::ComponentCache>,
     /// The lanes long-running calls take turns on (see [`lanes`]).
     pub lanes: lanes::Lanes,
+    /// Compiles that may run at once (one per core): reloads of different brokers run side
+    /// by side, so many uploads at once must not take every core and much memory each.
+    pub compiles: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Sandbox {
-    /// A sandbox with a new engine (see [`new_engine`]) and the component cache `components`.
+    /// A sandbox with a new engine (see [`new_engine`]), the component cache `components`,
+    /// and `max_instances` live instances (at most [`MAX_LIVE_INSTANCES`]).
     ///
     /// # Errors
     /// As [`new_engine`].
-    pub fn new(components: cache::ComponentCache) -> anyhow::Result<Self> {
-        Ok(Sandbox::with_engine(new_engine()?, components))
+    pub fn new(components: cache::ComponentCache, max_instances: u32) -> anyhow::Result<Self> {
+        let max_instances = max_instances.min(MAX_LIVE_INSTANCES);
+        Ok(Sandbox::build(new_engine()?, components, max_instances))
     }
 
     /// A sandbox around an engine built elsewhere (benchmarks compare engine settings).
     pub fn with_engine(engine: wasmtime::Engine, components: cache::ComponentCache) -> Self {
+        Sandbox::build(engine, components, MAX_LIVE_INSTANCES)
+    }
+
+    fn build(engine: wasmtime::Engine, components: cache::ComponentCache, live: u32) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         Sandbox {
             engine,
-            live: slots::LiveSlots::new(MAX_LIVE_INSTANCES),
+            live: slots::LiveSlots::new(live),
             components: std::sync::Arc::new(components),
             lanes: lanes::Lanes::for_this_machine(),
+            compiles: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
         }
     }
 }

@@ -2,18 +2,18 @@
 //! [`MAX_LIVE_INSTANCES`](super::MAX_LIVE_INSTANCES) guest instances at once, shared by every
 //! broker. One broker must not be able to take them all:
 //!
-//! - a broker's own cap (`limits.max_concurrency`) is at most [`MAX_BROKER_SHARE`], and a
-//!   quarter of the runtime's total when `serve --max-instances` sets a smaller one;
-//! - [`RESERVE`] slots are kept out of the shared pool. A call takes a shared slot when one is
+//! - a broker runs at most a quarter of the total at once, across all its loaded versions (a
+//!   tenant cannot multiply its share by uploading new versions while old ones still run);
+//!   its `limits.max_concurrency` (at most [`MAX_BROKER_SHARE`]) caps each version too;
+//! - a fifth of the slots are kept out of the shared pool. A call takes a shared slot when one is
 //!   free; when none is, it may take a reserved one, but a broker holds at most a
 //!   [`RESERVE_SHARES`]th of them. So while brokers saturate the shared pool, every other
 //!   broker still finds a reserved slot at once (until 25 brokers are saturating together).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Live instance slots kept out of the shared pool (see the module docs).
-pub const RESERVE: u32 = 200;
 /// Brokers that may hold reserved slots at the same time at least: a broker holds at most
 /// `reserve / RESERVE_SHARES` of them (8 of the default 200).
 pub const RESERVE_SHARES: u32 = 25;
@@ -29,81 +29,89 @@ pub struct LiveSlots {
     share: u32,
     /// Reserved slots one broker may hold.
     reserve_share: u32,
+    /// Each broker's share, by name, whichever of its versions makes the call.
+    brokers: Arc<Mutex<HashMap<String, Share>>>,
 }
 
-/// One broker's claim on [`LiveSlots`]: its concurrency cap and its share of the reserve.
+/// What one broker (all its versions together) may hold.
+#[derive(Clone)]
+struct Share {
+    calls: Arc<Semaphore>,
+    reserved: Arc<Semaphore>,
+}
+
+/// One loaded broker version's claim on [`LiveSlots`]: its own concurrency cap and its
+/// broker's share.
 pub struct BrokerSlots {
-    own: Arc<Semaphore>,
-    reserve_share: Arc<Semaphore>,
+    version: Arc<Semaphore>,
+    share: Share,
 }
 
 /// The slots one call holds while its instance lives; released when dropped.
 pub struct CallSlots {
-    _own: OwnedSemaphorePermit,
-    _live: OwnedSemaphorePermit,
-    _reserve_share: Option<OwnedSemaphorePermit>,
+    _permits: Vec<OwnedSemaphorePermit>,
 }
 
 impl LiveSlots {
-    /// `total` live slots, [`RESERVE`] of them (or a fifth of `total` when it is small) held
-    /// back.
+    /// `total` live slots, a fifth of them held back in reserve.
     pub fn new(total: u32) -> Self {
-        let reserve = RESERVE.min(total / 5);
+        let reserve = total / 5;
         LiveSlots {
             shared: Arc::new(Semaphore::new((total - reserve) as usize)),
             reserve: Arc::new(Semaphore::new(reserve as usize)),
             share: (total / 4).max(1),
             reserve_share: (reserve / RESERVE_SHARES).max(1),
+            brokers: Arc::default(),
         }
     }
 
-    /// Slots for a broker that runs at most `max_concurrency` calls at once (and never more
-    /// than a quarter of the total).
-    pub fn broker(&self, max_concurrency: u32) -> BrokerSlots {
+    /// Slots for a version of broker `name` that runs at most `max_concurrency` calls at once
+    /// (and the broker, all versions together, never more than a quarter of the total).
+    pub fn broker(&self, name: &str, max_concurrency: u32) -> BrokerSlots {
+        let mut brokers = self.brokers.lock().unwrap_or_else(|e| e.into_inner());
+        let share = brokers.entry(name.to_string()).or_insert_with(|| Share {
+            calls: Arc::new(Semaphore::new(self.share as usize)),
+            reserved: Arc::new(Semaphore::new(self.reserve_share as usize)),
+        });
         BrokerSlots {
-            own: Arc::new(Semaphore::new(max_concurrency.min(self.share) as usize)),
-            reserve_share: Arc::new(Semaphore::new(self.reserve_share as usize)),
+            version: Arc::new(Semaphore::new(max_concurrency.min(self.share) as usize)),
+            share: share.clone(),
         }
     }
 
-    /// Free shared slots (for tests and the bench).
+    /// Free shared slots.
+    #[cfg(test)]
     pub fn shared_available(&self) -> usize {
         self.shared.available_permits()
     }
 
-    /// Waits for a slot of `broker`'s own and a live slot, preferring the shared pool.
-    /// Cancel-safe: a dropped wait holds nothing.
+    /// Waits for a slot of the version's own, one of its broker's share, and a live slot,
+    /// preferring the shared pool. Cancel-safe: a dropped wait holds nothing.
     pub async fn acquire(&self, broker: &BrokerSlots) -> CallSlots {
-        let own = acquire(&broker.own).await;
+        let mut permits = vec![
+            acquire(&broker.version).await,
+            acquire(&broker.share.calls).await,
+        ];
         if let Ok(live) = self.shared.clone().try_acquire_owned() {
-            return CallSlots::shared(own, live);
+            permits.push(live);
+            return CallSlots { _permits: permits };
         }
         // The shared pool is full: wait for a shared slot, or for this broker's turn at the
         // reserve and then a reserved slot, whichever comes first.
-        let share = tokio::select! {
+        let turn = tokio::select! {
             biased;
-            live = acquire(&self.shared) => return CallSlots::shared(own, live),
-            share = acquire(&broker.reserve_share) => share,
+            live = acquire(&self.shared) => Err(live),
+            turn = acquire(&broker.share.reserved) => Ok(turn),
         };
-        tokio::select! {
-            biased;
-            live = acquire(&self.shared) => CallSlots::shared(own, live),
-            live = acquire(&self.reserve) => CallSlots {
-                _own: own,
-                _live: live,
-                _reserve_share: Some(share),
+        match turn {
+            Err(live) => permits.push(live),
+            Ok(turn) => tokio::select! {
+                biased;
+                live = acquire(&self.shared) => permits.push(live),
+                live = acquire(&self.reserve) => permits.extend([live, turn]),
             },
         }
-    }
-}
-
-impl CallSlots {
-    fn shared(own: OwnedSemaphorePermit, live: OwnedSemaphorePermit) -> Self {
-        CallSlots {
-            _own: own,
-            _live: live,
-            _reserve_share: None,
-        }
+        CallSlots { _permits: permits }
     }
 }
 
@@ -129,8 +137,8 @@ mod tests {
     #[tokio::test]
     async fn a_broker_filling_the_shared_pool_leaves_reserved_slots_to_the_others() {
         let slots = LiveSlots::new(1000); // 800 shared, 200 reserved, 8 a broker
-        let greedy = slots.broker(1000); // capped at 250
-        let greedy_too = slots.broker(1000);
+        let greedy = slots.broker("greedy", 1000); // capped at 250
+        let greedy_too = slots.broker("greedy-too", 1000);
         let mut held = Vec::new();
         // Each broker is held to a quarter of the total.
         for _ in 0..250 {
@@ -138,7 +146,11 @@ mod tests {
         }
         assert!(now(&slots, &greedy).is_none());
         // Greedy brokers together take the 80 shared slots and 8 reserved ones each.
-        let greedy = [greedy_too, slots.broker(1000), slots.broker(1000)];
+        let greedy = [
+            greedy_too,
+            slots.broker("greedy-3", 1000),
+            slots.broker("greedy-4", 1000),
+        ];
         for broker in &greedy {
             while let Some(call) = now(&slots, broker) {
                 held.push(call);
@@ -150,7 +162,7 @@ mod tests {
             "the last one: 50 shared, 8 reserved"
         );
         // Another broker still gets a slot at once, up to its own share of the reserve.
-        let other = slots.broker(32);
+        let other = slots.broker("other", 32);
         let mut others = Vec::new();
         for _ in 0..8 {
             others.push(now(&slots, &other).expect("a reserved slot"));
@@ -165,9 +177,23 @@ mod tests {
     #[tokio::test]
     async fn a_broker_never_runs_more_calls_than_its_cap() {
         let slots = LiveSlots::new(1000);
-        let broker = slots.broker(2);
+        let broker = slots.broker("b", 2);
         let _a = slots.acquire(&broker).await;
         let _b = slots.acquire(&broker).await;
         assert!(now(&slots, &broker).is_none());
+    }
+
+    #[tokio::test]
+    async fn new_versions_of_a_broker_do_not_multiply_its_share() {
+        let slots = LiveSlots::new(100); // a broker holds at most 25
+        let versions: Vec<BrokerSlots> = (0..4).map(|_| slots.broker("b", 25)).collect();
+        let mut held = Vec::new();
+        for version in &versions {
+            while let Some(call) = now(&slots, version) {
+                held.push(call);
+            }
+        }
+        assert_eq!(held.len(), 25);
+        assert!(now(&slots, &slots.broker("other", 25)).is_some());
     }
 }

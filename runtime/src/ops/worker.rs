@@ -48,18 +48,18 @@ pub async fn run_worker(state: AppState, stop: CancellationToken) {
                 tracing::warn!("cannot renew operation leases: {error}");
             }
         }
-        if wait > TICK {
-            // Backing off: an accepted operation does not cut the wait short either.
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
+        // An accepted operation wakes the worker early, unless it is backing off.
+        let woken = async {
+            if wait > TICK {
+                std::future::pending().await
+            } else {
+                runtime.poll_wakeup.notified().await;
             }
-            continue;
-        }
+        };
         tokio::select! {
             () = stop.cancelled() => return,
-            () = runtime.poll_wakeup.notified() => {}
-            () = tokio::time::sleep(TICK) => {}
+            () = woken => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
