@@ -52,6 +52,10 @@ enum Command {
         /// The runtime's config file: admin API token, tenants and their quotas.
         #[arg(long, env = "BROKERBOX_CONFIG")]
         config: Option<PathBuf>,
+        /// Exit at start-up when any broker cannot serve as it is in the brokers dir (for CI
+        /// pipelines), instead of quarantining it and serving the others.
+        #[arg(long)]
+        strict: bool,
     },
     /// Prints the argon2 hash of the password read from standard input (one line), for a
     /// manifest's `credentials.password_hash`.
@@ -59,11 +63,16 @@ enum Command {
     /// Manages the brokers of a running runtime through its admin API.
     Admin {
         /// The runtime's URL.
-        #[arg(long, env = "BROKERBOX_URL", default_value = "http://127.0.0.1:8080")]
+        #[arg(
+            long,
+            global = true,
+            env = "BROKERBOX_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
         url: String,
         /// An operator or tenant token from the runtime's config file.
-        #[arg(long, env = "BROKERBOX_TOKEN")]
-        token: String,
+        #[arg(long, global = true, env = "BROKERBOX_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// What to do.
         #[command(subcommand)]
         action: crate::admin::client::AdminAction,
@@ -118,6 +127,7 @@ where
             watch,
             max_instances,
             config: config_file,
+            strict,
         } => {
             let mut config = ServeConfig::new(data_dir, brokers_dir);
             config.state_url = state;
@@ -126,6 +136,7 @@ where
             config.shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
             config.watch = watch;
             config.max_instances = max_instances;
+            config.strict = strict;
             if let Some(file) = config_file {
                 config.runtime_config = crate::admin::config::RuntimeConfig::load(&file)?;
             }
@@ -148,6 +159,9 @@ where
             Ok(())
         }
         Command::Admin { url, token, action } => {
+            let token = token.context(
+                "no admin token: pass --token TOKEN or set BROKERBOX_TOKEN (an operator or tenant token of the runtime's config)",
+            )?;
             crate::admin::client::run(&url, &token, action).await
         }
         Command::Check {

@@ -18,12 +18,18 @@ pub enum ApiError {
     /// 401: missing or wrong credentials.
     #[error("missing or invalid credentials for this broker")]
     Unauthorized,
+    /// 401 on the admin API: missing or unknown bearer token.
+    #[error("missing or invalid admin token: send Authorization: Bearer TOKEN with an operator or tenant token of the runtime's config")]
+    BadToken,
     /// 403: the caller may not do this (admin API).
     #[error("{0}")]
     Forbidden(String),
     /// 404: no such broker, instance, binding or route.
     #[error("{0}")]
     NotFound(String),
+    /// 405: the route exists, not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 409: same id, other attributes.
     #[error("{0}")]
     Conflict(String),
@@ -61,7 +67,8 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, Option<&'static str>) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, None),
+            ApiError::Unauthorized | ApiError::BadToken => (StatusCode::UNAUTHORIZED, None),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, None),
@@ -95,10 +102,15 @@ impl IntoResponse for ApiError {
             None => json!({ "description": description }),
         };
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        let challenge = match self {
+            ApiError::Unauthorized => Some("Basic realm=\"brokerbox\""),
+            ApiError::BadToken => Some("Bearer realm=\"brokerbox-admin\""),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Basic realm=\"brokerbox\""),
+                axum::http::HeaderValue::from_static(challenge),
             );
         }
         response

@@ -105,6 +105,19 @@ impl BrokerSet {
     }
 }
 
+/// A broker declares a service or plan id that another broker of the generation uses: the
+/// newcomer is refused, the broker that was there first keeps serving.
+#[derive(Debug, thiserror::Error)]
+#[error("broker {broker}: service or plan id {id:?} is already used by broker {owner}, which was here first")]
+pub struct IdConflict {
+    /// The broker refused.
+    pub broker: String,
+    /// The id both declare.
+    pub id: String,
+    /// The broker that keeps it.
+    pub owner: String,
+}
+
 /// Whether `name` can name a broker (it becomes a URL path segment and a directory name).
 pub fn valid_broker_name(name: &str) -> bool {
     !name.is_empty()
@@ -115,29 +128,6 @@ pub fn valid_broker_name(name: &str) -> bool {
 }
 
 impl Registry {
-    /// Loads every broker of `brokers_dir` with `loader`.
-    ///
-    /// # Errors
-    /// When the directory cannot be read, a broker has a bad name, a missing or invalid
-    /// manifest, a component that does not load, or an invalid catalog; the message names the
-    /// file. Also when two brokers declare the same service or plan id.
-    pub async fn load_dir(loader: &Loader, brokers_dir: &Path) -> anyhow::Result<Self> {
-        let entries = std::fs::read_dir(brokers_dir)
-            .with_context(|| format!("cannot read brokers dir {}", brokers_dir.display()))?;
-        let mut wasm_files: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-            .collect();
-        wasm_files.sort();
-        let mut registry = Registry::default();
-        for wasm in wasm_files {
-            let broker = loader.load(&wasm).await?;
-            registry.insert(broker)?;
-        }
-        Ok(registry)
-    }
-
     /// Adds a loaded broker.
     ///
     /// # Errors
@@ -188,10 +178,12 @@ impl Registry {
         }
         for id in broker.catalog.ids() {
             if let Some(owner) = owners.get(id) {
-                bail!(
-                    "broker {}: service or plan id {id:?} is already used by broker {owner}",
-                    broker.name
-                );
+                return Err(IdConflict {
+                    broker: broker.name.clone(),
+                    id: id.to_string(),
+                    owner: (*owner).to_string(),
+                }
+                .into());
             }
         }
         Ok(())
@@ -219,6 +211,8 @@ pub struct Loader {
     pub store: Arc<dyn crate::store::StateStore>,
     /// Each broker's files quota, by name: the versions of a broker count on one quota.
     pub files_quotas: Arc<std::sync::Mutex<HashMap<String, Arc<FilesQuota>>>>,
+    /// The tenants the runtime's config declares: a manifest may name only one of them.
+    pub tenants: Arc<std::collections::BTreeSet<String>>,
 }
 
 /// The version of a broker made of `wasm` and `manifest`.
@@ -235,57 +229,58 @@ pub fn version_of(wasm: &[u8], manifest: &[u8]) -> String {
 }
 
 impl Loader {
-    /// Loads the broker of `wasm` and the manifest beside it.
-    ///
-    /// # Errors
-    /// A bad name, a missing or invalid manifest, a component that does not load or does not
-    /// implement the world, a failing or invalid catalog; the message names the file.
-    pub async fn load(&self, wasm: &Path) -> anyhow::Result<LoadedBroker> {
-        let name = wasm
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .filter(|s| valid_broker_name(s))
-            .with_context(|| {
-                format!(
-                    "{}: a broker name uses only a-z, 0-9, '-' and '_' (at most 64)",
-                    wasm.display()
-                )
-            })?
-            .to_string();
-        let manifest_path = wasm.with_extension("toml");
-        if !manifest_path.exists() {
-            bail!(
-                "broker {name}: missing manifest {}",
-                manifest_path.display()
-            );
-        }
-        self.load_files(&name, wasm, &manifest_path).await
-    }
-
     /// Loads broker `name` from the component `wasm` and the manifest `manifest_path`.
     ///
     /// # Errors
-    /// As [`Loader::load`].
+    /// As [`Loader::load_bytes`], or when a file cannot be read.
     pub async fn load_files(
         &self,
         name: &str,
         wasm: &Path,
         manifest_path: &Path,
     ) -> anyhow::Result<LoadedBroker> {
+        let manifest = std::fs::read(manifest_path)
+            .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?;
+        let bytes =
+            std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+        self.load_bytes(name, &wasm.display().to_string(), bytes, &manifest)
+            .await
+    }
+
+    /// Loads broker `name` from a component and its manifest (`label` names them in logs).
+    ///
+    /// # Errors
+    /// A bad name, an invalid manifest or one naming an undeclared tenant, a component that
+    /// does not load or does not implement the world, a failing or invalid catalog.
+    pub async fn load_bytes(
+        &self,
+        name: &str,
+        label: &str,
+        wasm: Vec<u8>,
+        manifest_text: &[u8],
+    ) -> anyhow::Result<LoadedBroker> {
         if !valid_broker_name(name) {
             bail!("{name:?}: a broker name uses only a-z, 0-9, '-' and '_' (at most 64)");
         }
         let name = name.to_string();
-        let manifest_text = std::fs::read(manifest_path)
-            .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?;
-        let manifest = Manifest::load(manifest_path)?;
-        let bytes =
-            std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
-        let version = version_of(&bytes, &manifest_text);
+        let version = version_of(&wasm, manifest_text);
+        let text = std::str::from_utf8(manifest_text)
+            .map_err(|_| anyhow::anyhow!("broker {name}: invalid manifest: not UTF-8"))?;
+        let manifest = Manifest::parse(text).map_err(|e| {
+            let file = label
+                .strip_suffix(".wasm")
+                .map_or_else(|| format!("{name}.toml"), |stem| format!("{stem}.toml"));
+            anyhow::anyhow!("broker {name}: invalid manifest {file}: {e:#}")
+        })?;
+        if let Some(tenant) = &manifest.tenant {
+            if !self.tenants.contains(tenant) {
+                bail!("broker {name}: the manifest names tenant {tenant:?}, which the runtime's config does not declare");
+            }
+        }
         let grants = self.grants(&name, &manifest)?;
         let (sandbox, label, limits) = (
             self.sandbox.clone(),
-            wasm.display().to_string(),
+            label.to_string(),
             manifest.limits.clone(),
         );
         let guest_name = name.clone();
@@ -295,7 +290,7 @@ impl Loader {
         let turn = sandbox.compiles.clone().acquire_owned().await?;
         let guest = tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            Guest::load(&sandbox, &guest_name, &label, &bytes, limits, grants)
+            Guest::load(&sandbox, &guest_name, &label, &wasm, limits, grants)
         })
         .await??;
         // Under a load-time deadline of its own: a catalog that stalls fails the load quickly
@@ -310,7 +305,7 @@ impl Loader {
             .map_err(|e| anyhow::anyhow!("broker {name}: catalog failed: {e}"))?;
         let catalog = CheckedCatalog::new(catalog)
             .map_err(|e| anyhow::anyhow!("broker {name}: invalid catalog: {e}"))?;
-        tracing::info!(broker = %name, %version, wasm = %wasm.display(), "loaded broker");
+        tracing::info!(broker = %name, %version, "loaded broker");
         Ok(LoadedBroker {
             name,
             manifest,

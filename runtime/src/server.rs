@@ -39,6 +39,8 @@ pub struct ServeConfig {
     pub runtime_config: crate::admin::config::RuntimeConfig,
     /// Guest instances alive at once across all brokers (see [`crate::engine::slots`]).
     pub max_instances: u32,
+    /// Fail start-up when any broker cannot serve (instead of quarantining it).
+    pub strict: bool,
 }
 
 impl ServeConfig {
@@ -54,6 +56,7 @@ impl ServeConfig {
             watch: false,
             runtime_config: Default::default(),
             max_instances: crate::engine::MAX_LIVE_INSTANCES,
+            strict: false,
         }
     }
 }
@@ -87,8 +90,9 @@ impl Runtime {
     /// Opens the state store, builds the engine and loads every broker.
     ///
     /// # Errors
-    /// When the data dir cannot be created, the store cannot be opened, or a broker fails to
-    /// load (the message names the file).
+    /// When the data dir cannot be created, the store cannot be opened, or the brokers dir
+    /// cannot be read. A broker that fails to load is quarantined (see [`crate::reload`]),
+    /// unless the config is strict.
     pub async fn load(config: &ServeConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -108,14 +112,19 @@ impl Runtime {
             data_dir: data_dir.clone(),
             store: store.clone(),
             files_quotas: Arc::default(),
+            tenants: Arc::new(
+                config
+                    .runtime_config
+                    .tenants
+                    .iter()
+                    .map(|t| t.name.clone())
+                    .collect(),
+            ),
         };
-        let registry = Registry::load_dir(&loader, &config.brokers_dir).await?;
-        for broker in registry.all() {
-            store.register_broker(&broker.name, &id).await?;
-        }
-        let brokers = Arc::new(BrokerSet::new(registry));
+        let brokers = Arc::new(BrokerSet::default());
         let dir = config.brokers_dir.clone();
         let reloader = Arc::new(Reloader::new(loader, brokers.clone(), dir, id.clone()));
+        reloader.start_up(config.strict).await?;
         let tenant_max_instances = config
             .runtime_config
             .tenants
@@ -196,11 +205,11 @@ impl Runtime {
             ));
         }
         let mut router = osb::router(self.state.clone());
-        if let Some(admin) = &self.admin {
-            let admin = crate::admin::router(admin.clone())
-                .layer(axum::middleware::from_fn(osb::json_errors));
-            router = router.merge(admin);
-        }
+        let admin = match &self.admin {
+            Some(admin) => crate::admin::router(admin.clone()),
+            None => crate::admin::disabled_router(),
+        };
+        router = router.merge(admin.layer(axum::middleware::from_fn(osb::json_errors)));
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -1,5 +1,5 @@
-//! `brokerbox serve --watch`: notices new or changed `NAME.wasm` / `NAME.toml` files in the
-//! brokers dir and reloads those brokers.
+//! `brokerbox serve --watch`: notices new or changed `NAME.wasm` / `NAME.toml` files (and
+//! `NAME.force` markers) in the brokers dir and reloads those brokers.
 //!
 //! Two ways of noticing, so no change is missed and none is loaded half-written:
 //! - **File events** (inotify): when a broker file is closed after writing or renamed into the
@@ -28,8 +28,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(5);
 /// Longest a burst of file events is gathered before reloading.
 const MAX_GATHER: Duration = Duration::from_millis(100);
 
-/// Size and modification time of a broker's two files.
-type Stamp = (Option<(u64, SystemTime)>, Option<(u64, SystemTime)>);
+/// Size and modification time of a broker's two files and of its `NAME.force` marker.
+type Stamp = [Option<(u64, SystemTime)>; 3];
 
 fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
     let meta = std::fs::metadata(path).ok()?;
@@ -38,10 +38,7 @@ fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
 
 /// The stamps of broker `name` in `dir`.
 fn stamp_of(dir: &Path, name: &str) -> Stamp {
-    (
-        stamp(&dir.join(format!("{name}.wasm"))),
-        stamp(&dir.join(format!("{name}.toml"))),
-    )
+    ["wasm", "toml", "force"].map(|ext| stamp(&dir.join(format!("{name}.{ext}"))))
 }
 
 /// The stamps of every broker of `dir`.
@@ -74,7 +71,10 @@ fn finished_broker_file(event: &notify::Event) -> Vec<String> {
     event
         .paths
         .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "wasm" || e == "toml"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "wasm" || e == "toml" || e == "force")
+        })
         .filter_map(|p| Some(p.file_stem()?.to_str()?.to_string()))
         .collect()
 }
@@ -170,8 +170,9 @@ pub async fn watch(dir: std::path::PathBuf, reloader: Arc<Reloader>, stop: Cance
 fn spawn_reload(reloader: &Arc<Reloader>, name: String) {
     let reloader = reloader.clone();
     tokio::spawn(async move {
+        // The reloader logs and lists a refusal itself.
         if let Err(error) = reloader.reload(&name, false).await {
-            tracing::warn!(broker = %name, "watch: {error:#}");
+            tracing::debug!(broker = %name, "watch: {error:#}");
         }
     });
 }

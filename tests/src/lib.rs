@@ -145,6 +145,7 @@ impl TestRuntime {
     /// Sends an OSB request as broker `name`'s platform (its credentials are `NAME`/`NAME-secret`
     /// in the example manifests) with API version 2.17.
     pub async fn osb(&self, method: Method, name: &str, path: &str, body: Option<Value>) -> Answer {
+        let body = as_platform_sends(&method, path, body);
         let request = self
             .client
             .request(method, format!("{}{path}", self.url(name)))
@@ -202,6 +203,25 @@ impl TestRuntime {
     }
 }
 
+/// A provision body as platforms send it: with `organization_guid` and `space_guid` (both
+/// required by OSB) unless the test set them itself (set one to `null` to leave it out).
+pub fn as_platform_sends(method: &Method, path: &str, body: Option<Value>) -> Option<Value> {
+    let provision = *method == Method::PUT
+        && path.contains("/service_instances/")
+        && !path.contains("/service_bindings/");
+    match body {
+        Some(Value::Object(mut fields)) if provision => {
+            for key in ["organization_guid", "space_guid"] {
+                fields
+                    .entry(key)
+                    .or_insert_with(|| Value::String(format!("test-{key}")));
+            }
+            Some(Value::Object(fields))
+        }
+        other => other,
+    }
+}
+
 /// `Platform base64(JSON)` for the originating identity header.
 pub fn originating_identity(platform: &str, value: &Value) -> String {
     format!(
@@ -233,6 +253,7 @@ pub async fn send_osb(
     name: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
+    let body = as_platform_sends(&method, &url, body);
     let request = reqwest::Client::new()
         .request(method, url)
         .basic_auth(name, Some(format!("{name}-secret")))

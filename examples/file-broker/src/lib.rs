@@ -44,14 +44,16 @@ fn plans() -> Vec<(String, &'static str, &'static str)> {
 
 /// The file that backs `instance_id`, refusing ids that could name another path.
 fn instance_file(instance_id: &str) -> Result<PathBuf, BrokerError> {
+    // At most 255 bytes: a file name's limit (the runtime caps ids at 255 bytes too).
     let safe = !instance_id.is_empty()
+        && instance_id.len() <= 255
         && !instance_id.starts_with('.')
         && instance_id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !safe {
         return Err(BrokerError::BadRequest(format!(
-            "instance id {instance_id:?} must use only letters, digits, '-', '_' and '.'"
+            "instance id must be 1 to 255 letters, digits, '-', '_' and '.', not starting with '.'"
         )));
     }
     let dir = files_dir().ok_or_else(|| {

@@ -43,6 +43,17 @@ pub enum AdminAction {
         /// The broker.
         name: String,
     },
+    /// Serves a version refused before (from the brokers dir or an upload), checked again;
+    /// with --force, even when plans in use disappear or ids change.
+    Accept {
+        /// The broker.
+        name: String,
+        /// The version (from `versions`).
+        version: String,
+        /// Accept even when plans in use disappear or ids change.
+        #[arg(long)]
+        force: bool,
+    },
     /// Serves a kept version of a broker again.
     Rollback {
         /// The broker.
@@ -88,22 +99,30 @@ pub async fn run(url: &str, token: &str, action: AdminAction) -> anyhow::Result<
             name,
             version,
             force,
+        }
+        | AdminAction::Accept {
+            name,
+            version,
+            force,
         } => http
             .post(format!("{base}/{name}/rollback"))
             .json(&json!({ "version": version, "force": force })),
     };
-    let response = request
-        .bearer_auth(token)
-        .send()
-        .await
-        .context("cannot reach the admin API")?;
+    let response = request.bearer_auth(token).send().await.map_err(|error| {
+        let why = if error.is_connect() {
+            "connection refused or no route: is it running, and is --url right?"
+        } else if error.is_timeout() {
+            "it did not answer in time"
+        } else {
+            "the request failed"
+        };
+        anyhow::anyhow!("cannot reach the runtime at {url}: {why} ({error})")
+    })?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        bail!(
-            "{status}: {}",
-            body["description"].as_str().unwrap_or("no description")
-        );
+        let description = body["description"].as_str().unwrap_or("no description");
+        bail!("{status}: {description}");
     }
     println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(())

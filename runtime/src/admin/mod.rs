@@ -8,7 +8,7 @@ pub mod config;
 
 use crate::error::ApiError;
 use crate::registry::{version_of, BrokerSet};
-use crate::reload::Reloader;
+use crate::reload::{Reloader, Source};
 use crate::store::StateStore;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -38,7 +38,7 @@ pub struct AdminState {
     pub store: Arc<dyn StateStore>,
     /// Where `NAME.wasm` + `NAME.toml` live.
     pub brokers_dir: PathBuf,
-    /// Where every uploaded version is kept: `DIR/NAME/VERSION.{wasm,toml}`.
+    /// Where uploads are staged before the reloader decides them.
     pub versions_dir: PathBuf,
 }
 
@@ -54,6 +54,20 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/brokers/{name}/rollback", post(rollback))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .with_state(state)
+}
+
+/// The admin routes of a runtime started without an `[admin]` table: each says so.
+pub fn disabled_router() -> Router {
+    let disabled = || async {
+        ApiError::NotFound(
+            "the admin API is disabled on this runtime: start `brokerbox serve` with \
+             --config FILE holding an [admin] table"
+                .into(),
+        )
+    };
+    Router::new()
+        .route("/admin", axum::routing::any(disabled))
+        .route("/admin/{*rest}", axum::routing::any(disabled))
 }
 
 /// Who calls the admin API.
@@ -74,7 +88,7 @@ impl FromRequestParts<AdminState> for Caller {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?
+            .ok_or(ApiError::BadToken)?
             .as_bytes();
         let matches = |expected: &str| bool::from(expected.as_bytes().ct_eq(token));
         if state
@@ -91,7 +105,7 @@ impl FromRequestParts<AdminState> for Caller {
             .iter()
             .find(|t| matches(&t.token))
             .map(|t| Caller::Tenant(t.name.clone()))
-            .ok_or(ApiError::Unauthorized)
+            .ok_or(ApiError::BadToken)
     }
 }
 
@@ -109,27 +123,56 @@ fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("no broker named {name:?} that you may manage"))
 }
 
-/// The JSON view of broker `name`.
+/// The JSON view of broker `name`: serving (with the error of a newer version refused, if
+/// any), or quarantined with its error.
 async fn broker_json(state: &AdminState, name: &str) -> Result<Value, ApiError> {
-    let broker = state.brokers.get(name).ok_or_else(|| not_found(name))?;
+    let problem = state.reloader.problems().remove(name);
     let instances = state.store.count_instances(name).await?;
+    let Some(broker) = state.brokers.get(name) else {
+        let problem = problem.ok_or_else(|| not_found(name))?;
+        return Ok(json!({
+            "name": name,
+            "tenant": problem.tenant,
+            "version": null,
+            "state": "quarantined",
+            "instances": instances,
+            "error": problem.error,
+            "refused_version": problem.version,
+        }));
+    };
     Ok(json!({
         "name": name,
         "tenant": broker.manifest.tenant,
         "version": broker.version,
         "state": "serving",
         "instances": instances,
-        "last_error": state.reloader.failures().get(name),
+        "last_error": problem.as_ref().map(|p| &p.error),
+        "refused_version": problem.and_then(|p| p.version),
         "services": broker.catalog.json()["services"].as_array().map(|s| s.iter().map(|s| s["name"].clone()).collect::<Vec<_>>()),
     }))
 }
 
-/// `GET /admin/brokers`: the brokers the caller may manage.
+/// The tenant of broker `name`, serving or quarantined; `None` inside when it has none.
+fn tenant_of(state: &AdminState, name: &str) -> Option<Option<String>> {
+    if let Some(broker) = state.brokers.get(name) {
+        return Some(broker.manifest.tenant.clone());
+    }
+    state.reloader.problems().remove(name).map(|p| p.tenant)
+}
+
+/// `GET /admin/brokers`: the brokers the caller may manage, serving and quarantined.
 async fn list(State(state): State<AdminState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let mut names: std::collections::BTreeSet<String> = state
+        .brokers
+        .current()
+        .all()
+        .map(|b| b.name.clone())
+        .collect();
+    names.extend(state.reloader.problems().into_keys());
     let mut out = Vec::new();
-    for broker in state.brokers.current().all() {
-        if caller.may(broker.manifest.tenant.as_deref()) {
-            out.push(broker_json(&state, &broker.name).await?);
+    for name in names {
+        if tenant_of(&state, &name).is_some_and(|t| caller.may(t.as_deref())) {
+            out.push(broker_json(&state, &name).await?);
         }
     }
     Ok(Json(json!({ "brokers": out })))
@@ -137,8 +180,8 @@ async fn list(State(state): State<AdminState>, caller: Caller) -> Result<Json<Va
 
 /// The broker `name`, if the caller may manage it.
 fn owned(state: &AdminState, caller: &Caller, name: &str) -> Result<(), ApiError> {
-    match state.brokers.get(name) {
-        Some(broker) if caller.may(broker.manifest.tenant.as_deref()) => Ok(()),
+    match tenant_of(state, name) {
+        Some(tenant) if caller.may(tenant.as_deref()) => Ok(()),
         _ => Err(not_found(name)),
     }
 }
@@ -166,6 +209,7 @@ struct Upload {
 }
 
 /// `PUT /admin/brokers/{name}`: adds or upgrades a broker; validated before it goes live.
+/// Every upload is written in the book of versions, accepted or refused.
 async fn upload(
     State(state): State<AdminState>,
     caller: Caller,
@@ -185,17 +229,8 @@ async fn upload(
     check_tenant(&state, &caller, &name, manifest.tenant.as_deref())?;
     let manifest_text = hash_password_in(&upload.manifest)?;
     let version = version_of(&wasm, manifest_text.as_bytes());
-    keep_version(&state, &name, &version, &wasm, &manifest_text)?;
-    let published = publish(&state, &name, &version, upload.force).await;
-    let serving = state
-        .brokers
-        .get(&name)
-        .is_some_and(|b| b.version == version);
-    if published.is_err() && !serving {
-        // A refused upload is not kept as a version.
-        forget_version(&state, &name, &version);
-    }
-    published
+    let staged = Staged::new(&state, &name, &version, &wasm, &manifest_text)?;
+    publish(&state, &name, &staged.files, Source::Upload, upload.force).await
 }
 
 /// The manifest with a clear-text `credentials.password` replaced by its argon2
@@ -217,16 +252,6 @@ fn hash_password_in(manifest: &str) -> Result<String, ApiError> {
     toml::to_string(&table).map_err(internal)
 }
 
-fn forget_version(state: &AdminState, name: &str, version: &str) {
-    for ext in ["wasm", "toml"] {
-        let path = state
-            .versions_dir
-            .join(name)
-            .join(format!("{version}.{ext}"));
-        let _ = std::fs::remove_file(path);
-    }
-}
-
 /// The caller may register `name` for `tenant`, within the tenant's quota.
 fn check_tenant(
     state: &AdminState,
@@ -234,8 +259,8 @@ fn check_tenant(
     name: &str,
     tenant: Option<&str>,
 ) -> Result<(), ApiError> {
-    if let Some(existing) = state.brokers.get(name) {
-        if !caller.may(existing.manifest.tenant.as_deref()) {
+    if let Some(existing) = tenant_of(state, name) {
+        if !caller.may(existing.as_deref()) {
             return Err(ApiError::Forbidden(format!(
                 "broker {name} belongs to another tenant"
             )));
@@ -272,26 +297,47 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(format!("{error}"))
 }
 
-/// Keeps `wasm` and `manifest` as version `version` of `name`.
-fn keep_version(
-    state: &AdminState,
-    name: &str,
-    version: &str,
-    wasm: &[u8],
-    manifest: &str,
-) -> Result<(), ApiError> {
-    let dir = state.versions_dir.join(name);
-    std::fs::create_dir_all(&dir).map_err(internal)?;
-    std::fs::write(dir.join(format!("{version}.wasm")), wasm).map_err(internal)?;
-    std::fs::write(dir.join(format!("{version}.toml")), manifest).map_err(internal)
+/// An upload written to a staging dir of its own (under the data dir) for the reloader to
+/// read (it keeps what it decides); removed when dropped, even if the request is cut.
+struct Staged {
+    dir: PathBuf,
+    files: (PathBuf, PathBuf),
+}
+
+impl Staged {
+    fn new(
+        state: &AdminState,
+        name: &str,
+        version: &str,
+        wasm: &[u8],
+        manifest: &str,
+    ) -> Result<Self, ApiError> {
+        let dir = state
+            .versions_dir
+            .join(".uploads")
+            .join(format!("{name}-{version}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).map_err(internal)?;
+        let staged = Staged {
+            files: (dir.join("broker.wasm"), dir.join("broker.toml")),
+            dir,
+        };
+        std::fs::write(&staged.files.0, wasm).map_err(internal)?;
+        std::fs::write(&staged.files.1, manifest).map_err(internal)?;
+        Ok(staged)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Copies kept version `version` of `name` into the brokers dir (the manifest first, each by
-/// rename), so a restart serves it.
+/// rename), so the brokers dir holds what serves.
 fn install(state: &AdminState, name: &str, version: &str) -> Result<(), ApiError> {
-    let from = state.versions_dir.join(name);
-    for ext in ["toml", "wasm"] {
-        let source = from.join(format!("{version}.{ext}"));
+    let (wasm, manifest) = state.reloader.kept(name, version);
+    for (source, ext) in [(manifest, "toml"), (wasm, "wasm")] {
         let target = state.brokers_dir.join(format!("{name}.{ext}"));
         let tmp = state.brokers_dir.join(format!(".{name}.{ext}.tmp"));
         std::fs::copy(&source, &tmp).map_err(internal)?;
@@ -300,36 +346,42 @@ fn install(state: &AdminState, name: &str, version: &str) -> Result<(), ApiError
     Ok(())
 }
 
-/// Loads kept version `version` of `name`; once it serves, installs it in the brokers dir.
-/// A refused version leaves the brokers dir alone and the previous version serving.
+/// Offers the version in `files` to the reloader; once it serves, installs it in the brokers
+/// dir. A refused version leaves the brokers dir alone and the previous version serving.
 async fn publish(
     state: &AdminState,
     name: &str,
-    version: &str,
+    files: &(PathBuf, PathBuf),
+    source: Source,
     force: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let kept = state.versions_dir.join(name);
-    let wasm = kept.join(format!("{version}.wasm"));
-    let manifest = kept.join(format!("{version}.toml"));
-    if !wasm.exists() || !manifest.exists() {
-        return Err(ApiError::NotFound(format!(
-            "broker {name} has no version {version}"
-        )));
-    }
     match state
         .reloader
-        .reload_files(name, &wasm, &manifest, force)
+        .offer(name, &files.0, &files.1, source, force)
         .await
     {
         Ok(outcome) => {
-            install(state, name, version)?;
+            if let Some(broker) = state.brokers.get(name) {
+                install(state, name, &broker.version)?;
+            }
             let mut body = broker_json(state, name).await?;
-            body["outcome"] = json!(format!("{outcome:?}"));
+            if let (Some(body), Value::Object(outcome)) = (
+                body.as_object_mut(),
+                serde_json::to_value(&outcome).map_err(internal)?,
+            ) {
+                body.insert("outcome".into(), outcome["outcome"].clone());
+            }
             Ok(Json(body))
         }
-        Err(error) => Err(ApiError::Unprocessable(format!(
-            "refused; the previous version keeps serving: {error:#}"
-        ))),
+        Err(error) => {
+            let message = match error.downcast_ref::<crate::reload::Refused>() {
+                Some(refused) => refused.0.clone(),
+                None => format!("{error:#}"),
+            };
+            Err(ApiError::Unprocessable(format!(
+                "refused; the previous version (if any) keeps serving: {message}"
+            )))
+        }
     }
 }
 
@@ -340,7 +392,9 @@ struct Force {
     force: bool,
 }
 
-/// `DELETE /admin/brokers/{name}?force=`: refused while the broker has instances unless forced.
+/// `DELETE /admin/brokers/{name}?force=`: removes a broker and forgets it (its versions, its
+/// files and its state), refused while it has instances unless forced: then its instances,
+/// bindings and operations are purged without calling the guest.
 async fn remove(
     State(state): State<AdminState>,
     caller: Caller,
@@ -351,38 +405,38 @@ async fn remove(
     let instances = state.store.count_instances(&name).await?;
     if instances > 0 && !query.force {
         return Err(ApiError::Conflict(format!(
-            "broker {name} still has {instances} instances (force to remove anyway)"
+            "broker {name} still has {instances} instances; remove with force to purge them \
+             from the state store without calling the broker"
         )));
     }
-    state.reloader.remove(&name).await.map_err(internal)?;
-    Ok(Json(json!({ "removed": name })))
+    let purged = state.reloader.remove(&name).await.map_err(internal)?;
+    Ok(Json(json!({ "removed": name, "purged": purged })))
 }
 
-/// `GET /admin/brokers/{name}/versions`: every kept version, oldest first.
+/// `GET /admin/brokers/{name}/versions`: every version in the book, oldest first, accepted or
+/// refused, with where it came from.
 async fn versions(
     State(state): State<AdminState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     owned(&state, &caller, &name)?;
-    let current = state.brokers.get(&name).map(|b| b.version.clone());
-    let mut found: Vec<(std::time::SystemTime, String)> =
-        std::fs::read_dir(state.versions_dir.join(&name))
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "wasm"))
-                    .filter_map(|e| {
-                        let modified = e.metadata().ok()?.modified().ok()?;
-                        Some((modified, e.path().file_stem()?.to_str()?.to_string()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-    found.sort();
-    let list: Vec<Value> = found
+    let (book, current) = state.reloader.versions(&name).await.map_err(internal)?;
+    let serving = state.brokers.get(&name).map(|b| b.version.clone());
+    let list: Vec<Value> = book
         .into_iter()
-        .map(|(_, v)| json!({ "version": v, "current": Some(&v) == current.as_ref() }))
+        .map(|v| {
+            json!({
+                "version": v.version,
+                "state": v.state.as_str(),
+                "source": v.source,
+                "error": v.error,
+                "current": Some(&v.version) == current.as_ref(),
+                "serving": Some(&v.version) == serving.as_ref(),
+                "created_at_ms": v.created_at,
+                "decided_at_ms": v.decided_at,
+            })
+        })
         .collect();
     Ok(Json(json!({ "versions": list })))
 }
@@ -395,7 +449,8 @@ struct Rollback {
     force: bool,
 }
 
-/// `POST /admin/brokers/{name}/rollback`: serves a kept version again.
+/// `POST /admin/brokers/{name}/rollback`: serves a kept version again, accepted or refused
+/// before (checked again; `force` skips the checks of plans in use and ids).
 async fn rollback(
     State(state): State<AdminState>,
     caller: Caller,
@@ -403,8 +458,15 @@ async fn rollback(
     Json(body): Json<Rollback>,
 ) -> Result<Json<Value>, ApiError> {
     owned(&state, &caller, &name)?;
-    if !body.version.chars().all(|c| c.is_ascii_hexdigit()) {
+    if body.version.is_empty() || !body.version.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::BadRequest("a version is hex digits".into()));
     }
-    publish(&state, &name, &body.version, body.force).await
+    let files = state.reloader.kept(&name, &body.version);
+    if !files.0.exists() || !files.1.exists() {
+        return Err(ApiError::NotFound(format!(
+            "broker {name} has no kept version {}",
+            body.version
+        )));
+    }
+    publish(&state, &name, &files, Source::Rollback, body.force).await
 }

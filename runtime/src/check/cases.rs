@@ -102,10 +102,30 @@ pub async fn run_all(c: &Client, r: &mut Report) -> anyhow::Result<()> {
 }
 
 async fn catalog(c: &Client, r: &mut Report) -> anyhow::Result<Value> {
+    let url = format!("{}/v2/catalog", c.base());
     let answer = c
         .call(Method::GET, "/v2/catalog", None)
         .await
-        .context("cannot reach the broker")?;
+        .with_context(|| format!("cannot reach the broker at {url}"))?;
+    let said = answer
+        .field("description")
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
+    match answer.status {
+        StatusCode::OK => {}
+        StatusCode::UNAUTHORIZED => anyhow::bail!(
+            "GET {url} answered 401 Unauthorized{said}: the user name or password is wrong, or no broker is served at this URL"
+        ),
+        StatusCode::NOT_FOUND => {
+            let hint = if c.base().ends_with("/v2") {
+                "; leave /v2 out of the URL: give the URL a platform registers"
+            } else {
+                "; give the URL a platform registers, before /v2 (for brokerbox: http://HOST:PORT/brokers/NAME)"
+            };
+            anyhow::bail!("GET {url} answered 404 Not Found{said}: no OSB catalog at this URL{hint}")
+        }
+        other => anyhow::bail!("GET {url} answered {other}{said}; a broker answers 200 with its catalog"),
+    }
     let services = answer
         .body
         .as_ref()

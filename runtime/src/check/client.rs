@@ -72,6 +72,11 @@ impl Client {
         })
     }
 
+    /// The broker's URL (before `/v2`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// A request to `path` (starting with `/v2`) with credentials and version set.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.bare(method, path)

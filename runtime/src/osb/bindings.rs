@@ -94,10 +94,24 @@ pub async fn bind(
     let instance = store
         .instance(broker, &path.instance_id)
         .await?
-        .filter(|i| matches!(i.state, ResourceState::Ready | ResourceState::Updating))
+        .filter(|i| i.state != ResourceState::Failed)
         .ok_or_else(|| {
             ApiError::NotFound(format!("instance {} does not exist", path.instance_id))
         })?;
+    if matches!(
+        instance.state,
+        ResourceState::Creating | ResourceState::Deleting
+    ) {
+        return Err(ApiError::ConcurrencyError(format!(
+            "instance {} has an operation in progress (being {})",
+            path.instance_id,
+            if instance.state == ResourceState::Creating {
+                "provisioned"
+            } else {
+                "deprovisioned"
+            }
+        )));
+    }
     if instance.service_id != service_id || instance.plan_id != plan_id {
         return Err(ApiError::BadRequest(format!(
             "instance {} is of service {} plan {}",
@@ -179,9 +193,17 @@ pub async fn unbind(
     let accepts = accepts_incomplete(query.get("accepts_incomplete"))?;
     let service_id = required("service_id", query.get("service_id").cloned())?;
     let plan_id = required("plan_id", query.get("plan_id").cloned())?;
-    validate::plan(&osb.broker, &service_id, &plan_id)?;
     let store = &state.store;
     let broker = &osb.broker.name;
+    // The instance's own service and plan need not be in the catalog any more (see
+    // deprovision).
+    let own_ids = store
+        .instance(broker, &path.instance_id)
+        .await?
+        .is_some_and(|i| i.service_id == service_id && i.plan_id == plan_id);
+    if !own_ids {
+        validate::plan(&osb.broker, &service_id, &plan_id)?;
+    }
     let gone = || ApiError::Gone(format!("binding {} does not exist", path.binding_id));
     let existing = store
         .binding(broker, &path.binding_id)

@@ -118,6 +118,10 @@ pub async fn provision(
     let accepts = accepts_incomplete(query.get("accepts_incomplete"))?;
     let service_id = required("service_id", body.service_id)?;
     let plan_id = required("plan_id", body.plan_id)?;
+    // OSB 2.17 marks both REQUIRED, "MUST be a non-empty string" (deprecated in favour of
+    // `context`, but still sent by every platform).
+    let organization_guid = required("organization_guid", body.organization_guid)?;
+    let space_guid = required("space_guid", body.space_guid)?;
     let plan = validate::plan(&osb.broker, &service_id, &plan_id)?;
     let parameters = object_text("parameters", body.parameters)?;
     let context = object_text("context", body.context)?;
@@ -126,7 +130,7 @@ pub async fn provision(
     check_async(&osb, &plan_id, accepts)?;
     let attributes = json!({
         "service_id": service_id, "plan_id": plan_id,
-        "organization_guid": body.organization_guid, "space_guid": body.space_guid,
+        "organization_guid": organization_guid, "space_guid": space_guid,
         "parameters": parameters.as_deref().map(|p| serde_json::from_str::<Value>(p).unwrap_or_default()),
         "maintenance_info": body.maintenance_info,
     })
@@ -250,10 +254,15 @@ pub async fn update(
     let existing = store
         .instance(broker, &path.instance_id)
         .await?
-        .filter(|i| i.state != ResourceState::Creating)
         .ok_or_else(|| {
             ApiError::NotFound(format!("instance {} does not exist", path.instance_id))
         })?;
+    if existing.state == ResourceState::Creating {
+        return Err(ApiError::ConcurrencyError(format!(
+            "instance {} is still being provisioned",
+            path.instance_id
+        )));
+    }
     if existing.service_id != service_id {
         return Err(ApiError::BadRequest(format!(
             "instance {} belongs to service {}, not {service_id}",
@@ -340,12 +349,18 @@ pub async fn deprovision(
     let accepts = accepts_incomplete(query.get("accepts_incomplete"))?;
     let service_id = required("service_id", query.get("service_id").cloned())?;
     let plan_id = required("plan_id", query.get("plan_id").cloned())?;
-    validate::plan(&osb.broker, &service_id, &plan_id)?;
     let store = &state.store;
     let broker = &osb.broker.name;
-    let existing = store
-        .instance(broker, &path.instance_id)
-        .await?
+    let existing = store.instance(broker, &path.instance_id).await?;
+    // The instance's own service and plan need not be in the catalog any more: an instance
+    // whose plan a newer version dropped can still be deleted.
+    if !existing
+        .as_ref()
+        .is_some_and(|i| i.service_id == service_id && i.plan_id == plan_id)
+    {
+        validate::plan(&osb.broker, &service_id, &plan_id)?;
+    }
+    let existing = existing
         .ok_or_else(|| ApiError::Gone(format!("instance {} does not exist", path.instance_id)))?;
     if existing.state == ResourceState::Deleting && accepts {
         let operation = existing.operation_id.unwrap_or_default();

@@ -5,12 +5,15 @@
 //! The `operation` query value names the operation to report; when it is missing or names an
 //! operation of another resource, the resource's latest operation is reported instead.
 //! Operations are kept after their resource is deleted, so a finished asynchronous delete
-//! answers 200 `succeeded`; a resource with no known operation answers 404.
+//! answers 200 `succeeded`; a resource with no known operation answers 404, and so does one
+//! that does not exist when polled without naming an operation it was handed (a provision
+//! refused at once leaves no instance). A named operation is always reported: a bind whose
+//! instance was deleted under it reports `failed`, saying so.
 
 use super::request::Osb;
 use super::{query, AppState, Reply};
 use crate::error::ApiError;
-use crate::store::{OperationRecord, OperationState};
+use crate::store::{OperationKind, OperationRecord, OperationState};
 use axum::extract::{Path, State};
 use axum::http::{header::RETRY_AFTER, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -102,8 +105,33 @@ async fn answer(
     let op = find(state, &osb.broker.name, asked, target)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no operation is known for {resource}")))?;
+    let named = asked.is_some_and(|id| *id == op.id);
+    if !named
+        && !matches!(op.kind, OperationKind::Deprovision | OperationKind::Unbind)
+        && !exists(state, &osb.broker.name, target).await?
+    {
+        // Asked without the operation the platform was handed (with a 202): a create refused
+        // at once leaves no resource, and the resource being polled does not exist.
+        return Err(ApiError::NotFound(format!("{resource} does not exist")));
+    }
     let op = crate::ops::expire_if_overdue(state, &osb.broker, op).await?;
     Ok(reply(&op))
+}
+
+/// Whether the resource `target` exists (in any state).
+async fn exists(state: &AppState, broker: &str, target: Target<'_>) -> Result<bool, ApiError> {
+    Ok(match target.binding_id {
+        Some(binding) => state
+            .store
+            .binding(broker, binding)
+            .await?
+            .is_some_and(|b| b.instance_id == target.instance_id),
+        None => state
+            .store
+            .instance(broker, target.instance_id)
+            .await?
+            .is_some(),
+    })
 }
 
 /// The last_operation body of a stored operation.

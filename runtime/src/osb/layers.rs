@@ -62,7 +62,8 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     };
     let error = match status.as_u16() {
         400 => ApiError::BadRequest(description),
-        404 | 405 => ApiError::NotFound(description),
+        404 => ApiError::NotFound(description),
+        405 => ApiError::MethodNotAllowed(description),
         413 => ApiError::BadRequest(description),
         _ => ApiError::Internal(description),
     };

@@ -80,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
-            ApiError::NotFound("method not allowed on this route".into())
+            ApiError::MethodNotAllowed("this route does not take this method".into())
         })
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(middleware::from_fn(layers::json_errors))

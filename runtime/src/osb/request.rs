@@ -32,20 +32,26 @@ impl FromRequestParts<AppState> for Osb {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Credentials first: the broker is named by the raw path (a valid name needs no
+        // decoding), and an unknown name answers as wrong credentials do, so names cannot be
+        // probed without a password. Only then is the rest of the path decoded and checked.
+        let name = parts
+            .uri
+            .path()
+            .strip_prefix("/brokers/")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default();
+        let broker = state.brokers.get(name).ok_or(ApiError::Unauthorized)?;
+        check_auth(&parts.headers, &broker).await?;
+        check_version(&parts.headers)?;
         let params = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
-        let name = params
-            .iter()
-            .find(|(key, _)| *key == "broker")
-            .map(|(_, value)| value.to_string())
-            .unwrap_or_default();
-        let broker = state
-            .brokers
-            .get(&name)
-            .ok_or_else(|| ApiError::NotFound(format!("no broker named {name:?}")))?;
-        check_auth(&parts.headers, &broker).await?;
-        check_version(&parts.headers)?;
+        for (key, value) in &params {
+            if key != "broker" {
+                check_id(key, value)?;
+            }
+        }
         let identity = originating_identity(&parts.headers)?;
         let request_identity = header(&parts.headers, REQUEST_IDENTITY)?.map(str::to_string);
         Ok(Osb {
@@ -54,6 +60,30 @@ impl FromRequestParts<AppState> for Osb {
             request_identity,
         })
     }
+}
+
+/// Longest instance or binding id accepted, in bytes (UTF-8, after percent-decoding). Platforms
+/// send GUIDs (36 bytes); the cap keeps ids usable as file names and keys by any broker.
+pub const MAX_ID_BYTES: usize = 255;
+
+/// An instance or binding id (path parameter `key`) is 1 to [`MAX_ID_BYTES`] bytes without
+/// control characters.
+///
+/// # Errors
+/// 400 naming the rule broken.
+pub fn check_id(key: &str, id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "{key} must have 1 to {MAX_ID_BYTES} bytes, not {}",
+            id.len()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "{key} must not contain control characters"
+        )));
+    }
+    Ok(())
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
@@ -138,15 +168,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(state.config.body_limit)
-                } else {
-                    ApiError::BadRequest(format!("cannot read the request body: {rejection}"))
-                }
-            })?;
+        let bytes = read_body(request, state.config.body_limit).await?;
         if bytes.is_empty() {
             return Err(ApiError::BadRequest(
                 "the request body is empty; a JSON object is required".into(),
@@ -162,6 +184,48 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
         let parsed = serde_json::from_value(raw.clone()).map_err(bad)?;
         Ok(Body(parsed, raw))
     }
+}
+
+/// Most of an oversized body read and dropped before the 413 is sent, and for how long.
+const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+const MAX_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads a request body of at most `limit` bytes. Past the limit, the rest of the body is
+/// read and dropped (up to [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`]) before the 413 is
+/// answered: a client that writes its whole body before reading (as many HTTP libraries do)
+/// then reads the 413 instead of a broken pipe.
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    use axum::body::HttpBody as _;
+    use http_body_util::BodyExt as _;
+    let mut body = request.into_body();
+    let announced = body.size_hint().exact().map_or(0, |n| n as usize);
+    let mut bytes = bytes::BytesMut::with_capacity(announced.min(limit));
+    let mut over = announced > limit;
+    while !over {
+        let Some(frame) = body.frame().await else {
+            return Ok(bytes.freeze());
+        };
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            over = bytes.len() + data.len() > limit;
+            if !over {
+                bytes.extend_from_slice(&data);
+            }
+        }
+    }
+    drop(bytes);
+    let drain = async {
+        let mut drained = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, Bytes::len);
+            if drained > MAX_DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(MAX_DRAIN_TIME, drain).await;
+    Err(ApiError::PayloadTooLarge(limit))
 }
 
 /// Parses the `accepts_incomplete` query parameter (absent means false).

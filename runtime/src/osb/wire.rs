@@ -25,6 +25,21 @@ impl From<MaintenanceInfoWire> for MaintenanceInfo {
     }
 }
 
+/// Reads an optional `maintenance_info`, taking an empty object as absent: generated OSB
+/// clients send `"maintenance_info": {}` when they mean none (a `version` is required in any
+/// other object).
+fn maintenance_info<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<MaintenanceInfoWire>, D::Error> {
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) if map.is_empty() => Ok(None),
+        Some(other) => serde_json::from_value(other)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
 /// Body of `PUT /v2/service_instances/:id`.
 #[derive(Debug, Deserialize)]
 pub struct ProvisionBody {
@@ -40,7 +55,8 @@ pub struct ProvisionBody {
     pub parameters: Option<Value>,
     /// Platform context (an object).
     pub context: Option<Value>,
-    /// Expected maintenance info.
+    /// Expected maintenance info (`{}` counts as absent).
+    #[serde(default, deserialize_with = "maintenance_info")]
     pub maintenance_info: Option<MaintenanceInfoWire>,
 }
 
@@ -55,7 +71,8 @@ pub struct PreviousValuesWire {
     pub organization_id: Option<String>,
     /// Space before.
     pub space_id: Option<String>,
-    /// Maintenance info before.
+    /// Maintenance info before (`{}` counts as absent).
+    #[serde(default, deserialize_with = "maintenance_info")]
     pub maintenance_info: Option<MaintenanceInfoWire>,
 }
 
@@ -84,7 +101,8 @@ pub struct UpdateBody {
     pub context: Option<Value>,
     /// Values before the update.
     pub previous_values: Option<PreviousValuesWire>,
-    /// New maintenance info.
+    /// New maintenance info (`{}` counts as absent).
+    #[serde(default, deserialize_with = "maintenance_info")]
     pub maintenance_info: Option<MaintenanceInfoWire>,
 }
 

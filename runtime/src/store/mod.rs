@@ -225,6 +225,58 @@ pub enum Effect {
     BindingDeleted,
 }
 
+/// What was decided about a version of a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionState {
+    /// It loaded and passed every check; it serves or served.
+    Accepted,
+    /// It failed to load or a check; it is never served unless an operator forces it.
+    Refused,
+}
+
+/// One version of a broker in the book of versions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRecord {
+    /// The broker.
+    pub broker: String,
+    /// The version (see [`crate::registry::version_of`]).
+    pub version: String,
+    /// What was decided.
+    pub state: VersionState,
+    /// Where it came from: `dir`, `upload` or `rollback`.
+    pub source: String,
+    /// Why it was refused.
+    pub error: Option<String>,
+    /// When the runtime first saw it (ms since the epoch).
+    pub created_at: i64,
+    /// When it was last decided (ms since the epoch).
+    pub decided_at: i64,
+}
+
+/// A broker's current version in the book.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurrentVersion {
+    /// The broker.
+    pub broker: String,
+    /// Its last accepted version.
+    pub version: String,
+    /// Since when the broker has had an accepted version (who came first in a conflict).
+    pub since: i64,
+}
+
+/// What removing a broker's state removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Purged {
+    /// Instances.
+    pub instances: u64,
+    /// Bindings.
+    pub bindings: u64,
+    /// Operations (finished or not).
+    pub operations: u64,
+    /// Keys of its key-value store.
+    pub kv_keys: u64,
+}
+
 /// Why a state change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -368,6 +420,18 @@ pub trait StateStore: Send + Sync {
     async fn plans_in_use(&self, broker: &str) -> Result<Vec<String>, StoreError>;
     /// Records that runtime `runtime_id` loaded broker `name`.
     async fn register_broker(&self, name: &str, runtime_id: &str) -> Result<(), StoreError>;
+    /// Every version of `broker` in the book, oldest first.
+    async fn versions(&self, broker: &str) -> Result<Vec<VersionRecord>, StoreError>;
+    /// The current version of every broker that has one.
+    async fn current_versions(&self) -> Result<Vec<CurrentVersion>, StoreError>;
+    /// Records what was decided about a version (replacing an earlier decision); an accepted
+    /// version becomes the broker's current version in the same transaction.
+    async fn decide_version(&self, record: &VersionRecord) -> Result<(), StoreError>;
+    /// Removes `version` of `broker` from the book.
+    async fn forget_version(&self, broker: &str, version: &str) -> Result<(), StoreError>;
+    /// Removes every trace of `broker` in one transaction: instances, bindings, operations,
+    /// key-value store, versions.
+    async fn purge_broker(&self, broker: &str) -> Result<Purged, StoreError>;
     /// Ends an operation in progress and applies its effect, in one transaction.
     async fn finish_operation(
         &self,
@@ -420,6 +484,27 @@ impl ResourceState {
                 )))
             }
         })
+    }
+}
+
+impl VersionState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Accepted => "accepted",
+            VersionState::Refused => "refused",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "accepted" => Ok(VersionState::Accepted),
+            "refused" => Ok(VersionState::Refused),
+            other => Err(StoreError::Backend(format!(
+                "unknown version state {other:?}"
+            ))),
+        }
     }
 }
 

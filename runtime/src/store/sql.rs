@@ -7,8 +7,9 @@
 
 use super::writer::{WriteTx, Writer};
 use super::{
-    BindingRecord, Effect, InstanceRecord, OperationKind, OperationRecord, OperationState, Outcome,
-    ResourceState, StateStore, StoreError,
+    BindingRecord, CurrentVersion, Effect, InstanceRecord, OperationKind, OperationRecord,
+    OperationState, Outcome, Purged, ResourceState, StateStore, StoreError, VersionRecord,
+    VersionState,
 };
 use sqlx::any::{AnyPoolOptions, AnyQueryResult, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row};
@@ -840,6 +841,123 @@ impl StateStore for SqlStore {
             .await
             .map_err(backend)?;
         Ok(u64::try_from(get::<i64>(&row, "n")?).unwrap_or(0))
+    }
+
+    async fn versions(&self, broker: &str) -> Result<Vec<VersionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT broker, version, state, source, error, created_at, decided_at \
+             FROM broker_versions WHERE broker = $1 ORDER BY created_at, version",
+        )
+        .bind(broker)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(VersionRecord {
+                    broker: get(row, "broker")?,
+                    version: get(row, "version")?,
+                    state: VersionState::parse(&get::<String>(row, "state")?)?,
+                    source: get(row, "source")?,
+                    error: get(row, "error")?,
+                    created_at: get(row, "created_at")?,
+                    decided_at: get(row, "decided_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn current_versions(&self) -> Result<Vec<CurrentVersion>, StoreError> {
+        let rows = sqlx::query("SELECT broker, version, since FROM broker_current")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(CurrentVersion {
+                    broker: get(row, "broker")?,
+                    version: get(row, "version")?,
+                    since: get(row, "since")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn decide_version(&self, record: &VersionRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO broker_versions (broker, version, state, source, error, created_at, decided_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (broker, version) DO UPDATE SET \
+             state = excluded.state, source = excluded.source, error = excluded.error, \
+             decided_at = excluded.decided_at",
+        )
+        .bind(&record.broker)
+        .bind(&record.version)
+        .bind(record.state.as_str())
+        .bind(&record.source)
+        .bind(record.error.as_deref())
+        .bind(record.created_at)
+        .bind(record.decided_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if record.state == VersionState::Accepted {
+            sqlx::query(
+                "INSERT INTO broker_current (broker, version, since) VALUES ($1, $2, $3) \
+                 ON CONFLICT (broker) DO UPDATE SET version = excluded.version",
+            )
+            .bind(&record.broker)
+            .bind(&record.version)
+            .bind(record.decided_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn forget_version(&self, broker: &str, version: &str) -> Result<(), StoreError> {
+        self.writer
+            .execute(
+                sqlx::query("DELETE FROM broker_versions WHERE broker = $1 AND version = $2")
+                    .bind(broker)
+                    .bind(version),
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn purge_broker(&self, broker: &str) -> Result<Purged, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut counts = [0u64; 4];
+        let tables = [
+            "DELETE FROM instances WHERE broker = $1",
+            "DELETE FROM bindings WHERE broker = $1",
+            "DELETE FROM operations WHERE broker = $1",
+            "DELETE FROM kv WHERE broker = $1",
+            "DELETE FROM broker_versions WHERE broker = $1",
+            "DELETE FROM broker_current WHERE broker = $1",
+            "DELETE FROM brokers WHERE name = $1",
+        ];
+        for (i, sql) in tables.iter().enumerate() {
+            let done = sqlx::query(sql)
+                .bind(broker)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if let Some(count) = counts.get_mut(i) {
+                *count = done.rows_affected();
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        let [instances, bindings, operations, kv_keys] = counts;
+        Ok(Purged {
+            instances,
+            bindings,
+            operations,
+            kv_keys,
+        })
     }
 
     async fn count_in_progress(&self, broker: &str) -> Result<u64, StoreError> {

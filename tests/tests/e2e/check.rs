@@ -68,3 +68,116 @@ async fn axum_like_server() -> String {
     });
     format!("http://{addr}")
 }
+
+/// Runs the `brokerbox` binary with `args`; its exit success and its stderr.
+fn brokerbox(args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(crate::process::BINARY)
+        .args(args)
+        .env_remove("BROKERBOX_TOKEN")
+        .env_remove("BROKERBOX_URL")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn check_and_admin_say_what_actually_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let brokers = dir.path().join("brokers");
+    std::fs::create_dir_all(&brokers).unwrap();
+    std::fs::copy(guests::RULES_BROKER, brokers.join("rules.wasm")).unwrap();
+    std::fs::write(brokers.join("rules.toml"), manifest("rules", "")).unwrap();
+    let config = dir.path().join("runtime.toml");
+    std::fs::write(
+        &config,
+        "[admin]\noperator_token = \"operator-token-0123456789\"\n",
+    )
+    .unwrap();
+    let state = crate::process::state_url().await;
+    let with_admin = crate::process::RuntimeProcess::start(
+        &dir.path().join("data"),
+        &brokers,
+        state.clone(),
+        &["--config", config.to_str().unwrap()],
+    )
+    .await;
+    let url = with_admin.url("rules");
+
+    // check: a wrong password is a 401, a URL ending in /v2 a 404; both exit non-zero.
+    let (ok, _, err) = brokerbox(&["check", &url, "--user", "rules", "--password", "wrong"]);
+    assert!(!ok && err.contains("401 Unauthorized"), "{err}");
+    let (ok, _, err) = brokerbox(&[
+        "check",
+        &format!("{url}/v2"),
+        "--user",
+        "rules",
+        "--password",
+        "rules-secret",
+    ]);
+    assert!(
+        !ok && err.contains("404 Not Found") && err.contains("/v2"),
+        "{err}"
+    );
+
+    // admin: flags after the subcommand, plain JSON.
+    let base = format!("http://{}", with_admin.addr);
+    let (ok, out, err) = brokerbox(&[
+        "admin",
+        "list",
+        "--url",
+        &base,
+        "--token",
+        "operator-token-0123456789",
+    ]);
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["brokers"][0]["name"], "rules", "{out}");
+    assert!(!out.contains("(\\\""), "no Rust debug strings: {out}");
+    // A wrong token is named as such.
+    let (ok, _, err) = brokerbox(&["admin", "list", "--url", &base, "--token", "not-a-token"]);
+    assert!(
+        !ok && err.contains("401") && err.contains("admin token"),
+        "{err}"
+    );
+    // No token at all.
+    let (ok, _, err) = brokerbox(&["admin", "list", "--url", &base]);
+    assert!(!ok && err.contains("--token"), "{err}");
+
+    // A runtime without an [admin] table says the admin API is disabled.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = crate::process::RuntimeProcess::start(
+        &plain_dir.path().join("data"),
+        &brokers,
+        crate::process::state_url().await,
+        &[],
+    )
+    .await;
+    let (ok, _, err) = brokerbox(&[
+        "admin",
+        "--url",
+        &format!("http://{}", plain.addr),
+        "--token",
+        "operator-token-0123456789",
+        "list",
+    ]);
+    assert!(!ok && err.contains("admin API is disabled"), "{err}");
+
+    // Nothing listening: said so.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let (ok, _, err) = brokerbox(&[
+        "admin",
+        "--url",
+        &format!("http://{closed}"),
+        "--token",
+        "operator-token-0123456789",
+        "list",
+    ]);
+    assert!(!ok && err.contains("cannot reach the runtime"), "{err}");
+}

@@ -346,7 +346,7 @@ async fn a_catalog_that_stalls_does_not_hold_up_another_brokers_reload() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let catalog = format!("{}/v2/catalog", scene.process.url("stalling"));
     let (status, _) = send_osb(Method::GET, catalog, "stalling", None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "not served");
     let created = neighbour.finish().await;
     scene.assert_healthy(&created, rss).await;
 }
@@ -449,6 +449,11 @@ async fn connections_dropped_mid_request_lose_nothing_that_was_answered() {
             let (client, base, query) = (&client, &base, &query);
             async move {
                 let cut = |salt: u64| {
+                    // One lifecycle in five waits for its answers, so that some are answered
+                    // however slow the machine is; the others hang up within 200 ms.
+                    if i % 5 == 4 {
+                        return Duration::from_secs(60);
+                    }
                     let x = (round * 7919 + i * 104_729 + salt * 1_299_709) % 4000;
                     Duration::from_micros(200 + x * 50)
                 };

@@ -2,7 +2,9 @@
 //! binary (modules below) keeps link time down.
 
 mod admin;
+mod book;
 mod check;
+mod conformance;
 mod isolation;
 mod osb;
 mod process;

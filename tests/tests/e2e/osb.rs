@@ -98,7 +98,11 @@ async fn auth_version_and_unknown_routes_get_osb_errors() {
     let unknown = rt
         .osb(Method::GET, "no-such-broker", "/v2/catalog", None)
         .await;
-    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        unknown.status,
+        StatusCode::UNAUTHORIZED,
+        "an unknown broker answers as wrong credentials do"
+    );
     assert!(unknown.body["description"].is_string());
 }
 
@@ -563,35 +567,45 @@ async fn a_trapping_guest_is_a_500_and_the_runtime_keeps_serving() {
 }
 
 #[tokio::test]
-async fn start_up_errors_name_the_file() {
+async fn start_up_errors_name_the_file_and_quarantine_only_that_broker() {
     let dir = tempfile::tempdir().unwrap();
     let brokers = dir.path().join("brokers");
     std::fs::create_dir_all(&brokers).unwrap();
     std::fs::copy(guests::FILE_BROKER, brokers.join("lonely.wasm")).unwrap();
-    let config = brokerbox::ServeConfig::new(dir.path().join("data"), &brokers);
-    let error = brokerbox::Runtime::load(&config)
-        .await
-        .err()
-        .expect("a missing manifest fails");
-    assert!(format!("{error:#}").contains("lonely.toml"), "{error:#}");
+    let mut config = brokerbox::ServeConfig::new(dir.path().join("data"), &brokers);
+    config.strict = true;
+    let strict_error = |config: brokerbox::ServeConfig| async move {
+        let error = brokerbox::Runtime::load(&config)
+            .await
+            .err()
+            .expect("--strict fails");
+        format!("{error:#}")
+    };
+    let error = strict_error(config.clone()).await;
+    assert!(error.contains("lonely.toml"), "a missing manifest: {error}");
     std::fs::write(
         brokers.join("lonely.toml"),
         "[credentials]\nusername = \"u\"\n",
     )
     .unwrap();
-    let error = brokerbox::Runtime::load(&config)
-        .await
-        .err()
-        .expect("an invalid manifest fails");
-    assert!(format!("{error:#}").contains("lonely.toml"), "{error:#}");
+    let error = strict_error(config.clone()).await;
+    assert!(
+        error.contains("lonely.toml"),
+        "an invalid manifest: {error}"
+    );
     std::fs::write(brokers.join("lonely.toml"), manifest("lonely", "")).unwrap();
     std::fs::write(brokers.join("junk.wasm"), b"not wasm").unwrap();
     std::fs::write(brokers.join("junk.toml"), manifest("junk", "")).unwrap();
-    let error = brokerbox::Runtime::load(&config)
-        .await
-        .err()
-        .expect("a bad component fails");
-    assert!(format!("{error:#}").contains("junk.wasm"), "{error:#}");
+    let error = strict_error(config.clone()).await;
+    assert!(error.contains("junk.wasm"), "a bad component: {error}");
+    assert!(!error.contains("lonely"), "only the bad broker: {error}");
+    // Without --strict the good broker serves and the bad one is quarantined.
+    config.strict = false;
+    let runtime = brokerbox::Runtime::load(&config).await.unwrap();
+    let serving: Vec<_> = runtime.registry().all().map(|b| b.name.clone()).collect();
+    assert_eq!(serving, ["lonely"]);
+    let problems = runtime.reloader().failures();
+    assert!(problems["junk"].contains("junk.wasm"), "{problems:?}");
 }
 
 #[tokio::test]
