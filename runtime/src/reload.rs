@@ -512,8 +512,8 @@ impl Reloader {
         }
         let checked = async {
             let new = self.load(name, files).await?;
-            if let (Some(old), false) = (serving, force) {
-                self.check_compatible(old, &new).await?;
+            if !force {
+                self.check_compatible(serving, &new).await?;
             }
             anyhow::Ok(new)
         };
@@ -640,8 +640,8 @@ impl Reloader {
         // again at the swap itself. A conflict is about the other broker, not this version:
         // it is not written in the book.
         self.brokers.current().with_checked(&new)?;
-        self.accept_files(name, &files, source, force).await?;
         self.store.register_broker(name, &self.runtime_id).await?;
+        self.accept_files(name, &files, source, force).await?;
         self.swap(|current| current.with(new))?;
         tracing::info!(broker = name, %version, source = source.as_str(), "serving new version");
         Ok(if old.is_some() {
@@ -690,14 +690,22 @@ impl Reloader {
         Ok(purged)
     }
 
-    /// Refuses a new version that drops a plan instances still use or changes an id.
-    async fn check_compatible(&self, old: &LoadedBroker, new: &LoadedBroker) -> anyhow::Result<()> {
+    /// Refuses a new version that drops a plan instances still use (known from the state
+    /// store, even when the version serving is not at hand) or changes an id of `old`.
+    async fn check_compatible(
+        &self,
+        old: Option<&LoadedBroker>,
+        new: &LoadedBroker,
+    ) -> anyhow::Result<()> {
         let new_ids: HashSet<&str> = new.catalog.ids().collect();
-        for plan in self.store.plans_in_use(&old.name).await? {
+        for plan in self.store.plans_in_use(&new.name).await? {
             if !new_ids.contains(plan.as_str()) {
                 bail!("the new version removes plan {plan}, which instances still use");
             }
         }
+        let Some(old) = old else {
+            return Ok(());
+        };
         for (name, old_id) in old.catalog.names() {
             if let Some(new_id) = new
                 .catalog

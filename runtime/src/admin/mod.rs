@@ -230,7 +230,16 @@ async fn upload(
     let manifest_text = hash_password_in(&upload.manifest)?;
     let version = version_of(&wasm, manifest_text.as_bytes());
     let staged = Staged::new(&state, &name, &version, &wasm, &manifest_text)?;
-    publish(&state, &name, &staged.files, Source::Upload, upload.force).await
+    let files = staged.files.clone();
+    publish(
+        &state,
+        &name,
+        &files,
+        Source::Upload,
+        upload.force,
+        Some(staged),
+    )
+    .await
 }
 
 /// The manifest with a clear-text `credentials.password` replaced by its argon2
@@ -354,12 +363,21 @@ async fn publish(
     files: &(PathBuf, PathBuf),
     source: Source,
     force: bool,
+    staged: Option<Staged>,
 ) -> Result<Json<Value>, ApiError> {
-    match state
-        .reloader
-        .offer(name, &files.0, &files.1, source, force)
-        .await
-    {
+    // In a task of its own: a client that hangs up does not cut a decision half-way (the
+    // version written in the book but not published).
+    let offered = {
+        let (reloader, name, files) = (state.reloader.clone(), name.to_string(), files.clone());
+        tokio::spawn(async move {
+            let offered = reloader
+                .offer(&name, &files.0, &files.1, source, force)
+                .await;
+            drop(staged);
+            offered
+        })
+    };
+    match offered.await.map_err(internal)? {
         Ok(outcome) => {
             if let Some(broker) = state.brokers.get(name) {
                 install(state, name, &broker.version)?;
@@ -468,5 +486,5 @@ async fn rollback(
             body.version
         )));
     }
-    publish(&state, &name, &files, Source::Rollback, body.force).await
+    publish(&state, &name, &files, Source::Rollback, body.force, None).await
 }

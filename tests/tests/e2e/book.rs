@@ -48,8 +48,8 @@ async fn admin(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// The five kinds of bad files, each with the words its reason must hold.
-const BAD: [(&str, &str); 5] = [
+/// The kinds of bad files, each with the words its reason must hold.
+const BAD: [(&str, &str); 6] = [
     ("Hello", "a broker name uses only"),
     ("junk", "not a valid WebAssembly component"),
     ("lonely", "missing manifest"),
@@ -58,10 +58,20 @@ const BAD: [(&str, &str); 5] = [
         "does not implement the brokerbox:broker/broker world",
     ),
     ("files-copy", "already used by broker file-broker"),
+    (
+        "ghost",
+        "tenant \"ghost\", which the runtime's config does not declare",
+    ),
 ];
 
-/// Writes the five bad files into `dir`; the duplicate is written last (it arrives later).
+/// Writes the bad files into `dir`; the duplicate is written last (it arrives later).
 fn write_bad_files(dir: &Path) {
+    std::fs::copy(guests::RULES_BROKER, dir.join("ghost.wasm")).unwrap();
+    std::fs::write(
+        dir.join("ghost.toml"),
+        format!("tenant = \"ghost\"\n{}", manifest("ghost", "")),
+    )
+    .unwrap();
     std::fs::copy(guests::TRAP_BROKER, dir.join("Hello.wasm")).unwrap();
     std::fs::write(dir.join("Hello.toml"), manifest("hello", "")).unwrap();
     std::fs::write(dir.join("junk.wasm"), b"not a component").unwrap();
@@ -83,7 +93,7 @@ fn write_bad_files(dir: &Path) {
     }
 }
 
-/// Whether the two good brokers serve and the five bad ones are listed with their reasons;
+/// Whether the two good brokers serve and the bad ones are listed with their reasons;
 /// the listing's problems otherwise.
 async fn book_problems(rt: &TestRuntime) -> Vec<String> {
     let mut problems = Vec::new();
@@ -452,5 +462,59 @@ async fn a_forced_removal_purges_the_instances_so_a_new_broker_of_that_name_star
         again.status,
         StatusCode::CREATED,
         "a new instance, not the purged one"
+    );
+}
+
+#[tokio::test]
+async fn without_its_kept_files_a_broker_still_refuses_a_version_dropping_plans_in_use() {
+    let mut rt = TestRuntime::start_with(
+        &[(
+            "trap",
+            guests::TRAP_BROKER,
+            &trap_manifest(1, "EXTRA_PLAN = \"yes\"\n"),
+        )],
+        with_admin,
+    )
+    .await
+    .unwrap();
+    let extra = json!({ "service_id": "trap-service", "plan_id": "extra-plan" });
+    let provisioned = rt
+        .osb(
+            Method::PUT,
+            "trap",
+            "/v2/service_instances/x-1",
+            Some(extra),
+        )
+        .await;
+    assert_eq!(provisioned.status, StatusCode::CREATED);
+    // The kept files of the current version are lost, and a version without the plan is in
+    // the brokers dir: the plans in use come from the state store, so it is still refused.
+    std::fs::remove_dir_all(rt.dir.path().join("data/versions/trap")).unwrap();
+    let brokers = rt.dir.path().join("brokers");
+    std::fs::write(brokers.join("trap.toml"), trap_manifest(2, "")).unwrap();
+    rt.restart().await.unwrap();
+    let (_, shown) = admin(&rt, Method::GET, "/trap", None).await;
+    assert_eq!(shown["state"], "quarantined", "{shown}");
+    assert!(
+        shown["error"]
+            .as_str()
+            .unwrap()
+            .contains("removes plan extra-plan"),
+        "{shown}"
+    );
+    // The operator puts the accepted version back: it serves again.
+    std::fs::write(
+        brokers.join("trap.toml"),
+        trap_manifest(1, "EXTRA_PLAN = \"yes\"\n"),
+    )
+    .unwrap();
+    rt.server().reloader.reload("trap", false).await.unwrap();
+    let (_, shown) = admin(&rt, Method::GET, "/trap", None).await;
+    assert_eq!(shown["state"], "serving", "{shown}");
+    assert_eq!(
+        rt.osb(Method::GET, "trap", "/v2/catalog", None)
+            .await
+            .status,
+        StatusCode::OK
     );
 }
