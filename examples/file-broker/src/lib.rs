@@ -52,9 +52,10 @@ fn instance_file(instance_id: &str) -> Result<PathBuf, BrokerError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !safe {
-        return Err(BrokerError::BadRequest(format!(
+        return Err(BrokerError::BadRequest(
             "instance id must be 1 to 255 letters, digits, '-', '_' and '.', not starting with '.'"
-        )));
+                .into(),
+        ));
     }
     let dir = files_dir().ok_or_else(|| {
         BrokerError::Internal("file-broker needs the `files` grant in its manifest".into())
