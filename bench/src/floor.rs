@@ -6,10 +6,10 @@
 use crate::report::{Report, Section};
 use crate::stats::{micros, ratio, Samples};
 use crate::Bench;
-use brokerbox::engine::bindings::types::{CallInfo as WitCallInfo, ProvisionRequest};
-use brokerbox::engine::cache::ComponentCache;
-use brokerbox::engine::limits::Limits;
-use brokerbox::engine::{
+use brokerbox::sandbox::bindings::types::{CallInfo as WitCallInfo, ProvisionRequest};
+use brokerbox::sandbox::cache::ComponentCache;
+use brokerbox::sandbox::limits::Limits;
+use brokerbox::sandbox::{
     new_engine_with, Allocation, CallInfo, EpochTicker, Grants, Guest, Sandbox,
 };
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@ use crate::report::{Report, Section};
 use crate::site::{file_broker_manifest, first_plan, guest, manifest, Osb, Site};
 use crate::stats::{millis, ratio};
 use crate::Bench;
-use brokerbox::engine::limits::DEFAULT_MAX_CONCURRENCY;
+use brokerbox::sandbox::limits::DEFAULT_MAX_CONCURRENCY;
 use brokerbox::RunningServer;
 use reqwest::Method;
 use serde_json::json;

@@ -46,8 +46,8 @@ enum Command {
         watch: bool,
         /// Guest instances alive at once across all brokers (at most 1000); each broker may
         /// use a quarter of them, and a fifth is reserved for brokers that find the rest busy.
-        #[arg(long, default_value_t = crate::engine::MAX_LIVE_INSTANCES,
-              value_parser = clap::value_parser!(u32).range(10..=i64::from(crate::engine::MAX_LIVE_INSTANCES)))]
+        #[arg(long, default_value_t = crate::sandbox::MAX_LIVE_INSTANCES,
+              value_parser = clap::value_parser!(u32).range(10..=i64::from(crate::sandbox::MAX_LIVE_INSTANCES)))]
         max_instances: u32,
         /// The runtime's config file: admin API token, tenants and their quotas.
         #[arg(long, env = "BROKERBOX_CONFIG")]
@@ -144,7 +144,7 @@ where
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            for broker in runtime.registry().all() {
+            for broker in runtime.generation().all() {
                 tracing::info!(broker = %broker.name, url = %format!("http://{listen}/brokers/{}", broker.name), "serving");
             }
             runtime.serve(listener, shutdown_signal()).await

@@ -1,8 +1,8 @@
 //! The one API error type. Every failure a request can meet becomes an `ApiError`, and one
 //! table turns it into the OSB status code, `error` code and JSON body.
 
-use crate::engine::bindings::types::BrokerError;
-use crate::engine::CallError;
+use crate::sandbox::bindings::types::BrokerError;
+use crate::sandbox::CallError;
 use crate::store::StoreError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

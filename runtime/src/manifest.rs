@@ -1,6 +1,6 @@
 //! A broker's manifest, `NAME.toml` beside `NAME.wasm`: its OSB credentials, limits and grants.
 
-use crate::engine::limits::Limits;
+use crate::sandbox::limits::Limits;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::path::Path;
@@ -144,15 +144,15 @@ pub struct GrantsConfig {
 }
 
 fn default_files_quota_bytes() -> u64 {
-    crate::engine::files_quota::DEFAULT_QUOTA_BYTES
+    crate::sandbox::files_quota::DEFAULT_QUOTA_BYTES
 }
 
 fn default_files_quota_count() -> u64 {
-    crate::engine::files_quota::DEFAULT_QUOTA_COUNT
+    crate::sandbox::files_quota::DEFAULT_QUOTA_COUNT
 }
 
 fn default_kv_quota() -> u64 {
-    crate::engine::kv::DEFAULT_QUOTA_BYTES
+    crate::sandbox::kv::DEFAULT_QUOTA_BYTES
 }
 
 impl Default for GrantsConfig {

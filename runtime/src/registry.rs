@@ -2,9 +2,9 @@
 //! compiled, linked and with its catalog checked before it serves a request.
 
 use crate::catalog::CheckedCatalog;
-use crate::engine::files_quota::FilesQuota;
-use crate::engine::{CallInfo, Grants, Guest};
 use crate::manifest::Manifest;
+use crate::sandbox::files_quota::FilesQuota;
+use crate::sandbox::{CallInfo, Grants, Guest};
 use anyhow::{bail, Context};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -29,7 +29,7 @@ pub struct LoadedBroker {
 /// All brokers of a runtime, by name: one generation, never changed once published (a reload
 /// publishes a new one).
 #[derive(Default, Clone)]
-pub struct Registry {
+pub struct Generation {
     brokers: BTreeMap<String, Arc<LoadedBroker>>,
 }
 
@@ -45,21 +45,21 @@ pub const KEPT_VERSIONS: usize = 8;
 /// current when it starts and keeps that version to its end; a reload publishes a whole new
 /// generation at once. Recent versions stay reachable for the operations they started.
 #[derive(Default)]
-pub struct BrokerSet {
-    current: std::sync::RwLock<Arc<Registry>>,
+pub struct Brokers {
+    current: std::sync::RwLock<Arc<Generation>>,
     recent: std::sync::Mutex<BTreeMap<String, Vec<Arc<LoadedBroker>>>>,
 }
 
-impl BrokerSet {
-    /// A set serving `registry`.
-    pub fn new(registry: Registry) -> Self {
-        let set = BrokerSet::default();
-        set.publish(registry);
+impl Brokers {
+    /// Brokers serving `generation`.
+    pub fn new(generation: Generation) -> Self {
+        let set = Brokers::default();
+        set.publish(generation);
         set
     }
 
     /// The current generation.
-    pub fn current(&self) -> Arc<Registry> {
+    pub fn current(&self) -> Arc<Generation> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -87,11 +87,11 @@ impl BrokerSet {
     }
 
     /// Makes `registry` the current generation.
-    pub fn publish(&self, registry: Registry) {
+    pub fn publish(&self, generation: Generation) {
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            recent.retain(|name, _| registry.get(name).is_some());
-            for broker in registry.all() {
+            recent.retain(|name, _| generation.get(name).is_some());
+            for broker in generation.all() {
                 let versions = recent.entry(broker.name.clone()).or_default();
                 if !versions.iter().any(|b| b.version == broker.version) {
                     versions.push(broker.clone());
@@ -101,7 +101,7 @@ impl BrokerSet {
                 }
             }
         }
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(registry);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(generation);
     }
 }
 
@@ -127,7 +127,7 @@ pub fn valid_broker_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-impl Registry {
+impl Generation {
     /// Adds a loaded broker.
     ///
     /// # Errors
@@ -142,7 +142,7 @@ impl Registry {
     }
 
     /// A new generation without the broker `name`.
-    pub fn without(&self, name: &str) -> Registry {
+    pub fn without(&self, name: &str) -> Generation {
         let mut next = self.clone();
         next.brokers.remove(name);
         next
@@ -152,7 +152,7 @@ impl Registry {
     ///
     /// # Errors
     /// When a service or plan id is used by another broker.
-    pub fn with(&self, broker: LoadedBroker) -> anyhow::Result<Registry> {
+    pub fn with(&self, broker: LoadedBroker) -> anyhow::Result<Generation> {
         let mut next = self.clone();
         next.brokers.remove(&broker.name);
         next.check_ids(&broker)?;
@@ -160,7 +160,7 @@ impl Registry {
         Ok(next)
     }
 
-    /// Fails as [`Registry::with`] would, without building the new generation.
+    /// Fails as [`Generation::with`] would, without building the new generation.
     ///
     /// # Errors
     /// When a service or plan id is used by another broker.
@@ -204,7 +204,7 @@ impl Registry {
 #[derive(Clone)]
 pub struct Loader {
     /// The engine and instance cap.
-    pub sandbox: crate::engine::Sandbox,
+    pub sandbox: crate::sandbox::Sandbox,
     /// Where granted directories live.
     pub data_dir: std::path::PathBuf,
     /// The state store (for the `kv` grant).
@@ -324,11 +324,11 @@ impl Loader {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            kv: manifest.grants.kv.then(|| crate::engine::kv::KvGrant {
+            kv: manifest.grants.kv.then(|| crate::sandbox::kv::KvGrant {
                 store: self.store.clone(),
                 quota_bytes: manifest.grants.kv_quota_bytes,
             }),
-            http: crate::engine::http::HttpAllowlist::new(&manifest.grants.outbound_http),
+            http: crate::sandbox::http::HttpAllowlist::new(&manifest.grants.outbound_http),
             ..Grants::default()
         };
         if manifest.grants.files {

@@ -18,7 +18,7 @@
 //! deadline), and only the final swap, which takes no time, is serialized.
 
 use crate::manifest::Manifest;
-use crate::registry::{valid_broker_name, version_of, BrokerSet, LoadedBroker, Loader};
+use crate::registry::{valid_broker_name, version_of, Brokers, LoadedBroker, Loader};
 use crate::store::{now_ms, Purged, StateStore, VersionRecord, VersionState};
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -78,7 +78,7 @@ pub struct Problem {
 pub struct Reloader {
     runtime_id: String,
     loader: Loader,
-    brokers: Arc<BrokerSet>,
+    brokers: Arc<Brokers>,
     brokers_dir: PathBuf,
     versions_dir: PathBuf,
     store: Arc<dyn StateStore>,
@@ -134,7 +134,7 @@ impl Reloader {
     /// A reloader publishing into `brokers`.
     pub fn new(
         loader: Loader,
-        brokers: Arc<BrokerSet>,
+        brokers: Arc<Brokers>,
         brokers_dir: PathBuf,
         runtime_id: String,
     ) -> Self {
@@ -165,7 +165,7 @@ impl Reloader {
     /// other brokers' swaps.
     fn swap(
         &self,
-        change: impl FnOnce(&crate::registry::Registry) -> anyhow::Result<crate::registry::Registry>,
+        change: impl FnOnce(&crate::registry::Generation) -> anyhow::Result<crate::registry::Generation>,
     ) -> anyhow::Result<()> {
         let _swap = self.swap.lock().unwrap_or_else(|e| e.into_inner());
         let next = change(&self.brokers.current())?;
@@ -331,10 +331,10 @@ impl Reloader {
         }));
         let mut found = found.await;
         found.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
-        let mut registry = crate::registry::Registry::default();
+        let mut generation = crate::registry::Generation::default();
         for mut one in found {
             if let Some((broker, files, forced)) = one.candidate.take() {
-                match registry.insert(broker) {
+                match generation.insert(broker) {
                     Ok(()) => {
                         self.accept_files(&one.name, &files, Source::Dir, forced)
                             .await?;
@@ -352,7 +352,7 @@ impl Reloader {
             }
             if let Some(broker) = one.current.take() {
                 let version = broker.version.clone();
-                if let Err(conflict) = registry.insert(broker) {
+                if let Err(conflict) = generation.insert(broker) {
                     one.problem = Some(Problem {
                         error: format!("{conflict:#}"),
                         version: Some(version),
@@ -361,7 +361,7 @@ impl Reloader {
                 }
             }
             if let Some(problem) = &one.problem {
-                let serving = registry.get(&one.name).map(|b| b.version.clone());
+                let serving = generation.get(&one.name).map(|b| b.version.clone());
                 match &serving {
                     Some(version) => {
                         tracing::error!(broker = %one.name, serving = %version, "a newer version was refused: {}", problem.error)
@@ -373,12 +373,12 @@ impl Reloader {
             }
             self.set_problem(&one.name, one.problem);
         }
-        for broker in registry.all() {
+        for broker in generation.all() {
             self.store
                 .register_broker(&broker.name, &self.runtime_id)
                 .await?;
         }
-        self.brokers.publish(registry);
+        self.brokers.publish(generation);
         let problems = self.problems();
         if strict && !problems.is_empty() {
             let list: Vec<String> = problems

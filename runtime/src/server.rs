@@ -3,7 +3,7 @@
 
 use crate::ops::{self, OpsRuntime};
 use crate::osb::{self, AppState, EdgeConfig};
-use crate::registry::{BrokerSet, Loader, Registry};
+use crate::registry::{Brokers, Generation, Loader};
 use crate::reload::Reloader;
 use crate::store;
 use anyhow::Context;
@@ -37,7 +37,7 @@ pub struct ServeConfig {
     pub watch: bool,
     /// The admin API's tokens and the tenants (`--config FILE`).
     pub runtime_config: crate::admin::config::RuntimeConfig,
-    /// Guest instances alive at once across all brokers (see [`crate::engine::slots`]).
+    /// Guest instances alive at once across all brokers (see [`crate::sandbox::slots`]).
     pub max_instances: u32,
     /// Fail start-up when any broker cannot serve (instead of quarantining it).
     pub strict: bool,
@@ -55,7 +55,7 @@ impl ServeConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             watch: false,
             runtime_config: Default::default(),
-            max_instances: crate::engine::MAX_LIVE_INSTANCES,
+            max_instances: crate::sandbox::MAX_LIVE_INSTANCES,
             strict: false,
         }
     }
@@ -68,7 +68,7 @@ pub struct Runtime {
     reloader: Arc<Reloader>,
     watch: bool,
     brokers_dir: PathBuf,
-    _ticker: crate::engine::EpochTicker,
+    _ticker: crate::sandbox::EpochTicker,
     shutdown_grace: Duration,
 }
 
@@ -104,9 +104,9 @@ impl Runtime {
         let store = store::open(&url).await?;
         let id = runtime_id(&data_dir)?;
         store.register_runtime(&id).await?;
-        let components = crate::engine::cache::ComponentCache::on_disk(&data_dir)?;
-        let sandbox = crate::engine::Sandbox::new(components, config.max_instances)?;
-        let ticker = crate::engine::EpochTicker::start(sandbox.engine.clone());
+        let components = crate::sandbox::cache::ComponentCache::on_disk(&data_dir)?;
+        let sandbox = crate::sandbox::Sandbox::new(components, config.max_instances)?;
+        let ticker = crate::sandbox::EpochTicker::start(sandbox.engine.clone());
         let loader = Loader {
             sandbox,
             data_dir: data_dir.clone(),
@@ -121,7 +121,7 @@ impl Runtime {
                     .collect(),
             ),
         };
-        let brokers = Arc::new(BrokerSet::default());
+        let brokers = Arc::new(Brokers::default());
         let dir = config.brokers_dir.clone();
         let reloader = Arc::new(Reloader::new(loader, brokers.clone(), dir, id.clone()));
         reloader.start_up(config.strict).await?;
@@ -171,7 +171,7 @@ impl Runtime {
     }
 
     /// The brokers serving now.
-    pub fn registry(&self) -> Arc<Registry> {
+    pub fn generation(&self) -> Arc<Generation> {
         self.state.brokers.current()
     }
 

@@ -7,7 +7,7 @@ pub mod client;
 pub mod config;
 
 use crate::error::ApiError;
-use crate::registry::{version_of, BrokerSet};
+use crate::registry::{version_of, Brokers};
 use crate::reload::{Reloader, Source};
 use crate::store::StateStore;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
@@ -33,7 +33,7 @@ pub struct AdminState {
     /// Loads and publishes brokers.
     pub reloader: Arc<Reloader>,
     /// The brokers serving now.
-    pub brokers: Arc<BrokerSet>,
+    pub brokers: Arc<Brokers>,
     /// Durable state (instance counts).
     pub store: Arc<dyn StateStore>,
     /// Where `NAME.wasm` + `NAME.toml` live.

@@ -7,7 +7,7 @@ mod wire;
 
 pub use schemas::{PlanSchemas, SchemaKind};
 
-use crate::engine::bindings::types::{Plan, Service, ServiceCatalog};
+use crate::sandbox::bindings::types::{Plan, Service, ServiceCatalog};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -133,7 +133,7 @@ impl CheckedCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::bindings::types::MaintenanceInfo;
+    use crate::sandbox::bindings::types::MaintenanceInfo;
 
     fn plan(id: &str, name: &str) -> Plan {
         Plan {

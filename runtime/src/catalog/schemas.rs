@@ -2,7 +2,7 @@
 //! `.update` and `schemas.service_binding.create`), compiled at load and checked before the
 //! guest runs. Remote `$ref`s are never fetched.
 
-use crate::engine::bindings::types::Plan;
+use crate::sandbox::bindings::types::Plan;
 use jsonschema::Validator;
 use serde_json::Value;
 

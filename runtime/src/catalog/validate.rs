@@ -1,6 +1,6 @@
 //! The rules a catalog must follow before a broker may serve it (OSB "Catalog Management").
 
-use crate::engine::bindings::types::{MaintenanceInfo, ServiceCatalog};
+use crate::sandbox::bindings::types::{MaintenanceInfo, ServiceCatalog};
 use std::collections::HashSet;
 
 /// What OSB allows in `requires`.

@@ -1,6 +1,6 @@
 //! The catalog as OSB JSON (`GET /v2/catalog`), built from the guest's records.
 
-use crate::engine::bindings::types::{MaintenanceInfo, Plan, Service};
+use crate::sandbox::bindings::types::{MaintenanceInfo, Plan, Service};
 use serde_json::{json, Map, Value};
 
 /// The OSB JSON of a service and its plans.

@@ -2,12 +2,12 @@
 //! same request), the guest request built from it, and the meaning of the guest's answer.
 
 use super::{failure, results, Answer, OpContext};
-use crate::engine::bindings::types::{
+use crate::error::ApiError;
+use crate::osb::wire::{self, BindBody, ProvisionBody, UpdateBody};
+use crate::sandbox::bindings::types::{
     self as wit, BindRequest, BindingResponse, DeleteResponse, DeprovisionRequest,
     InstanceResponse, OriginatingIdentity, ProvisionRequest, UnbindRequest, UpdateRequest,
 };
-use crate::error::ApiError;
-use crate::osb::wire::{self, BindBody, ProvisionBody, UpdateBody};
 use crate::store::{Effect, OperationKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -19,11 +19,11 @@ pub mod worker;
 pub use calls::StoredCall;
 pub use poll::{expire_if_overdue, poll_guest};
 
-use crate::engine::bindings::types::{self as wit, BrokerError};
-use crate::engine::CallError;
 use crate::error::ApiError;
 use crate::osb::AppState;
 use crate::registry::LoadedBroker;
+use crate::sandbox::bindings::types::{self as wit, BrokerError};
+use crate::sandbox::CallError;
 use crate::store::{Effect, OperationKind, OperationRecord, OperationState, Outcome, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,8 +82,8 @@ pub struct OpContext {
 
 impl OpContext {
     /// The engine-side call info (for logs and the deadline of the call).
-    pub fn info(&self) -> crate::engine::CallInfo {
-        crate::engine::CallInfo {
+    pub fn info(&self) -> crate::sandbox::CallInfo {
+        crate::sandbox::CallInfo {
             request_identity: self.call.request_identity.clone(),
             deadline: (!self.call.accepts_incomplete)
                 .then(|| self.broker.manifest.operations.sync_deadline()),

@@ -2,11 +2,11 @@
 //! operation is past its plan's `maximum_polling_duration`) and persist the answer.
 
 use super::{failure_effect, guest_kind, results, OpContext};
-use crate::engine::bindings::types::{
-    self as wit, LastOperationRequest, OperationState as GuestState,
-};
 use crate::error::ApiError;
 use crate::registry::LoadedBroker;
+use crate::sandbox::bindings::types::{
+    self as wit, LastOperationRequest, OperationState as GuestState,
+};
 use crate::store::{Effect, OperationKind, OperationRecord, Outcome, StoreError};
 
 /// First pause between two polls of a long operation; it doubles up to [`MAX_POLL_INTERVAL`].

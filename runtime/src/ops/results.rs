@@ -1,7 +1,7 @@
 //! Checks what a guest returned and turns it into what is stored and sent: a guest is
 //! untrusted, so every JSON field is parsed, must be an object, and is size-capped.
 
-use crate::engine::bindings::types::{BindingResult, InstanceResult, VolumeMode};
+use crate::sandbox::bindings::types::{BindingResult, InstanceResult, VolumeMode};
 use serde_json::{json, Map, Value};
 
 /// Largest JSON field (credentials, metadata) a guest may return.

@@ -103,7 +103,7 @@ fn context(
         .version(&op.broker, op.broker_version.as_deref())?;
     let call = match stored {
         Some(stored) => stored.call_info(op.attempts),
-        None => crate::engine::bindings::types::CallInfo {
+        None => crate::sandbox::bindings::types::CallInfo {
             accepts_incomplete: true,
             originating_identity: None,
             request_identity: None,

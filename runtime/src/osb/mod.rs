@@ -13,7 +13,7 @@ mod validate;
 pub mod wire;
 
 use crate::error::ApiError;
-use crate::registry::BrokerSet;
+use crate::registry::Brokers;
 use crate::store::StateStore;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
@@ -41,7 +41,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     /// The hosted brokers (the current generation).
-    pub brokers: Arc<BrokerSet>,
+    pub brokers: Arc<Brokers>,
     /// Durable state.
     pub store: Arc<dyn StateStore>,
     /// Edge settings.

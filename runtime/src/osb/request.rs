@@ -1,10 +1,10 @@
 //! Extractors for what every OSB request carries: the broker (by path), its basic-auth
 //! credentials, the API version, the originating identity; and a JSON body with OSB errors.
 
-use crate::engine::bindings::types::OriginatingIdentity;
 use crate::error::ApiError;
 use crate::osb::AppState;
 use crate::registry::LoadedBroker;
+use crate::sandbox::bindings::types::OriginatingIdentity;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;

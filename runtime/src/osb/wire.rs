@@ -1,8 +1,8 @@
 //! OSB request bodies as the platform sends them (unknown fields ignored), and the checks and
 //! conversions that turn them into the contract's records.
 
-use crate::engine::bindings::types::{BindResource, MaintenanceInfo, PreviousValues};
 use crate::error::ApiError;
+use crate::sandbox::bindings::types::{BindResource, MaintenanceInfo, PreviousValues};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -198,7 +198,7 @@ async fn strict_start_up_fails_on_a_bad_file_naming_it() {
     // Without --strict the same directory serves (nothing else in it).
     config.strict = false;
     let runtime = brokerbox::Runtime::load(&config).await.unwrap();
-    assert!(runtime.registry().all().next().is_none());
+    assert!(runtime.generation().all().next().is_none());
 }
 
 #[tokio::test]

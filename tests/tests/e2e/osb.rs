@@ -602,7 +602,7 @@ async fn start_up_errors_name_the_file_and_quarantine_only_that_broker() {
     // Without --strict the good broker serves and the bad one is quarantined.
     config.strict = false;
     let runtime = brokerbox::Runtime::load(&config).await.unwrap();
-    let serving: Vec<_> = runtime.registry().all().map(|b| b.name.clone()).collect();
+    let serving: Vec<_> = runtime.generation().all().map(|b| b.name.clone()).collect();
     assert_eq!(serving, ["lonely"]);
     let problems = runtime.reloader().failures();
     assert!(problems["junk"].contains("junk.wasm"), "{problems:?}");

@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_component_is_compiled_once_and_reloaded_from_its_artifact() {
-        let engine = crate::engine::new_engine().unwrap();
+        let engine = crate::sandbox::new_engine().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cache = ComponentCache::on_disk(dir.path()).unwrap();
         cache.get_or_compile(&engine, EMPTY_COMPONENT).unwrap();
