@@ -1,6 +1,7 @@
 //! The one API error type. Every failure a request can meet becomes an `ApiError`, and one
 //! table turns it into the OSB status code, `error` code and JSON body.
 
+use crate::ops::OpError;
 use crate::sandbox::bindings::types::BrokerError;
 use crate::sandbox::CallError;
 use crate::store::StoreError;
@@ -120,22 +121,27 @@ impl IntoResponse for ApiError {
 impl From<BrokerError> for ApiError {
     fn from(error: BrokerError) -> Self {
         match error {
-            BrokerError::BadRequest(d) => ApiError::BadRequest(cut(d)),
-            BrokerError::Conflict(d) => ApiError::Conflict(cut(d)),
-            BrokerError::Gone(d) => ApiError::Gone(cut(d)),
-            BrokerError::AsyncRequired(d) => ApiError::AsyncRequired(cut(d)),
-            BrokerError::ConcurrencyError(d) => ApiError::ConcurrencyError(cut(d)),
-            BrokerError::RequiresApp(d) => ApiError::RequiresApp(cut(d)),
-            BrokerError::MaintenanceInfoConflict(d) => ApiError::MaintenanceInfoConflict(cut(d)),
-            BrokerError::Unprocessable(d) => ApiError::Unprocessable(cut(d)),
-            BrokerError::Internal(d) => ApiError::Internal(cut(d)),
+            BrokerError::BadRequest(d) => ApiError::BadRequest(d),
+            BrokerError::Conflict(d) => ApiError::Conflict(d),
+            BrokerError::Gone(d) => ApiError::Gone(d),
+            BrokerError::AsyncRequired(d) => ApiError::AsyncRequired(d),
+            BrokerError::ConcurrencyError(d) => ApiError::ConcurrencyError(d),
+            BrokerError::RequiresApp(d) => ApiError::RequiresApp(d),
+            BrokerError::MaintenanceInfoConflict(d) => ApiError::MaintenanceInfoConflict(d),
+            BrokerError::Unprocessable(d) => ApiError::Unprocessable(d),
+            BrokerError::Internal(d) => ApiError::Internal(d),
         }
     }
 }
 
-/// A guest's description, capped (see [`crate::ops::results::description`]).
-fn cut(description: String) -> String {
-    crate::ops::results::description(description)
+impl From<OpError> for ApiError {
+    fn from(error: OpError) -> Self {
+        match error {
+            OpError::Refused(refusal) => refusal.into(),
+            OpError::Failed(description) => ApiError::Internal(description),
+            OpError::Store(error) => error.into(),
+        }
+    }
 }
 
 impl From<CallError> for ApiError {

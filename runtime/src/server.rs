@@ -150,14 +150,16 @@ impl Runtime {
                 versions_dir: data_dir.join("versions"),
             });
         let state = AppState {
-            brokers,
-            store,
+            ops: ops::OpsState {
+                brokers,
+                store,
+                runtime: Arc::new(OpsRuntime::new(id, config.lease)),
+            },
             config: EdgeConfig {
                 body_limit: config.body_limit,
                 tenant_max_instances,
                 tenant_max_operations,
             },
-            runtime: Arc::new(OpsRuntime::new(id, config.lease)),
         };
         Ok(Runtime {
             state,
@@ -172,7 +174,7 @@ impl Runtime {
 
     /// The brokers serving now.
     pub fn generation(&self) -> Arc<Generation> {
-        self.state.brokers.current()
+        self.state.ops.brokers.current()
     }
 
     /// The reloader (hot reload of brokers from the brokers dir).
@@ -193,7 +195,7 @@ impl Runtime {
     ) -> anyhow::Result<()> {
         let stop_worker = CancellationToken::new();
         let worker = tokio::spawn(ops::worker::run_worker(
-            self.state.clone(),
+            self.state.ops.clone(),
             stop_worker.clone(),
         ));
         if self.watch {
@@ -215,7 +217,7 @@ impl Runtime {
             .await;
         stop_worker.cancel();
         let _ = worker.await;
-        let tasks = &self.state.runtime.tasks;
+        let tasks = &self.state.ops.runtime.tasks;
         tasks.close();
         if tokio::time::timeout(self.shutdown_grace, tasks.wait())
             .await

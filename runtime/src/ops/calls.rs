@@ -1,13 +1,14 @@
 //! A mutating OSB call as the engine stores it (so a retry after a crash replays exactly the
 //! same request), the guest request built from it, and the meaning of the guest's answer.
 
-use super::{failure, results, Answer, OpContext};
-use crate::error::ApiError;
-use crate::osb::wire::{self, BindBody, ProvisionBody, UpdateBody};
+use super::outcome::{failure, Answer};
+use super::wire::{self, BindBody, ProvisionBody, UpdateBody};
+use super::{results, OpContext, OpError};
 use crate::sandbox::bindings::types::{
     self as wit, BindRequest, BindingResponse, DeleteResponse, DeprovisionRequest,
     InstanceResponse, OriginatingIdentity, ProvisionRequest, UnbindRequest, UpdateRequest,
 };
+use crate::sandbox::{Request, Response};
 use crate::store::{Effect, OperationKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,20 +43,6 @@ pub struct StoredCall {
     pub current_plan: Option<String>,
 }
 
-/// A guest request of the `osb` interface.
-pub enum GuestRequest {
-    /// `provision`.
-    Provision(ProvisionRequest),
-    /// `update`.
-    Update(UpdateRequest),
-    /// `deprovision`.
-    Deprovision(DeprovisionRequest),
-    /// `bind`.
-    Bind(BindRequest),
-    /// `unbind`.
-    Unbind(UnbindRequest),
-}
-
 /// `service_id` and `plan_id` of a delete, from its query.
 #[derive(Deserialize)]
 struct DeleteBody {
@@ -85,7 +72,7 @@ impl StoredCall {
     ///
     /// # Errors
     /// When the stored body does not fit its kind (a corrupted row).
-    pub fn guest_request(&self, attempt: u32) -> Result<GuestRequest, String> {
+    pub fn guest_request(&self, attempt: u32) -> Result<Request, String> {
         let call = self.call_info(attempt);
         let text = |v: Option<Value>| v.filter(|v| !v.is_null()).map(|v| v.to_string());
         let binding_id = || {
@@ -96,7 +83,7 @@ impl StoredCall {
         Ok(match self.kind {
             OperationKind::Provision => {
                 let b: ProvisionBody = self.parse()?;
-                GuestRequest::Provision(ProvisionRequest {
+                Request::Provision(ProvisionRequest {
                     instance_id: self.instance_id.clone(),
                     service_id: b.service_id.unwrap_or_default(),
                     plan_id: b.plan_id.unwrap_or_default(),
@@ -111,7 +98,7 @@ impl StoredCall {
             OperationKind::Update => {
                 let b: UpdateBody = self.parse()?;
                 let plan_id = b.plan_id.filter(|p| Some(p) != self.current_plan.as_ref());
-                GuestRequest::Update(UpdateRequest {
+                Request::Update(UpdateRequest {
                     instance_id: self.instance_id.clone(),
                     service_id: b.service_id.unwrap_or_default(),
                     plan_id,
@@ -124,7 +111,7 @@ impl StoredCall {
             }
             OperationKind::Deprovision => {
                 let b: DeleteBody = self.parse()?;
-                GuestRequest::Deprovision(DeprovisionRequest {
+                Request::Deprovision(DeprovisionRequest {
                     instance_id: self.instance_id.clone(),
                     service_id: b.service_id,
                     plan_id: b.plan_id,
@@ -133,14 +120,13 @@ impl StoredCall {
             }
             OperationKind::Bind => {
                 let b: BindBody = self.parse()?;
-                GuestRequest::Bind(BindRequest {
+                Request::Bind(BindRequest {
                     instance_id: self.instance_id.clone(),
                     binding_id: binding_id()?,
                     service_id: b.service_id.unwrap_or_default(),
                     plan_id: b.plan_id.unwrap_or_default(),
                     app_guid: b.app_guid,
-                    bind_resource: wire::bind_resource(b.bind_resource)
-                        .map_err(|e| e.to_string())?,
+                    bind_resource: wire::bind_resource(b.bind_resource)?,
                     parameters: text(b.parameters),
                     context: text(b.context),
                     predecessor_binding_id: b.predecessor_binding_id,
@@ -149,7 +135,7 @@ impl StoredCall {
             }
             OperationKind::Unbind => {
                 let b: DeleteBody = self.parse()?;
-                GuestRequest::Unbind(UnbindRequest {
+                Request::Unbind(UnbindRequest {
                     instance_id: self.instance_id.clone(),
                     binding_id: binding_id()?,
                     service_id: b.service_id,
@@ -176,7 +162,7 @@ pub async fn invoke(ctx: &OpContext, stored: &StoredCall) -> Answer {
         Answer::Accepted(data, effect) => match results::operation_data(&data) {
             Ok(()) => Answer::Accepted(data, effect),
             Err(description) => Answer::Failed(
-                ApiError::Internal(description),
+                OpError::Failed(description),
                 super::failure_effect(stored.kind),
             ),
         },
@@ -190,43 +176,41 @@ async fn call_guest(ctx: &OpContext, stored: &StoredCall) -> Answer {
         Ok(request) => request,
         Err(description) => {
             return Answer::Failed(
-                ApiError::Internal(description),
+                OpError::Failed(description),
                 super::failure_effect(stored.kind),
             )
         }
     };
-    let guest = &ctx.broker.guest;
-    let info = ctx.info();
     let kind = stored.kind;
-    match request {
-        GuestRequest::Provision(r) => match guest.provision(&info, r).await {
-            Ok(response) => instance_answer(stored, response, Effect::InstanceFailed),
-            Err(error) => failure(kind, error),
+    let response = match ctx.broker.guest.call(&ctx.info(), request).await {
+        Ok(response) => response,
+        Err(error) => return failure(kind, error),
+    };
+    match response {
+        Response::Instance(response) if kind == OperationKind::Provision => {
+            instance_answer(stored, response, Effect::InstanceFailed)
+        }
+        Response::Instance(response) => instance_answer(stored, response, Effect::InstanceRestored),
+        Response::Delete(response) if kind == OperationKind::Deprovision => {
+            delete_answer(response, Effect::InstanceDeleted)
+        }
+        Response::Delete(response) => delete_answer(response, Effect::BindingDeleted),
+        Response::Binding(BindingResponse::Done(result)) => match results::binding_body(&result) {
+            Ok(body) => Answer::Done(Effect::BindingReady {
+                result: body.to_string(),
+            }),
+            Err(description) => {
+                Answer::Failed(OpError::Failed(description), Effect::BindingDeleted)
+            }
         },
-        GuestRequest::Update(r) => match guest.update(&info, r).await {
-            Ok(response) => instance_answer(stored, response, Effect::InstanceRestored),
-            Err(error) => failure(kind, error),
-        },
-        GuestRequest::Deprovision(r) => match guest.deprovision(&info, r).await {
-            Ok(response) => delete_answer(response, Effect::InstanceDeleted),
-            Err(error) => failure(kind, error),
-        },
-        GuestRequest::Bind(r) => match guest.bind(&info, r).await {
-            Ok(BindingResponse::Done(result)) => match results::binding_body(&result) {
-                Ok(body) => Answer::Done(Effect::BindingReady {
-                    result: body.to_string(),
-                }),
-                Err(description) => {
-                    Answer::Failed(ApiError::Internal(description), Effect::BindingDeleted)
-                }
-            },
-            Ok(BindingResponse::Accepted(data)) => Answer::Accepted(data, Effect::None),
-            Err(error) => failure(kind, error),
-        },
-        GuestRequest::Unbind(r) => match guest.unbind(&info, r).await {
-            Ok(response) => delete_answer(response, Effect::BindingDeleted),
-            Err(error) => failure(kind, error),
-        },
+        Response::Binding(BindingResponse::Accepted(data)) => Answer::Accepted(data, Effect::None),
+        _ => Answer::Failed(
+            OpError::Failed(format!(
+                "the broker's answer does not fit a {} call",
+                kind.as_str()
+            )),
+            super::failure_effect(kind),
+        ),
     }
 }
 
@@ -238,7 +222,7 @@ fn instance_answer(stored: &StoredCall, response: InstanceResponse, on_error: Ef
     };
     let (dashboard_url, metadata) = match results::instance_values(&result) {
         Ok(values) => values,
-        Err(description) => return Answer::Failed(ApiError::Internal(description), on_error),
+        Err(description) => return Answer::Failed(OpError::Failed(description), on_error),
     };
     if let Some(data) = data {
         return Answer::Accepted(

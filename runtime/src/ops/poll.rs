@@ -1,8 +1,8 @@
 //! One poll of a guest-driven long operation: ask the guest's `last-operation` (unless the
 //! operation is past its plan's `maximum_polling_duration`) and persist the answer.
 
-use super::{failure_effect, guest_kind, results, OpContext};
-use crate::error::ApiError;
+use super::outcome::{failure_effect, guest_kind};
+use super::{results, OpContext, OpError, OpsState};
 use crate::registry::LoadedBroker;
 use crate::sandbox::bindings::types::{
     self as wit, LastOperationRequest, OperationState as GuestState,
@@ -26,10 +26,7 @@ pub fn next_poll_at(polls: u32) -> i64 {
 ///
 /// # Errors
 /// A state store failure.
-pub async fn poll_guest(
-    ctx: &OpContext,
-    op: &OperationRecord,
-) -> Result<OperationRecord, ApiError> {
+pub async fn poll_guest(ctx: &OpContext, op: &OperationRecord) -> Result<OperationRecord, OpError> {
     let store = &ctx.state.store;
     let Some(instance) = store.instance(&op.broker, &op.instance_id).await? else {
         // The instance was deleted while this operation (on one of its bindings) ran: end it
@@ -59,7 +56,7 @@ async fn finished(
     ctx: &OpContext,
     op: &OperationRecord,
     written: Result<(), StoreError>,
-) -> Result<OperationRecord, ApiError> {
+) -> Result<OperationRecord, OpError> {
     let store = &ctx.state.store;
     match written {
         // Another poll finished it first: report what that one stored.
@@ -69,7 +66,7 @@ async fn finished(
     store
         .operation(&op.broker, &op.id)
         .await?
-        .ok_or_else(|| ApiError::Internal(format!("operation {} vanished", op.id)))
+        .ok_or_else(|| OpError::Failed(format!("operation {} vanished", op.id)))
 }
 
 /// Fails `op` if it is in progress past its plan's `maximum_polling_duration` (checked when
@@ -79,10 +76,10 @@ async fn finished(
 /// # Errors
 /// A state store failure.
 pub async fn expire_if_overdue(
-    state: &crate::osb::AppState,
+    state: &OpsState,
     broker: &LoadedBroker,
     op: OperationRecord,
-) -> Result<OperationRecord, ApiError> {
+) -> Result<OperationRecord, OpError> {
     if op.state != crate::store::OperationState::InProgress {
         return Ok(op);
     }
@@ -149,7 +146,7 @@ async fn ask_guest(
             match data.map(results::operation_data).transpose() {
                 Err(description) => (Outcome::failed(description), failure_effect(op.kind)),
                 Ok(_) => {
-                    let description = progress.description.map(results::description);
+                    let description = progress.description;
                     return store
                         .record_progress(
                             op,
@@ -162,14 +159,11 @@ async fn ask_guest(
             }
         }
         Ok(GuestState::Succeeded(success)) => match success_effect(op, plan_id, &success) {
-            Ok(effect) => (
-                Outcome::succeeded(success.description.map(results::description)),
-                effect,
-            ),
+            Ok(effect) => (Outcome::succeeded(success.description), effect),
             Err(description) => (Outcome::failed(description), failure_effect(op.kind)),
         },
         Ok(GuestState::Failed(failed)) => {
-            let mut outcome = Outcome::failed(results::description(failed.description));
+            let mut outcome = Outcome::failed(failed.description);
             // OSB allows these fields only where they mean something.
             if matches!(op.kind, OperationKind::Update | OperationKind::Deprovision) {
                 outcome.instance_usable = failed.instance_usable;

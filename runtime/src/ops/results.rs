@@ -10,22 +10,6 @@ pub const MAX_JSON_FIELD_BYTES: usize = 64 * 1024;
 pub const MAX_OPERATION_DATA_BYTES: usize = 64 * 1024;
 /// Longest URL (`dashboard_url`) a guest may return.
 pub const MAX_URL_BYTES: usize = 8 * 1024;
-/// Longest description from a guest passed on to the platform; the rest is cut.
-pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
-
-/// A guest's description, cut to [`MAX_DESCRIPTION_BYTES`] (on a character boundary).
-pub fn description(mut text: String) -> String {
-    if text.len() > MAX_DESCRIPTION_BYTES {
-        let mut end = MAX_DESCRIPTION_BYTES;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push_str("...");
-    }
-    text
-}
-
 /// Refuses operation data over [`MAX_OPERATION_DATA_BYTES`].
 ///
 /// # Errors

@@ -6,8 +6,8 @@
 //! lease, so a due operation is worked on by one runtime at a time and taken over by another
 //! once the lease of a dead one expires.
 
-use super::{failure_effect, poll_guest, run, OpContext, StoredCall};
-use crate::osb::AppState;
+use super::{failure_effect, poll_guest, run, OpContext, OpsState, StoredCall};
+
 use crate::store::{OperationRecord, Outcome};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,7 @@ const BATCH: i64 = 32;
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Runs the worker until `stop` is cancelled.
-pub async fn run_worker(state: AppState, stop: CancellationToken) {
+pub async fn run_worker(state: OpsState, stop: CancellationToken) {
     let runtime = state.runtime.clone();
     let started_at = crate::store::now_ms();
     let mut last_renewal = tokio::time::Instant::now();
@@ -65,7 +65,7 @@ pub async fn run_worker(state: AppState, stop: CancellationToken) {
 }
 
 /// One look for work: due polls, then orphaned host-run operations.
-async fn sweep(state: &AppState, dead_owner: Option<&str>, started_at: i64) -> anyhow::Result<()> {
+async fn sweep(state: &OpsState, dead_owner: Option<&str>, started_at: i64) -> anyhow::Result<()> {
     let runtime = &state.runtime;
     let now = crate::store::now_ms();
     let lease_until = now + runtime.lease_ms();
@@ -93,7 +93,7 @@ async fn sweep(state: &AppState, dead_owner: Option<&str>, started_at: i64) -> a
 
 /// The context for a background step of `op`, or `None` when its broker is gone.
 fn context(
-    state: &AppState,
+    state: &OpsState,
     op: &OperationRecord,
     stored: Option<&StoredCall>,
 ) -> Option<OpContext> {
@@ -118,7 +118,7 @@ fn context(
 }
 
 /// Polls one claimed long operation once.
-async fn poll_one(state: AppState, op: OperationRecord) {
+async fn poll_one(state: OpsState, op: OperationRecord) {
     let stored = stored_call(&op);
     let Some(ctx) = context(&state, &op, stored.as_ref()) else {
         fail(
@@ -142,7 +142,7 @@ fn stored_call(op: &OperationRecord) -> Option<StoredCall> {
 
 /// Takes over a host-run operation whose runtime died: retries its guest call (the guest is
 /// told the attempt number) or, past the broker's `max_attempts`, fails it.
-async fn recover(state: &AppState, op: OperationRecord, now: i64) -> anyhow::Result<()> {
+async fn recover(state: &OpsState, op: OperationRecord, now: i64) -> anyhow::Result<()> {
     let runtime = &state.runtime;
     let stored = stored_call(&op);
     let Some(mut ctx) = context(state, &op, stored.as_ref()) else {
@@ -195,7 +195,7 @@ async fn recover(state: &AppState, op: OperationRecord, now: i64) -> anyhow::Res
 }
 
 /// Fails `op` with `description`, applying what a failure does to its resource.
-async fn fail(state: &AppState, op: &OperationRecord, description: String) {
+async fn fail(state: &OpsState, op: &OperationRecord, description: String) {
     let outcome = Outcome::failed(description);
     if let Err(error) = state
         .store

@@ -3,10 +3,11 @@
 
 use super::instances::{busy, check_async, check_tenant_operations, delete_reply};
 use super::request::{accepts_incomplete, Body, Osb};
-use super::wire::{bind_resource, object_text, required, BindBody};
+use super::validate::{bind_resource, object_text, required};
 use super::{query, validate, AppState, Reply};
 use crate::catalog::SchemaKind;
 use crate::error::ApiError;
+use crate::ops::wire::BindBody;
 use crate::ops::{execute, Settled};
 use crate::store::{BindingRecord, Effect, OperationKind, ResourceState, StoreError};
 use axum::extract::{Path, State};
@@ -89,7 +90,7 @@ pub async fn bind(
     }
     let resource = bind_resource(body.bind_resource)?;
     check_async(&osb, &plan_id, accepts)?;
-    let store = &state.store;
+    let store = &state.ops.store;
     let broker = &osb.broker.name;
     let instance = store
         .instance(broker, &path.instance_id)
@@ -193,7 +194,7 @@ pub async fn unbind(
     let accepts = accepts_incomplete(query.get("accepts_incomplete"))?;
     let service_id = required("service_id", query.get("service_id").cloned())?;
     let plan_id = required("plan_id", query.get("plan_id").cloned())?;
-    let store = &state.store;
+    let store = &state.ops.store;
     let broker = &osb.broker.name;
     // The instance's own service and plan need not be in the catalog any more (see
     // deprovision).
@@ -235,6 +236,7 @@ pub async fn fetch(
 ) -> Result<Reply, ApiError> {
     let not_found = || ApiError::NotFound(format!("binding {} does not exist", path.binding_id));
     let record = state
+        .ops
         .store
         .binding(&osb.broker.name, &path.binding_id)
         .await?
@@ -251,6 +253,7 @@ pub async fn fetch(
         _ => return Err(not_found()),
     }
     let instance = state
+        .ops
         .store
         .instance(&osb.broker.name, &path.instance_id)
         .await?

@@ -2,10 +2,11 @@
 //! and fetch (GET).
 
 use super::request::{accepts_incomplete, Body, Osb};
-use super::wire::{object_text, required, ProvisionBody, UpdateBody};
+use super::validate::{object_text, required};
 use super::{query, validate, AppState, Reply};
 use crate::catalog::SchemaKind;
 use crate::error::ApiError;
+use crate::ops::wire::{ProvisionBody, UpdateBody};
 use crate::ops::{execute, OpContext, Settled};
 use crate::store::{Effect, InstanceRecord, OperationKind, ResourceState, StoreError};
 use axum::extract::{Path, State};
@@ -135,7 +136,7 @@ pub async fn provision(
         "maintenance_info": body.maintenance_info,
     })
     .to_string();
-    let store = &state.store;
+    let store = &state.ops.store;
     let broker = &osb.broker.name;
     if let Some(existing) = store.instance(broker, &path.instance_id).await? {
         return repeated_provision(&existing, &attributes, accepts);
@@ -199,7 +200,7 @@ async fn check_tenant_quota(state: &AppState, osb: &Osb) -> Result<(), ApiError>
     };
     let mut held = 0;
     for broker in tenant_brokers(state, tenant) {
-        held += state.store.count_instances(&broker).await?;
+        held += state.ops.store.count_instances(&broker).await?;
     }
     if held >= *max {
         return Err(ApiError::Unprocessable(format!(
@@ -219,7 +220,7 @@ pub async fn check_tenant_operations(state: &AppState, osb: &Osb) -> Result<(), 
     };
     let mut running = 0;
     for broker in tenant_brokers(state, tenant) {
-        running += state.store.count_in_progress(&broker).await?;
+        running += state.ops.store.count_in_progress(&broker).await?;
     }
     if running >= *max {
         return Err(ApiError::ConcurrencyError(format!(
@@ -231,7 +232,7 @@ pub async fn check_tenant_operations(state: &AppState, osb: &Osb) -> Result<(), 
 
 /// The names of the brokers of `tenant`.
 fn tenant_brokers(state: &AppState, tenant: &str) -> Vec<String> {
-    let current = state.brokers.current();
+    let current = state.ops.brokers.current();
     current
         .all()
         .filter(|b| b.manifest.tenant.as_deref() == Some(tenant))
@@ -249,7 +250,7 @@ pub async fn update(
 ) -> Result<Reply, ApiError> {
     let accepts = accepts_incomplete(query.get("accepts_incomplete"))?;
     let service_id = required("service_id", body.service_id)?;
-    let store = &state.store;
+    let store = &state.ops.store;
     let broker = &osb.broker.name;
     let existing = store
         .instance(broker, &path.instance_id)
@@ -349,7 +350,7 @@ pub async fn deprovision(
     let accepts = accepts_incomplete(query.get("accepts_incomplete"))?;
     let service_id = required("service_id", query.get("service_id").cloned())?;
     let plan_id = required("plan_id", query.get("plan_id").cloned())?;
-    let store = &state.store;
+    let store = &state.ops.store;
     let broker = &osb.broker.name;
     let existing = store.instance(broker, &path.instance_id).await?;
     // The instance's own service and plan need not be in the catalog any more: an instance
@@ -391,6 +392,7 @@ pub async fn fetch(
 ) -> Result<Reply, ApiError> {
     let not_found = || ApiError::NotFound(format!("instance {} does not exist", path.instance_id));
     let record = state
+        .ops
         .store
         .instance(&osb.broker.name, &path.instance_id)
         .await?

@@ -82,7 +82,7 @@ async fn find(
     target: Target<'_>,
 ) -> Result<Option<OperationRecord>, ApiError> {
     if let Some(id) = asked {
-        let op = state.store.operation(broker, id).await?.filter(|op| {
+        let op = state.ops.store.operation(broker, id).await?.filter(|op| {
             op.instance_id == target.instance_id && op.binding_id.as_deref() == target.binding_id
         });
         if op.is_some() {
@@ -90,6 +90,7 @@ async fn find(
         }
     }
     Ok(state
+        .ops
         .store
         .latest_operation(broker, target.instance_id, target.binding_id)
         .await?)
@@ -114,7 +115,7 @@ async fn answer(
         // at once leaves no resource, and the resource being polled does not exist.
         return Err(ApiError::NotFound(format!("{resource} does not exist")));
     }
-    let op = crate::ops::expire_if_overdue(state, &osb.broker, op).await?;
+    let op = crate::ops::expire_if_overdue(&state.ops, &osb.broker, op).await?;
     Ok(reply(&op))
 }
 
@@ -122,11 +123,13 @@ async fn answer(
 async fn exists(state: &AppState, broker: &str, target: Target<'_>) -> Result<bool, ApiError> {
     Ok(match target.binding_id {
         Some(binding) => state
+            .ops
             .store
             .binding(broker, binding)
             .await?
             .is_some_and(|b| b.instance_id == target.instance_id),
         None => state
+            .ops
             .store
             .instance(broker, target.instance_id)
             .await?

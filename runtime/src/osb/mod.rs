@@ -10,18 +10,14 @@ mod layers;
 pub use layers::json_errors;
 pub mod request;
 mod validate;
-pub mod wire;
 
 use crate::error::ApiError;
-use crate::registry::Brokers;
-use crate::store::StateStore;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use std::sync::Arc;
 
 /// Settings of the OSB edge.
 #[derive(Debug, Clone)]
@@ -37,17 +33,13 @@ pub struct EdgeConfig {
 /// Default request body limit: far above any real OSB request.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
-/// What every handler can reach.
+/// What every handler can reach: the operation layer's state and the edge's settings.
 #[derive(Clone)]
 pub struct AppState {
-    /// The hosted brokers (the current generation).
-    pub brokers: Arc<Brokers>,
-    /// Durable state.
-    pub store: Arc<dyn StateStore>,
+    /// The brokers, the state store and the runtime's background work.
+    pub ops: crate::ops::OpsState,
     /// Edge settings.
     pub config: EdgeConfig,
-    /// The runtime's background work (operation tasks, leases).
-    pub runtime: Arc<crate::ops::OpsRuntime>,
 }
 
 /// The router of the OSB API of every hosted broker.

@@ -41,7 +41,7 @@ impl FromRequestParts<AppState> for Osb {
             .strip_prefix("/brokers/")
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_default();
-        let broker = state.brokers.get(name).ok_or(ApiError::Unauthorized)?;
+        let broker = state.ops.brokers.get(name).ok_or(ApiError::Unauthorized)?;
         check_auth(&parts.headers, &broker).await?;
         check_version(&parts.headers)?;
         let params = RawPathParams::from_request_parts(parts, state)
@@ -276,7 +276,7 @@ impl Osb {
         stored: &crate::ops::StoredCall,
     ) -> crate::ops::OpContext {
         crate::ops::OpContext {
-            state: state.clone(),
+            state: state.ops.clone(),
             broker: self.broker.clone(),
             call: stored.call_info(1),
         }

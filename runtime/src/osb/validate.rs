@@ -2,11 +2,39 @@
 //! guest runs: the plan belongs to the service, parameters match the plan's schema, and
 //! maintenance info matches the plan's.
 
-use super::wire::MaintenanceInfoWire;
 use crate::catalog::{PlanRef, SchemaKind};
 use crate::error::ApiError;
+use crate::ops::wire::MaintenanceInfoWire;
 use crate::registry::LoadedBroker;
 use serde_json::Value;
+
+/// A required string field: missing or empty → 400 naming it.
+///
+/// # Errors
+/// 400 when absent or empty.
+pub fn required(field: &str, value: Option<String>) -> Result<String, ApiError> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("{field} is required")))
+}
+
+/// An optional JSON object field as text: anything but an object → 400 naming it.
+///
+/// # Errors
+/// 400 when present and not an object.
+pub fn object_text(field: &str, value: Option<Value>) -> Result<Option<String>, ApiError> {
+    crate::ops::wire::object_text(field, value).map_err(ApiError::BadRequest)
+}
+
+/// `bind_resource` converted: anything but an object → 400.
+///
+/// # Errors
+/// 400 when present and not an object.
+pub fn bind_resource(
+    value: Option<Value>,
+) -> Result<Option<crate::sandbox::bindings::types::BindResource>, ApiError> {
+    crate::ops::wire::bind_resource(value).map_err(ApiError::BadRequest)
+}
 
 /// The plan `plan_id` of service `service_id`.
 ///

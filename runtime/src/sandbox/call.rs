@@ -1,6 +1,7 @@
-//! How a guest call can end badly, told apart: the broker said no, or the sandbox stopped it.
+//! How a guest call can end badly, told apart: the broker said no, or the sandbox stopped it;
+//! and the cap on the guest's descriptions, applied where they enter the host.
 
-use super::bindings::types::BrokerError;
+use super::bindings::types::{BrokerError, OperationState};
 use wasmtime::Trap;
 
 /// Who a call is for, for logs.
@@ -61,5 +62,71 @@ impl CallError {
             return CallError::TooMuchData(hostcall_bytes);
         }
         CallError::Trap(text)
+    }
+}
+
+/// Longest description from a guest passed on to the platform; the rest is cut where it
+/// enters the host.
+pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
+
+/// A guest's description, cut to [`MAX_DESCRIPTION_BYTES`] (on a character boundary).
+pub fn cap_description(mut text: String) -> String {
+    if text.len() > MAX_DESCRIPTION_BYTES {
+        let mut end = MAX_DESCRIPTION_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
+/// The description of a broker's refusal.
+pub fn refusal_description(refusal: &BrokerError) -> &str {
+    match refusal {
+        BrokerError::BadRequest(d)
+        | BrokerError::Conflict(d)
+        | BrokerError::Gone(d)
+        | BrokerError::AsyncRequired(d)
+        | BrokerError::ConcurrencyError(d)
+        | BrokerError::RequiresApp(d)
+        | BrokerError::MaintenanceInfoConflict(d)
+        | BrokerError::Unprocessable(d)
+        | BrokerError::Internal(d) => d,
+    }
+}
+
+/// `refusal` with its description capped.
+pub fn cap_refusal(refusal: BrokerError) -> BrokerError {
+    let cap = cap_description;
+    match refusal {
+        BrokerError::BadRequest(d) => BrokerError::BadRequest(cap(d)),
+        BrokerError::Conflict(d) => BrokerError::Conflict(cap(d)),
+        BrokerError::Gone(d) => BrokerError::Gone(cap(d)),
+        BrokerError::AsyncRequired(d) => BrokerError::AsyncRequired(cap(d)),
+        BrokerError::ConcurrencyError(d) => BrokerError::ConcurrencyError(cap(d)),
+        BrokerError::RequiresApp(d) => BrokerError::RequiresApp(cap(d)),
+        BrokerError::MaintenanceInfoConflict(d) => BrokerError::MaintenanceInfoConflict(cap(d)),
+        BrokerError::Unprocessable(d) => BrokerError::Unprocessable(cap(d)),
+        BrokerError::Internal(d) => BrokerError::Internal(cap(d)),
+    }
+}
+
+/// `state` with its descriptions capped.
+pub fn cap_operation_state(state: OperationState) -> OperationState {
+    match state {
+        OperationState::InProgress(mut p) => {
+            p.description = p.description.map(cap_description);
+            OperationState::InProgress(p)
+        }
+        OperationState::Succeeded(mut s) => {
+            s.description = s.description.map(cap_description);
+            OperationState::Succeeded(s)
+        }
+        OperationState::Failed(mut f) => {
+            f.description = cap_description(f.description);
+            OperationState::Failed(f)
+        }
     }
 }

@@ -6,7 +6,7 @@ use super::bindings::types::{
     InstanceResponse, LastOperationRequest, OperationState, ProvisionRequest, ServiceCatalog,
     UnbindRequest, UpdateRequest,
 };
-use super::bindings::{Broker, BrokerPre};
+use super::bindings::BrokerPre;
 use super::host::{Grants, GuestLog, HostState};
 use super::limits::{Limits, MAX_CATALOG_HOSTCALL_BYTES, MAX_HOSTCALL_BYTES};
 use super::Sandbox;
@@ -29,23 +29,38 @@ pub struct Guest {
     lanes: super::lanes::Lanes,
 }
 
-/// One call into the guest's `osb` interface.
-enum Request {
+/// One call into the guest's `osb` interface: the one call type between the operation layer
+/// and the sandbox.
+#[derive(Debug)]
+pub enum Request {
+    /// `catalog`.
     ServiceCatalog,
+    /// `provision`.
     Provision(ProvisionRequest),
+    /// `update`.
     Update(UpdateRequest),
+    /// `deprovision`.
     Deprovision(DeprovisionRequest),
+    /// `bind`.
     Bind(BindRequest),
+    /// `unbind`.
     Unbind(UnbindRequest),
+    /// `last-operation`.
     LastOperation(LastOperationRequest),
 }
 
 /// What the guest answered to a [`Request`].
-enum Response {
+#[derive(Debug)]
+pub enum Response {
+    /// To `catalog`.
     ServiceCatalog(ServiceCatalog),
+    /// To `provision` and `update`.
     Instance(InstanceResponse),
+    /// To `bind`.
     Binding(BindingResponse),
+    /// To `deprovision` and `unbind`.
     Delete(DeleteResponse),
+    /// To `last-operation`.
     Operation(OperationState),
 }
 
@@ -99,7 +114,11 @@ impl Guest {
         })?;
         linker.allow_shadowing(false);
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        Broker::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
+        // The world's imports, each served by its own part of the host state.
+        use super::bindings::brokerbox::broker::{kv, log, types};
+        types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
+        log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
+        kv::add_to_linker::<_, HasSelf<super::kv::KvAccess>>(&mut linker, |state| &mut state.kv)?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(BrokerPre::new)
@@ -149,7 +168,11 @@ impl Guest {
         last_operation(LastOperationRequest) -> OperationState, Operation via LastOperation);
 
     /// Runs one request in a fresh store under the broker's limits.
-    async fn call(&self, info: &CallInfo, request: Request) -> Result<Response, CallError> {
+    ///
+    /// # Errors
+    /// [`CallError::Broker`] when the broker refused; another [`CallError`] when a limit or a
+    /// fault stopped the call.
+    pub async fn call(&self, info: &CallInfo, request: Request) -> Result<Response, CallError> {
         let log = GuestLog {
             broker: self.name.clone(),
             request_identity: info.request_identity.clone(),
@@ -211,7 +234,11 @@ impl Guest {
                 tracing::warn!(broker = %self.name, "guest call failed: {error}");
                 Err(error)
             }
-            Ok(Ok(Err(refusal))) => Err(CallError::Broker(refusal)),
+            // Guest text is capped here, where it enters the host.
+            Ok(Ok(Err(refusal))) => Err(CallError::Broker(super::call::cap_refusal(refusal))),
+            Ok(Ok(Ok(Response::Operation(state)))) => {
+                Ok(Response::Operation(super::call::cap_operation_state(state)))
+            }
             Ok(Ok(Ok(response))) => Ok(response),
         }
     }

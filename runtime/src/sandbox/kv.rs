@@ -2,7 +2,6 @@
 //! runtime's state store, with size limits, a quota and a per-call budget of calls.
 
 use super::bindings::brokerbox::broker::kv::{self, KvError};
-use super::host::HostState;
 use crate::store::StateStore;
 use std::sync::Arc;
 
@@ -78,14 +77,16 @@ fn unavailable(error: crate::store::StoreError) -> KvError {
     KvError::Unavailable("the state store failed".into())
 }
 
-impl kv::Host for HostState {
+/// The `kv` import is served by the per-call access object itself (not by the whole host
+/// state), so this module depends on nothing else of the sandbox.
+impl kv::Host for KvAccess {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
-        let (grant, broker) = self.kv.begin(&key)?;
+        let (grant, broker) = self.begin(&key)?;
         grant.store.kv_get(broker, &key).await.map_err(unavailable)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
-        let (grant, broker) = self.kv.begin(&key)?;
+        let (grant, broker) = self.begin(&key)?;
         if value.len() > MAX_VALUE_BYTES {
             return Err(KvError::TooLarge(format!(
                 "values are at most {MAX_VALUE_BYTES} bytes"
@@ -107,7 +108,7 @@ impl kv::Host for HostState {
     }
 
     async fn delete(&mut self, key: String) -> Result<(), KvError> {
-        let (grant, broker) = self.kv.begin(&key)?;
+        let (grant, broker) = self.begin(&key)?;
         grant
             .store
             .kv_delete(broker, &key)
@@ -116,7 +117,7 @@ impl kv::Host for HostState {
     }
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, KvError> {
-        let (grant, broker) = self.kv.begin(&prefix)?;
+        let (grant, broker) = self.begin(&prefix)?;
         grant
             .store
             .kv_keys(broker, &prefix, MAX_LISTED_KEYS)

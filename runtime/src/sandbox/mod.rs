@@ -14,8 +14,8 @@ pub mod limits;
 mod output;
 pub mod slots;
 
-pub use call::{CallError, CallInfo};
-pub use guest::Guest;
+pub use call::{cap_description, refusal_description, CallError, CallInfo, MAX_DESCRIPTION_BYTES};
+pub use guest::{Guest, Request, Response};
 pub use host::Grants;
 
 use std::time::Duration;

@@ -239,7 +239,7 @@ pub enum VersionState {
 pub struct VersionRecord {
     /// The broker.
     pub broker: String,
-    /// The version (see [`crate::registry::version_of`]).
+    /// The version: the first 16 hex digits of the SHA-256 of its component and manifest.
     pub version: String,
     /// What was decided.
     pub state: VersionState,

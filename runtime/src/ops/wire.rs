@@ -1,7 +1,6 @@
-//! OSB request bodies as the platform sends them (unknown fields ignored), and the checks and
-//! conversions that turn them into the contract's records.
+//! OSB request bodies as the platform sends them (unknown fields ignored) and as an operation
+//! stores them to replay its guest call, with the conversions into the contract's records.
 
-use crate::error::ApiError;
 use crate::sandbox::bindings::types::{BindResource, MaintenanceInfo, PreviousValues};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -125,35 +124,23 @@ pub struct BindBody {
     pub predecessor_binding_id: Option<String>,
 }
 
-/// A required string field: missing or empty → 400 naming it.
+/// An optional JSON object field as text.
 ///
 /// # Errors
-/// 400 when absent or empty.
-pub fn required(field: &str, value: Option<String>) -> Result<String, ApiError> {
-    value
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::BadRequest(format!("{field} is required")))
-}
-
-/// An optional JSON object field as text: anything but an object → 400 naming it.
-///
-/// # Errors
-/// 400 when present and not an object.
-pub fn object_text(field: &str, value: Option<Value>) -> Result<Option<String>, ApiError> {
+/// A message naming `field` when it is present and not an object.
+pub fn object_text(field: &str, value: Option<Value>) -> Result<Option<String>, String> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(value @ Value::Object(_)) => Ok(Some(value.to_string())),
-        Some(_) => Err(ApiError::BadRequest(format!(
-            "{field} must be a JSON object"
-        ))),
+        Some(_) => Err(format!("{field} must be a JSON object")),
     }
 }
 
 /// Converts `bind_resource`, which must be an object.
 ///
 /// # Errors
-/// 400 when it is not an object.
-pub fn bind_resource(value: Option<Value>) -> Result<Option<BindResource>, ApiError> {
+/// A message when it is not an object.
+pub fn bind_resource(value: Option<Value>) -> Result<Option<BindResource>, String> {
     let Some(raw) = object_text("bind_resource", value)? else {
         return Ok(None);
     };

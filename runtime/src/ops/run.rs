@@ -1,0 +1,119 @@
+//! Running an operation: its guest call in a background task tracked by the runtime, its
+//! outcome persisted, the request answered within the sync window or deadline.
+
+use super::outcome::{failure_effect, Answer, Settled};
+use super::{calls, OpContext, OpError, StoredCall};
+use crate::store::{OperationRecord, OperationState, Outcome, StoreError};
+use std::time::Duration;
+
+/// How often a request waiting for an operation it cannot answer asynchronously re-reads it.
+const WAIT_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Runs the stored operation `op` in a background task and answers within the broker's sync
+/// window (asynchronous requests) or sync deadline (synchronous ones).
+///
+/// # Errors
+/// The guest's refusal or crash, a long operation that failed or outlived the sync deadline,
+/// or a state store failure.
+pub async fn execute(
+    ctx: OpContext,
+    op: OperationRecord,
+    stored: StoredCall,
+) -> Result<Settled, OpError> {
+    let settings = &ctx.broker.manifest.operations;
+    // A synchronous request gets a little beyond its deadline, so the call's own deadline
+    // (which fails the operation and says why) ends it first.
+    let window = if ctx.call.accepts_incomplete {
+        settings.sync_window()
+    } else {
+        settings.sync_deadline() + Duration::from_secs(5)
+    };
+    let id = op.id.clone();
+    let task = ctx.state.runtime.tasks.spawn(run(ctx.clone(), op, stored));
+    match tokio::time::timeout(window, task).await {
+        Ok(Ok(settled)) => settled,
+        Ok(Err(join)) => Err(OpError::Failed(format!(
+            "the operation task failed: {join}"
+        ))),
+        // The call goes on in the background; the platform polls for it.
+        Err(_) if ctx.call.accepts_incomplete => Ok(Settled::Accepted(id)),
+        Err(_) => Err(OpError::Failed(
+            "the operation did not finish within the sync deadline".into(),
+        )),
+    }
+}
+
+/// Makes the guest call of `op` and persists its outcome.
+pub async fn run(
+    ctx: OpContext,
+    op: OperationRecord,
+    stored: StoredCall,
+) -> Result<Settled, OpError> {
+    let answer = calls::invoke(&ctx, &stored).await;
+    settle(&ctx, &op, answer).await
+}
+
+/// Persists the guest's answer; for a long operation the platform cannot wait for
+/// asynchronously, waits for the pollers to end it, up to the sync deadline.
+async fn settle(ctx: &OpContext, op: &OperationRecord, answer: Answer) -> Result<Settled, OpError> {
+    let store = &ctx.state.store;
+    match answer {
+        Answer::Done(effect) => {
+            store
+                .finish_operation(op, &Outcome::succeeded(None), &effect)
+                .await?;
+            Ok(Settled::Finished(Some(effect)))
+        }
+        Answer::Failed(error, effect) => {
+            store
+                .finish_operation(op, &Outcome::failed(error.to_string()), &effect)
+                .await?;
+            Err(error)
+        }
+        Answer::Accepted(data, effect) => {
+            store
+                .accept_operation(op, &data, &effect, crate::store::now_ms())
+                .await?;
+            ctx.state.runtime.wake_pollers();
+            if ctx.call.accepts_incomplete {
+                return Ok(Settled::Accepted(op.id.clone()));
+            }
+            wait_for_end(ctx, op).await
+        }
+    }
+}
+
+/// Waits until the pollers end `op`, or fails it when the sync deadline passes first.
+async fn wait_for_end(ctx: &OpContext, op: &OperationRecord) -> Result<Settled, OpError> {
+    let store = &ctx.state.store;
+    let deadline = tokio::time::Instant::now() + ctx.broker.manifest.operations.sync_deadline();
+    loop {
+        let current = store
+            .operation(&op.broker, &op.id)
+            .await?
+            .ok_or_else(|| OpError::Failed(format!("operation {} vanished", op.id)))?;
+        match current.state {
+            OperationState::Succeeded => return Ok(Settled::Finished(None)),
+            OperationState::Failed => {
+                let description = current
+                    .description
+                    .unwrap_or_else(|| "the operation failed".into());
+                return Err(OpError::Failed(description));
+            }
+            OperationState::InProgress if tokio::time::Instant::now() >= deadline => {
+                let description = "the broker did not finish within the sync deadline of a \
+                                   request without accepts_incomplete=true";
+                match store
+                    .finish_operation(op, &Outcome::failed(description), &failure_effect(op.kind))
+                    .await
+                {
+                    Ok(()) => return Err(OpError::Failed(description.into())),
+                    // A poller ended it at the same moment: report what it stored.
+                    Err(StoreError::Changed) => continue,
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            OperationState::InProgress => tokio::time::sleep(WAIT_INTERVAL).await,
+        }
+    }
+}
