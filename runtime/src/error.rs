@@ -139,6 +139,7 @@ impl From<OpError> for ApiError {
         match error {
             OpError::Refused(refusal) => refusal.into(),
             OpError::Failed(description) => ApiError::Internal(description),
+            busy @ OpError::Busy(_) => ApiError::ConcurrencyError(busy.to_string()),
             OpError::Store(error) => error.into(),
         }
     }

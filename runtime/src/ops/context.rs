@@ -70,6 +70,9 @@ pub enum OpError {
     /// The guest call, the guest's answer or the operation failed.
     #[error("{0}")]
     Failed(String),
+    /// Another operation on the resource (this id) is in progress.
+    #[error("another operation on {0} is in progress")]
+    Busy(String),
     /// The state store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),

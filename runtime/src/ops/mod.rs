@@ -13,6 +13,7 @@
 
 pub mod calls;
 mod context;
+pub mod lifecycle;
 mod outcome;
 mod poll;
 pub mod results;
@@ -22,6 +23,7 @@ pub mod worker;
 
 pub use calls::StoredCall;
 pub use context::{OpContext, OpError, OpsRuntime, OpsState, DEFAULT_LEASE};
+pub use lifecycle::{change, create, Created, Existing, NewResource};
 pub use outcome::{failure, failure_effect, Answer, Settled};
 pub use poll::{expire_if_overdue, poll_guest};
 pub use run::{execute, run};

@@ -10,34 +10,17 @@
 //! refused at once leaves no instance). A named operation is always reported: a bind whose
 //! instance was deleted under it reports `failed`, saying so.
 
+use super::params::{BindingPath, InstancePath};
 use super::request::Osb;
 use super::{query, AppState, Reply};
 use crate::error::ApiError;
 use crate::store::{OperationKind, OperationRecord, OperationState};
 use axum::extract::{Path, State};
 use axum::http::{header::RETRY_AFTER, HeaderValue, StatusCode};
-use serde::Deserialize;
 use serde_json::json;
 
 /// Seconds a platform is asked to wait before polling an operation in progress again.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
-
-/// Path of an instance's last_operation.
-#[derive(Deserialize)]
-pub struct InstancePath {
-    #[allow(dead_code)]
-    broker: String,
-    instance_id: String,
-}
-
-/// Path of a binding's last_operation.
-#[derive(Deserialize)]
-pub struct BindingPath {
-    #[allow(dead_code)]
-    broker: String,
-    instance_id: String,
-    binding_id: String,
-}
 
 /// `GET /v2/service_instances/:instance_id/last_operation`.
 pub async fn instance(

@@ -3,9 +3,13 @@
 
 mod bindings;
 mod catalog;
+mod checks;
 mod instances;
 mod last_operation;
 mod layers;
+mod params;
+mod quotas;
+mod replies;
 
 pub use layers::json_errors;
 pub mod request;

@@ -228,20 +228,6 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
     Err(ApiError::PayloadTooLarge(limit))
 }
 
-/// Parses the `accepts_incomplete` query parameter (absent means false).
-///
-/// # Errors
-/// 400 when it is neither `true` nor `false`.
-pub fn accepts_incomplete(value: Option<&String>) -> Result<bool, ApiError> {
-    match value.map(String::as_str) {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "accepts_incomplete must be true or false, not {other:?}"
-        ))),
-    }
-}
-
 impl Osb {
     /// A stored call of `kind` for this request, as the engine keeps it.
     pub fn stored_call(

@@ -36,6 +36,24 @@ pub fn bind_resource(
     crate::ops::wire::bind_resource(value).map_err(ApiError::BadRequest)
 }
 
+/// 422 `AsyncRequired` when the broker's manifest makes `plan_id` async-only and the platform
+/// cannot wait asynchronously; checked before anything is stored.
+///
+/// # Errors
+/// 422 `AsyncRequired`.
+pub fn async_allowed(
+    osb: &super::request::Osb,
+    plan_id: &str,
+    accepts_incomplete: bool,
+) -> Result<(), ApiError> {
+    if !accepts_incomplete && osb.broker.manifest.operations.async_required(plan_id) {
+        return Err(ApiError::AsyncRequired(format!(
+            "plan {plan_id} runs asynchronously only; send accepts_incomplete=true"
+        )));
+    }
+    Ok(())
+}
+
 /// The plan `plan_id` of service `service_id`.
 ///
 /// # Errors
