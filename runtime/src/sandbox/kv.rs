@@ -2,7 +2,7 @@
 //! runtime's state store, with size limits, a quota and a per-call budget of calls.
 
 use super::bindings::brokerbox::broker::kv::{self, KvError};
-use crate::store::StateStore;
+use crate::store::KvStore;
 use std::sync::Arc;
 
 /// Longest key, in bytes.
@@ -20,7 +20,7 @@ pub const MAX_LISTED_KEYS: i64 = 1_000;
 #[derive(Clone)]
 pub struct KvGrant {
     /// Where the values live.
-    pub store: Arc<dyn StateStore>,
+    pub store: Arc<dyn KvStore>,
     /// The broker's quota, in bytes.
     pub quota_bytes: u64,
 }

@@ -12,3 +12,4 @@ mod recovery;
 mod reload;
 mod rules;
 mod sandbox;
+mod schema;
