@@ -4,8 +4,6 @@
 use crate::{Runtime, ServeConfig};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
 /// Hosts Open Service Broker brokers compiled to WebAssembly components.
@@ -19,44 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serves every NAME.wasm (with its NAME.toml manifest) of the brokers dir over OSB.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080", env = "BROKERBOX_LISTEN")]
-        listen: SocketAddr,
-        /// Directory for state (SQLite database) and granted broker directories.
-        #[arg(long, default_value = "./data", env = "BROKERBOX_DATA_DIR")]
-        data_dir: PathBuf,
-        /// Directory holding NAME.wasm + NAME.toml pairs.
-        #[arg(long, default_value = "./brokers", env = "BROKERBOX_BROKERS_DIR")]
-        brokers_dir: PathBuf,
-        /// State store URL (default: sqlite://DATA_DIR/brokerbox.db).
-        #[arg(long, env = "BROKERBOX_STATE")]
-        state: Option<String>,
-        /// Largest accepted request body, in bytes.
-        #[arg(long, default_value_t = crate::osb::DEFAULT_BODY_LIMIT)]
-        body_limit: usize,
-        /// Lease of a running operation, in ms: another replica takes it over once it expires.
-        #[arg(long, default_value_t = 10_000)]
-        lease_ms: u64,
-        /// How long a shutdown (SIGTERM, Ctrl-C) waits for running guest calls, in ms.
-        #[arg(long, default_value_t = 20_000)]
-        shutdown_grace_ms: u64,
-        /// Reload a broker when its NAME.wasm or NAME.toml changes (or appears).
-        #[arg(long)]
-        watch: bool,
-        /// Guest instances alive at once across all brokers (at most 1000); each broker may
-        /// use a quarter of them, and a fifth is reserved for brokers that find the rest busy.
-        #[arg(long, default_value_t = crate::sandbox::MAX_LIVE_INSTANCES,
-              value_parser = clap::value_parser!(u32).range(10..=i64::from(crate::sandbox::MAX_LIVE_INSTANCES)))]
-        max_instances: u32,
-        /// The runtime's config file: admin API token, tenants and their quotas.
-        #[arg(long, env = "BROKERBOX_CONFIG")]
-        config: Option<PathBuf>,
-        /// Exit at start-up when any broker cannot serve as it is in the brokers dir (for CI
-        /// pipelines), instead of quarantining it and serving the others.
-        #[arg(long)]
-        strict: bool,
-    },
+    Serve(ServeConfig),
     /// Prints the argon2 hash of the password read from standard input (one line), for a
     /// manifest's `credentials.password_hash`.
     HashPassword,
@@ -116,38 +77,9 @@ where
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse_from(args).command {
-        Command::Serve {
-            listen,
-            data_dir,
-            brokers_dir,
-            state,
-            body_limit,
-            lease_ms,
-            shutdown_grace_ms,
-            watch,
-            max_instances,
-            config: config_file,
-            strict,
-        } => {
-            let mut config = ServeConfig::new(data_dir, brokers_dir);
-            config.state_url = state;
-            config.body_limit = body_limit;
-            config.lease = std::time::Duration::from_millis(lease_ms.max(100));
-            config.shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
-            config.watch = watch;
-            config.max_instances = max_instances;
-            config.strict = strict;
-            if let Some(file) = config_file {
-                config.runtime_config = crate::admin::config::RuntimeConfig::load(&file)?;
-            }
-            let runtime = Runtime::load(&config).await?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            for broker in runtime.generation().all() {
-                tracing::info!(broker = %broker.name, url = %format!("http://{listen}/brokers/{}", broker.name), "serving");
-            }
-            runtime.serve(listener, shutdown_signal()).await
+        Command::Serve(mut config) => {
+            config.read_config_file()?;
+            serve(config).await
         }
         Command::HashPassword => {
             let mut password = String::new();
@@ -177,6 +109,21 @@ where
             Ok(())
         }
     }
+}
+
+/// `brokerbox serve`: loads the runtime, says where each broker is served, serves until
+/// Ctrl-C or SIGTERM.
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let runtime = Runtime::load(&config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    for broker in runtime.generation().all() {
+        let url = format!("http://{listen}/brokers/{}", broker.name);
+        tracing::info!(broker = %broker.name, %url, "serving");
+    }
+    runtime.serve(listener, shutdown_signal()).await
 }
 
 /// Completes on Ctrl-C or SIGTERM.

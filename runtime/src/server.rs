@@ -1,8 +1,9 @@
 //! Starting and stopping a runtime: open the state store, build the engine, load the brokers,
 //! start the operation worker, serve the OSB API on a listener until shutdown, then drain.
 
+pub use crate::config::ServeConfig;
 use crate::ops::{self, OpsRuntime};
-use crate::osb::{self, AppState, EdgeConfig};
+use crate::osb::{self, AppState};
 use crate::registry::{Brokers, Generation, Loader};
 use crate::reload::Reloader;
 use crate::store;
@@ -15,52 +16,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Default time a shutdown waits for running guest calls before leaving them to recovery.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-
-/// What `brokerbox serve` needs.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    /// Where state and granted directories live.
-    pub data_dir: PathBuf,
-    /// Where `NAME.wasm` + `NAME.toml` pairs are read from.
-    pub brokers_dir: PathBuf,
-    /// State store URL; `None` means `sqlite://DATA_DIR/brokerbox.db`.
-    pub state_url: Option<String>,
-    /// Largest request body, in bytes.
-    pub body_limit: usize,
-    /// Lease of running operations (another replica takes one over once it expires).
-    pub lease: Duration,
-    /// How long a shutdown waits for running guest calls.
-    pub shutdown_grace: Duration,
-    /// Reload brokers whose files change in the brokers dir.
-    pub watch: bool,
-    /// The admin API's tokens and the tenants (`--config FILE`).
-    pub runtime_config: crate::admin::config::RuntimeConfig,
-    /// Guest instances alive at once across all brokers (see [`crate::sandbox::slots`]).
-    pub max_instances: u32,
-    /// Fail start-up when any broker cannot serve (instead of quarantining it).
-    pub strict: bool,
-}
-
-impl ServeConfig {
-    /// A config with defaults for everything but the two directories.
-    pub fn new(data_dir: impl Into<PathBuf>, brokers_dir: impl Into<PathBuf>) -> Self {
-        ServeConfig {
-            data_dir: data_dir.into(),
-            brokers_dir: brokers_dir.into(),
-            state_url: None,
-            body_limit: osb::DEFAULT_BODY_LIMIT,
-            lease: ops::DEFAULT_LEASE,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            watch: false,
-            runtime_config: Default::default(),
-            max_instances: crate::sandbox::MAX_LIVE_INSTANCES,
-            strict: false,
-        }
-    }
-}
-
 /// A loaded runtime, ready to serve.
 pub struct Runtime {
     state: AppState,
@@ -70,6 +25,24 @@ pub struct Runtime {
     brokers_dir: PathBuf,
     _ticker: crate::sandbox::EpochTicker,
     shutdown_grace: Duration,
+}
+
+/// The admin API's state, when the config file has an `[admin]` table.
+fn admin_state(
+    config: &ServeConfig,
+    ops: &ops::OpsState,
+    reloader: &Arc<Reloader>,
+    data_dir: &Path,
+) -> Option<crate::admin::AdminState> {
+    config.runtime_config.admin.as_ref()?;
+    Some(crate::admin::AdminState {
+        config: Arc::new(config.runtime_config.clone()),
+        reloader: reloader.clone(),
+        brokers: ops.brokers.clone(),
+        store: ops.store.clone(),
+        brokers_dir: config.brokers_dir.clone(),
+        versions_dir: data_dir.join("versions"),
+    })
 }
 
 /// This runtime's id: kept in `DATA_DIR/runtime-id`, so a restart on the same data dir knows
@@ -107,68 +80,34 @@ impl Runtime {
         let components = crate::sandbox::cache::ComponentCache::on_disk(&data_dir)?;
         let sandbox = crate::sandbox::Sandbox::new(components, config.max_instances)?;
         let ticker = crate::sandbox::EpochTicker::start(sandbox.engine.clone());
+        let tenants = &config.runtime_config.tenants;
         let loader = Loader {
             sandbox,
             data_dir: data_dir.clone(),
             store: store.clone(),
             files_quotas: Arc::default(),
-            tenants: Arc::new(
-                config
-                    .runtime_config
-                    .tenants
-                    .iter()
-                    .map(|t| t.name.clone())
-                    .collect(),
-            ),
+            tenants: Arc::new(tenants.iter().map(|t| t.name.clone()).collect()),
         };
         let brokers = Arc::new(Brokers::default());
         let dir = config.brokers_dir.clone();
         let reloader = Arc::new(Reloader::new(loader, brokers.clone(), dir, id.clone()));
         reloader.start_up(config.strict).await?;
-        let tenant_max_instances = config
-            .runtime_config
-            .tenants
-            .iter()
-            .filter_map(|t| Some((t.name.clone(), t.max_instances?)))
-            .collect();
-        let tenant_max_operations = config
-            .runtime_config
-            .tenants
-            .iter()
-            .filter_map(|t| Some((t.name.clone(), t.max_concurrent_operations?)))
-            .collect();
-        let admin = config
-            .runtime_config
-            .admin
-            .is_some()
-            .then(|| crate::admin::AdminState {
-                config: Arc::new(config.runtime_config.clone()),
-                reloader: reloader.clone(),
-                brokers: brokers.clone(),
-                store: store.clone(),
-                brokers_dir: config.brokers_dir.clone(),
-                versions_dir: data_dir.join("versions"),
-            });
-        let state = AppState {
-            ops: ops::OpsState {
-                brokers,
-                store,
-                runtime: Arc::new(OpsRuntime::new(id, config.lease)),
-            },
-            config: EdgeConfig {
-                body_limit: config.body_limit,
-                tenant_max_instances,
-                tenant_max_operations,
-            },
+        let ops = ops::OpsState {
+            brokers,
+            store,
+            runtime: Arc::new(OpsRuntime::new(id, config.lease())),
         };
         Ok(Runtime {
-            state,
-            admin,
+            admin: admin_state(config, &ops, &reloader, &data_dir),
+            state: AppState {
+                ops,
+                config: config.edge(),
+            },
             reloader,
             watch: config.watch,
             brokers_dir: config.brokers_dir.clone(),
             _ticker: ticker,
-            shutdown_grace: config.shutdown_grace,
+            shutdown_grace: config.shutdown_grace(),
         })
     }
 

@@ -9,10 +9,6 @@ use crate::store::{OperationRecord, OperationState, StateStore, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Default lease of a running operation: the runtime renews it every third of it; another
-/// runtime takes the operation over once it expires.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
-
 /// What the runtime's background work shares: its id, its tasks, its lease.
 pub struct OpsRuntime {
     /// This runtime's id (stable across restarts on the same data dir).

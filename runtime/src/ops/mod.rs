@@ -22,7 +22,7 @@ pub mod wire;
 pub mod worker;
 
 pub use calls::StoredCall;
-pub use context::{OpContext, OpError, OpsRuntime, OpsState, DEFAULT_LEASE};
+pub use context::{OpContext, OpError, OpsRuntime, OpsState};
 pub use lifecycle::{change, create, Created, Existing, NewResource};
 pub use outcome::{failure, failure_effect, Answer, Settled};
 pub use poll::{expire_if_overdue, poll_guest};

@@ -23,19 +23,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 
-/// Settings of the OSB edge.
-#[derive(Debug, Clone)]
-pub struct EdgeConfig {
-    /// Largest request body accepted, in bytes.
-    pub body_limit: usize,
-    /// Most instances the brokers of each tenant may hold together.
-    pub tenant_max_instances: std::collections::HashMap<String, u64>,
-    /// Most operations the brokers of each tenant may run at once.
-    pub tenant_max_operations: std::collections::HashMap<String, u64>,
-}
-
-/// Default request body limit: far above any real OSB request.
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+pub use crate::config::EdgeConfig;
 
 /// What every handler can reach: the operation layer's state and the edge's settings.
 #[derive(Clone)]

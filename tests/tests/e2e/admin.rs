@@ -3,7 +3,7 @@
 
 use crate::process::{RuntimeProcess, BINARY};
 use base64::Engine as _;
-use brokerbox::admin::config::RuntimeConfig;
+use brokerbox::config::RuntimeConfig;
 use brokerbox_tests::{guests, TestRuntime};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

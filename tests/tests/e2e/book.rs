@@ -2,7 +2,7 @@
 //! is never served after a restart, every version from the brokers dir is in `admin versions`
 //! and can be rolled back to, and instances whose plan left the catalog can still be deleted.
 
-use brokerbox::admin::config::RuntimeConfig;
+use brokerbox::config::RuntimeConfig;
 use brokerbox_tests::{guests, manifest, repo_root, TestRuntime};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
