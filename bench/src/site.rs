@@ -88,20 +88,22 @@ fn leb128(mut value: u64) -> Vec<u8> {
     }
 }
 
-/// Speaks OSB to one broker of a server as its platform.
+/// Speaks OSB to one broker of a server as its platform (through the project's OSB client).
 #[derive(Clone)]
 pub struct Osb {
-    client: reqwest::Client,
-    base: String,
+    client: std::sync::Arc<brokerbox::client::Client>,
     name: String,
 }
 
 impl Osb {
     /// A client of broker `name` (credentials `NAME`/`NAME-secret`) at `server` (`host:port`).
     pub fn new(client: reqwest::Client, server: std::net::SocketAddr, name: &str) -> Self {
+        let base = format!("http://{server}/brokers/{name}");
+        let secret = format!("{name}-secret");
         Osb {
-            client,
-            base: format!("http://{server}/brokers/{name}"),
+            client: std::sync::Arc::new(brokerbox::client::Client::with_http(
+                client, &base, name, &secret,
+            )),
             name: name.to_string(),
         }
     }
@@ -124,21 +126,8 @@ impl Osb {
         path: &str,
         body: Option<&Value>,
     ) -> Option<(StatusCode, Value)> {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .basic_auth(&self.name, Some(format!("{}-secret", self.name)))
-            .header("X-Broker-API-Version", "2.17");
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.ok()?;
-        let status = response.status();
-        let bytes = response.bytes().await.ok()?;
-        Some((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
+        let answer = self.client.call(method, path, body).await.ok()?;
+        Some((answer.status, answer.body))
     }
 
     /// Whether `method path` answers `expected`.

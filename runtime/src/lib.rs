@@ -9,6 +9,7 @@ pub mod auth;
 pub mod catalog;
 pub mod check;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod manifest;

@@ -35,16 +35,8 @@ pub struct TestRuntime {
     client: reqwest::Client,
 }
 
-/// One OSB answer.
-#[derive(Debug)]
-pub struct Answer {
-    /// Status code.
-    pub status: StatusCode,
-    /// JSON body (`Null` when empty or not JSON).
-    pub body: Value,
-    /// Response headers.
-    pub headers: reqwest::header::HeaderMap,
-}
+/// An OSB answer: status, JSON body (`Null` when empty or not JSON), headers.
+pub use brokerbox::client::Answer;
 
 impl TestRuntime {
     /// A runtime serving the given `(name, wasm path, manifest text)` brokers.
@@ -146,12 +138,11 @@ impl TestRuntime {
     /// in the example manifests) with API version 2.17.
     pub async fn osb(&self, method: Method, name: &str, path: &str, body: Option<Value>) -> Answer {
         let body = as_platform_sends(&method, path, body);
-        let request = self
-            .client
-            .request(method, format!("{}{path}", self.url(name)))
-            .basic_auth(name, Some(format!("{name}-secret")))
-            .header("X-Broker-API-Version", "2.17");
-        self.send(request, body).await
+        let secret = format!("{name}-secret");
+        brokerbox::client::Client::with_http(self.client.clone(), &self.url(name), name, &secret)
+            .call(method, path, body.as_ref())
+            .await
+            .expect("the runtime answers")
     }
 
     /// Sends a request built by the caller.
@@ -161,15 +152,7 @@ impl TestRuntime {
             None => request,
         };
         let response = request.send().await.expect("the runtime answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.expect("a body");
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer {
-            status,
-            body,
-            headers,
-        }
+        Answer::read(response).await.expect("a body")
     }
 
     /// A raw client for requests the helpers do not build.
@@ -254,16 +237,14 @@ pub async fn send_osb(
     body: Option<Value>,
 ) -> (StatusCode, Value) {
     let body = as_platform_sends(&method, &url, body);
-    let request = reqwest::Client::new()
-        .request(method, url)
-        .basic_auth(name, Some(format!("{name}-secret")))
-        .header("X-Broker-API-Version", "2.17")
-        .timeout(std::time::Duration::from_secs(60));
-    let request = match body {
-        Some(body) => request.json(&body),
-        None => request,
-    };
-    let response = request.send().await.expect("the runtime answers");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .expect("an HTTP client");
+    let client = brokerbox::client::Client::with_http(http, "", name, &format!("{name}-secret"));
+    let answer = client
+        .call(method, &url, body.as_ref())
+        .await
+        .expect("the runtime answers");
+    (answer.status, answer.body)
 }

@@ -3,9 +3,8 @@
 //! creates (and removes again) instances and bindings with fresh random ids.
 
 mod cases;
-mod client;
 
-pub use client::{Answer, Client};
+pub use crate::client::{Answer, Client};
 
 use std::fmt::Write as _;
 

@@ -37,11 +37,7 @@ pub(super) async fn bindings(
     ) {
         return Ok(());
     }
-    let credentials_ok = answer
-        .body
-        .as_ref()
-        .and_then(|b| b.get("credentials"))
-        .is_none_or(Value::is_object);
+    let credentials_ok = answer.body.get("credentials").is_none_or(Value::is_object);
     r.record(
         "bind: credentials, when present, are an object",
         credentials_ok,

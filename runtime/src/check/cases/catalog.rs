@@ -27,11 +27,7 @@ pub(super) async fn catalog(c: &Client, r: &mut Report) -> anyhow::Result<Value>
         }
         other => anyhow::bail!("GET {url} answered {other}{said}; a broker answers 200 with its catalog"),
     }
-    let services = answer
-        .body
-        .as_ref()
-        .and_then(|b| b["services"].as_array())
-        .cloned();
+    let services = answer.body["services"].as_array().cloned();
     r.record(
         "catalog: 200 with a list of services",
         answer.status == StatusCode::OK && services.as_ref().is_some_and(|s| !s.is_empty()),
@@ -70,7 +66,7 @@ pub(super) async fn catalog(c: &Client, r: &mut Report) -> anyhow::Result<Value>
         problems.is_empty(),
         problems.join("; "),
     );
-    Ok(answer.body.unwrap_or_default())
+    Ok(answer.body)
 }
 
 pub(super) async fn headers(c: &Client, r: &mut Report) -> anyhow::Result<()> {

@@ -7,8 +7,8 @@ mod catalog;
 mod life_cycle;
 mod refusals;
 
-use super::client::{Answer, Client};
 use super::Report;
+use crate::client::{Answer, Client};
 use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

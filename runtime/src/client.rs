@@ -1,5 +1,6 @@
-//! A small OSB client for the checker: every request carries the broker's credentials and API
-//! version unless a case removes them.
+//! The one OSB client of the project (used by `brokerbox check`, the tests and the bench):
+//! every request carries the broker's credentials and API version unless the caller removes
+//! them, and every answer is read whole, its body as JSON (`Null` when it is not JSON).
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
@@ -9,8 +10,8 @@ use serde_json::Value;
 pub struct Answer {
     /// Status code.
     pub status: StatusCode,
-    /// Body as JSON; `None` when it is not JSON.
-    pub body: Option<Value>,
+    /// Body as JSON; `Null` when it is empty or not JSON.
+    pub body: Value,
     /// Response headers.
     pub headers: reqwest::header::HeaderMap,
 }
@@ -19,29 +20,42 @@ impl Answer {
     /// Whether the body is a JSON object with a non-empty `description` (an OSB error body).
     pub fn has_description(&self) -> bool {
         self.body
-            .as_ref()
-            .and_then(|b| b.get("description"))
+            .get("description")
             .and_then(Value::as_str)
             .is_some_and(|d| !d.trim().is_empty())
     }
 
     /// Whether the body is a JSON object.
     pub fn is_object(&self) -> bool {
-        self.body.as_ref().is_some_and(Value::is_object)
+        self.body.is_object()
     }
 
     /// A string field of the body.
     pub fn field(&self, name: &str) -> Option<&str> {
-        self.body.as_ref()?.get(name)?.as_str()
+        self.body.get(name)?.as_str()
+    }
+
+    /// Reads `response` whole.
+    ///
+    /// # Errors
+    /// When the body cannot be read.
+    pub async fn read(response: reqwest::Response) -> anyhow::Result<Answer> {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await?;
+        Ok(Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers,
+        })
     }
 
     /// A short description for failure messages.
     pub fn summary(&self) -> String {
-        let body = self
-            .body
-            .as_ref()
-            .map(Value::to_string)
-            .unwrap_or_else(|| "<not JSON>".into());
+        let body = match &self.body {
+            Value::Null => "<not JSON>".to_string(),
+            body => body.to_string(),
+        };
         let body: String = body.chars().take(200).collect();
         format!("got {} {body}", self.status.as_u16())
     }
@@ -58,18 +72,27 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the broker at `base` (the URL before `/v2`).
+    /// A client for the broker at `base` (the URL before `/v2`), giving up on an answer after
+    /// 70 s (platforms give up after 60 s).
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
     pub fn new(base: &str, username: &str, password: &str) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(70))
             .build()?;
-        Ok(Client {
+        Ok(Self::with_http(http, base, username, password))
+    }
+
+    /// A client for the broker at `base` that sends through `http` (its connections shared).
+    pub fn with_http(http: reqwest::Client, base: &str, username: &str, password: &str) -> Self {
+        Client {
             http,
             base: base.trim_end_matches('/').to_string(),
             username: username.to_string(),
             password: password.to_string(),
             version: "2.17".to_string(),
-        })
+        }
     }
 
     /// The broker's URL (before `/v2`).
@@ -96,16 +119,7 @@ impl Client {
 
     /// Sends `request`; a transport failure is an error.
     pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Answer> {
-        let response = request.send().await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await?;
-        let body = serde_json::from_slice(&bytes).ok();
-        Ok(Answer {
-            status,
-            body,
-            headers,
-        })
+        Answer::read(request.send().await?).await
     }
 
     /// Sends a JSON request with credentials and version.
