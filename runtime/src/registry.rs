@@ -264,19 +264,7 @@ impl Loader {
         }
         let name = name.to_string();
         let version = version_of(&wasm, manifest_text);
-        let text = std::str::from_utf8(manifest_text)
-            .map_err(|_| anyhow::anyhow!("broker {name}: invalid manifest: not UTF-8"))?;
-        let manifest = Manifest::parse(text).map_err(|e| {
-            let file = label
-                .strip_suffix(".wasm")
-                .map_or_else(|| format!("{name}.toml"), |stem| format!("{stem}.toml"));
-            anyhow::anyhow!("broker {name}: invalid manifest {file}: {e:#}")
-        })?;
-        if let Some(tenant) = &manifest.tenant {
-            if !self.tenants.contains(tenant) {
-                bail!("broker {name}: the manifest names tenant {tenant:?}, which the runtime's config does not declare");
-            }
-        }
+        let manifest = self.manifest(&name, label, manifest_text)?;
         let grants = self.grants(&name, &manifest)?;
         let (sandbox, label, limits) = (
             self.sandbox.clone(),
@@ -314,6 +302,25 @@ impl Loader {
             version,
             verified: Default::default(),
         })
+    }
+
+    /// The manifest of broker `name` (its component named `label`), parsed and checked: it may
+    /// name only a tenant the runtime's config declares.
+    fn manifest(&self, name: &str, label: &str, text: &[u8]) -> anyhow::Result<Manifest> {
+        let text = std::str::from_utf8(text)
+            .map_err(|_| anyhow::anyhow!("broker {name}: invalid manifest: not UTF-8"))?;
+        let manifest = Manifest::parse(text).map_err(|e| {
+            let file = label
+                .strip_suffix(".wasm")
+                .map_or_else(|| format!("{name}.toml"), |stem| format!("{stem}.toml"));
+            anyhow::anyhow!("broker {name}: invalid manifest {file}: {e:#}")
+        })?;
+        if let Some(tenant) = &manifest.tenant {
+            if !self.tenants.contains(tenant) {
+                bail!("broker {name}: the manifest names tenant {tenant:?}, which the runtime's config does not declare");
+            }
+        }
+        Ok(manifest)
     }
 
     /// The capabilities `manifest` grants broker `name`.

@@ -74,41 +74,10 @@ impl StoredCall {
     /// When the stored body does not fit its kind (a corrupted row).
     pub fn guest_request(&self, attempt: u32) -> Result<Request, String> {
         let call = self.call_info(attempt);
-        let text = |v: Option<Value>| v.filter(|v| !v.is_null()).map(|v| v.to_string());
-        let binding_id = || {
-            self.binding_id
-                .clone()
-                .ok_or("stored bind without binding id")
-        };
         Ok(match self.kind {
-            OperationKind::Provision => {
-                let b: ProvisionBody = self.parse()?;
-                Request::Provision(ProvisionRequest {
-                    instance_id: self.instance_id.clone(),
-                    service_id: b.service_id.unwrap_or_default(),
-                    plan_id: b.plan_id.unwrap_or_default(),
-                    organization_guid: b.organization_guid,
-                    space_guid: b.space_guid,
-                    parameters: text(b.parameters),
-                    context: text(b.context),
-                    maintenance_info: b.maintenance_info.map(Into::into),
-                    call,
-                })
-            }
-            OperationKind::Update => {
-                let b: UpdateBody = self.parse()?;
-                let plan_id = b.plan_id.filter(|p| Some(p) != self.current_plan.as_ref());
-                Request::Update(UpdateRequest {
-                    instance_id: self.instance_id.clone(),
-                    service_id: b.service_id.unwrap_or_default(),
-                    plan_id,
-                    parameters: text(b.parameters),
-                    context: text(b.context),
-                    previous_values: b.previous_values.map(Into::into),
-                    maintenance_info: b.maintenance_info.map(Into::into),
-                    call,
-                })
-            }
+            OperationKind::Provision => Request::Provision(self.provision(call)?),
+            OperationKind::Update => Request::Update(self.update(call)?),
+            OperationKind::Bind => Request::Bind(self.bind(call)?),
             OperationKind::Deprovision => {
                 let b: DeleteBody = self.parse()?;
                 Request::Deprovision(DeprovisionRequest {
@@ -118,31 +87,67 @@ impl StoredCall {
                     call,
                 })
             }
-            OperationKind::Bind => {
-                let b: BindBody = self.parse()?;
-                Request::Bind(BindRequest {
-                    instance_id: self.instance_id.clone(),
-                    binding_id: binding_id()?,
-                    service_id: b.service_id.unwrap_or_default(),
-                    plan_id: b.plan_id.unwrap_or_default(),
-                    app_guid: b.app_guid,
-                    bind_resource: wire::bind_resource(b.bind_resource)?,
-                    parameters: text(b.parameters),
-                    context: text(b.context),
-                    predecessor_binding_id: b.predecessor_binding_id,
-                    call,
-                })
-            }
             OperationKind::Unbind => {
                 let b: DeleteBody = self.parse()?;
                 Request::Unbind(UnbindRequest {
                     instance_id: self.instance_id.clone(),
-                    binding_id: binding_id()?,
+                    binding_id: self.binding_id()?,
                     service_id: b.service_id,
                     plan_id: b.plan_id,
                     call,
                 })
             }
+        })
+    }
+
+    fn binding_id(&self) -> Result<String, String> {
+        self.binding_id
+            .clone()
+            .ok_or_else(|| "stored bind without binding id".to_string())
+    }
+
+    fn provision(&self, call: wit::CallInfo) -> Result<ProvisionRequest, String> {
+        let b: ProvisionBody = self.parse()?;
+        Ok(ProvisionRequest {
+            instance_id: self.instance_id.clone(),
+            service_id: b.service_id.unwrap_or_default(),
+            plan_id: b.plan_id.unwrap_or_default(),
+            organization_guid: b.organization_guid,
+            space_guid: b.space_guid,
+            parameters: json_text(b.parameters),
+            context: json_text(b.context),
+            maintenance_info: b.maintenance_info.map(Into::into),
+            call,
+        })
+    }
+
+    fn update(&self, call: wit::CallInfo) -> Result<UpdateRequest, String> {
+        let b: UpdateBody = self.parse()?;
+        Ok(UpdateRequest {
+            instance_id: self.instance_id.clone(),
+            service_id: b.service_id.unwrap_or_default(),
+            plan_id: b.plan_id.filter(|p| Some(p) != self.current_plan.as_ref()),
+            parameters: json_text(b.parameters),
+            context: json_text(b.context),
+            previous_values: b.previous_values.map(Into::into),
+            maintenance_info: b.maintenance_info.map(Into::into),
+            call,
+        })
+    }
+
+    fn bind(&self, call: wit::CallInfo) -> Result<BindRequest, String> {
+        let b: BindBody = self.parse()?;
+        Ok(BindRequest {
+            instance_id: self.instance_id.clone(),
+            binding_id: self.binding_id()?,
+            service_id: b.service_id.unwrap_or_default(),
+            plan_id: b.plan_id.unwrap_or_default(),
+            app_guid: b.app_guid,
+            bind_resource: wire::bind_resource(b.bind_resource)?,
+            parameters: json_text(b.parameters),
+            context: json_text(b.context),
+            predecessor_binding_id: b.predecessor_binding_id,
+            call,
         })
     }
 
@@ -154,6 +159,11 @@ impl StoredCall {
             .or_else(|| self.current_plan.clone())
             .unwrap_or_default()
     }
+}
+
+/// A JSON value as text; `None` for an absent or null one.
+fn json_text(value: Option<Value>) -> Option<String> {
+    value.filter(|v| !v.is_null()).map(|v| v.to_string())
 }
 
 /// Makes the guest call of `stored` and says what its answer means.

@@ -1,7 +1,9 @@
 //! Checks what a guest returned and turns it into what is stored and sent: a guest is
 //! untrusted, so every JSON field is parsed, must be an object, and is size-capped.
 
-use crate::sandbox::bindings::types::{BindingResult, InstanceResult, VolumeMode};
+use crate::sandbox::bindings::types::{
+    BindingResult, Endpoint, InstanceResult, VolumeMode, VolumeMount,
+};
 use serde_json::{json, Map, Value};
 
 /// Largest JSON field (credentials, metadata) a guest may return.
@@ -109,6 +111,31 @@ fn binding_bytes(result: &BindingResult) -> usize {
         + endpoints
 }
 
+/// The OSB form of a guest's volume mount.
+fn volume_mount(mount: &VolumeMount) -> Result<Value, String> {
+    let mut device = json!({ "volume_id": mount.volume_id });
+    if let Some(config) = guest_object("mount_config", &mount.mount_config)? {
+        device["mount_config"] = config;
+    }
+    let mode = match mount.mode {
+        VolumeMode::R => "r",
+        VolumeMode::Rw => "rw",
+    };
+    Ok(
+        json!({ "driver": mount.driver, "container_dir": mount.container_dir, "mode": mode,
+               "device_type": mount.device_type, "device": device }),
+    )
+}
+
+/// The OSB form of a guest's endpoint.
+fn endpoint(endpoint: &Endpoint) -> Value {
+    let mut value = json!({ "host": endpoint.host, "ports": endpoint.ports });
+    if let Some(protocol) = &endpoint.protocol {
+        value["protocol"] = json!(protocol);
+    }
+    value
+}
+
 /// The OSB binding body (`credentials`, `syslog_drain_url`, ..., `metadata`) of a result.
 ///
 /// # Errors
@@ -138,35 +165,12 @@ pub fn binding_body(result: &BindingResult) -> Result<Value, String> {
         let mounts = result
             .volume_mounts
             .iter()
-            .map(|m| {
-                let mut device = json!({ "volume_id": m.volume_id });
-                if let Some(config) = guest_object("mount_config", &m.mount_config)? {
-                    device["mount_config"] = config;
-                }
-                let mode = match m.mode {
-                    VolumeMode::R => "r",
-                    VolumeMode::Rw => "rw",
-                };
-                Ok(
-                    json!({ "driver": m.driver, "container_dir": m.container_dir, "mode": mode,
-                           "device_type": m.device_type, "device": device }),
-                )
-            })
+            .map(volume_mount)
             .collect::<Result<Vec<_>, String>>()?;
         body.insert("volume_mounts".into(), Value::Array(mounts));
     }
     if !result.endpoints.is_empty() {
-        let endpoints: Vec<_> = result
-            .endpoints
-            .iter()
-            .map(|e| {
-                let mut v = json!({ "host": e.host, "ports": e.ports });
-                if let Some(p) = &e.protocol {
-                    v["protocol"] = json!(p);
-                }
-                v
-            })
-            .collect();
+        let endpoints = result.endpoints.iter().map(endpoint).collect();
         body.insert("endpoints".into(), Value::Array(endpoints));
     }
     let mut metadata = Map::new();

@@ -173,45 +173,12 @@ impl Guest {
     /// [`CallError::Broker`] when the broker refused; another [`CallError`] when a limit or a
     /// fault stopped the call.
     pub async fn call(&self, info: &CallInfo, request: Request) -> Result<Response, CallError> {
-        let log = GuestLog {
-            broker: self.name.clone(),
-            request_identity: info.request_identity.clone(),
-            budget: super::limits::LOGGED_OUTPUT_BYTES,
-        };
-        let state = HostState::new(&self.grants, self.limits.memory_bytes(), log)
-            .map_err(|e| CallError::Host(format!("{e:#}")))?;
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|state| &mut state.limits);
         // Bounds what the host allocates lifting one host call's arguments or the result.
         let hostcall_bytes = match request {
             Request::ServiceCatalog => MAX_CATALOG_HOSTCALL_BYTES,
             _ => MAX_HOSTCALL_BYTES,
         };
-        store.set_hostcall_fuel(hostcall_bytes);
-        store
-            .set_fuel(self.limits.fuel)
-            .map_err(|e| CallError::Host(e.to_string()))?;
-        // Every epoch tick the guest yields to tokio; past a short budget it also takes turns
-        // with other long calls (see `lanes`).
-        store.set_epoch_deadline(1);
-        let lanes = self.lanes.clone();
-        store.data_mut().turns = super::lanes::CallTurns::new(self.limits.fuel);
-        // Running out of a fuel slice is what makes the fuel count visible to the epoch
-        // callback (a tight loop keeps it in a register): a call yields once per
-        // LONG_CALL_FUEL, which a short call never reaches.
-        store
-            .fuel_async_yield_interval(Some(super::lanes::LONG_CALL_FUEL))
-            .map_err(|e| CallError::Host(e.to_string()))?;
-        store.epoch_deadline_callback(move |mut ctx| {
-            let remaining = ctx.get_fuel()?;
-            let update = ctx.data_mut().turns.at_deadline(&lanes, remaining);
-            if ctx.data().turns.just_became_long() {
-                // From now on it also yields every slice of fuel, not only every tick.
-                ctx.fuel_async_yield_interval(Some(super::lanes::LONG_CALL_SLICE_FUEL))?;
-            }
-            Ok(update)
-        });
-
+        let mut store = self.new_store(info, hostcall_bytes)?;
         let deadline = match info.deadline {
             Some(shorter) => shorter.min(self.limits.call_timeout()),
             None => self.limits.call_timeout(),
@@ -241,6 +208,49 @@ impl Guest {
             }
             Ok(Ok(Ok(response))) => Ok(response),
         }
+    }
+
+    /// A fresh store for one call: the broker's grants, memory cap, fuel and hostcall budget;
+    /// an epoch callback that yields to tokio and makes long calls take turns.
+    fn new_store(
+        &self,
+        info: &CallInfo,
+        hostcall_bytes: usize,
+    ) -> Result<Store<HostState>, CallError> {
+        let log = GuestLog {
+            broker: self.name.clone(),
+            request_identity: info.request_identity.clone(),
+            budget: super::limits::LOGGED_OUTPUT_BYTES,
+        };
+        let state = HostState::new(&self.grants, self.limits.memory_bytes(), log)
+            .map_err(|e| CallError::Host(format!("{e:#}")))?;
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        store.set_hostcall_fuel(hostcall_bytes);
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| CallError::Host(e.to_string()))?;
+        // Every epoch tick the guest yields to tokio; past a short budget it also takes turns
+        // with other long calls (see `lanes`).
+        store.set_epoch_deadline(1);
+        let lanes = self.lanes.clone();
+        store.data_mut().turns = super::lanes::CallTurns::new(self.limits.fuel);
+        // Running out of a fuel slice is what makes the fuel count visible to the epoch
+        // callback (a tight loop keeps it in a register): a call yields once per
+        // LONG_CALL_FUEL, which a short call never reaches.
+        store
+            .fuel_async_yield_interval(Some(super::lanes::LONG_CALL_FUEL))
+            .map_err(|e| CallError::Host(e.to_string()))?;
+        store.epoch_deadline_callback(move |mut ctx| {
+            let remaining = ctx.get_fuel()?;
+            let update = ctx.data_mut().turns.at_deadline(&lanes, remaining);
+            if ctx.data().turns.just_became_long() {
+                // From now on it also yields every slice of fuel, not only every tick.
+                ctx.fuel_async_yield_interval(Some(super::lanes::LONG_CALL_SLICE_FUEL))?;
+            }
+            Ok(update)
+        });
+        Ok(store)
     }
 
     /// Sends what the guest wrote to stdout/stderr to the logs, one line per line.

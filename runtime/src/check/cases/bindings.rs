@@ -9,6 +9,7 @@ pub(super) async fn bindings(
     t: &Target,
     instance: &str,
 ) -> anyhow::Result<()> {
+    // Long on purpose: one case after another, in the order a platform meets them.
     let binding = format!("{instance}/service_bindings/{}", new_id());
     let create = format!("{binding}?accepts_incomplete=true");
     let missing = c
@@ -65,7 +66,12 @@ pub(super) async fn bindings(
             StatusCode::NOT_FOUND,
         );
     }
-    let no_query = c.call(Method::DELETE, &binding, None).await?;
+    unbinds(c, r, t, &binding).await
+}
+
+/// Unbinds: refused without its query, then done and followed to its end, then gone.
+async fn unbinds(c: &Client, r: &mut Report, t: &Target, binding: &str) -> anyhow::Result<()> {
+    let no_query = c.call(Method::DELETE, binding, None).await?;
     expect_error(
         r,
         "unbind: missing service_id and plan_id → 400",
@@ -80,7 +86,7 @@ pub(super) async fn bindings(
         &deleted,
         &[StatusCode::OK, StatusCode::ACCEPTED],
     ) {
-        finish(c, r, "unbind (delete)", &deleted, &binding).await?;
+        finish(c, r, "unbind (delete)", &deleted, binding).await?;
     }
     let again = c.call(Method::DELETE, &delete, None).await?;
     r.record(

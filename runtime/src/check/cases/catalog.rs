@@ -3,6 +3,7 @@
 use super::*;
 
 pub(super) async fn catalog(c: &Client, r: &mut Report) -> anyhow::Result<Value> {
+    // Long on purpose: one case after another, in the order a platform meets them.
     let url = format!("{}/v2/catalog", c.base());
     let answer = c
         .call(Method::GET, "/v2/catalog", None)
@@ -70,6 +71,7 @@ pub(super) async fn catalog(c: &Client, r: &mut Report) -> anyhow::Result<Value>
 }
 
 pub(super) async fn headers(c: &Client, r: &mut Report) -> anyhow::Result<()> {
+    // Long on purpose: one case after another, in the order a platform meets them.
     let catalog = || c.bare(Method::GET, "/v2/catalog");
     let wrong = c
         .send(

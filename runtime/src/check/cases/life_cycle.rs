@@ -11,6 +11,7 @@ pub(super) async fn finish(
     answer: &Answer,
     poll_path: &str,
 ) -> anyhow::Result<bool> {
+    // Long on purpose: one case after another, in the order a platform meets them.
     if answer.status != StatusCode::ACCEPTED {
         return Ok(answer.status.is_success());
     }
@@ -114,8 +115,24 @@ pub(super) async fn life_cycle(c: &Client, r: &mut Report, t: &Target) -> anyhow
     if !created || !finish(c, r, "provision", &answer, &instance).await? {
         return Ok(());
     }
+    repeats(c, r, t, &create, &instance).await?;
+    if t.bindable() {
+        super::bindings::bindings(c, r, t, &instance).await?;
+    }
+    let current_plan = updates(c, r, t, &create, &instance).await?;
+    deletes(c, r, t, &instance, &current_plan).await
+}
+
+/// The repeats of a finished provision: identical (200), conflicting (409), fetched (200).
+async fn repeats(
+    c: &Client,
+    r: &mut Report,
+    t: &Target,
+    create: &str,
+    instance: &str,
+) -> anyhow::Result<()> {
     let again = c
-        .call(Method::PUT, &create, Some(&t.provision_body()))
+        .call(Method::PUT, create, Some(&t.provision_body()))
         .await?;
     expect_success(
         r,
@@ -126,7 +143,7 @@ pub(super) async fn life_cycle(c: &Client, r: &mut Report, t: &Target) -> anyhow
     if let Some(sibling) = &t.sibling {
         let mut other = t.provision_body();
         other["plan_id"] = sibling["id"].clone();
-        let conflict = c.call(Method::PUT, &create, Some(&other)).await?;
+        let conflict = c.call(Method::PUT, create, Some(&other)).await?;
         r.record(
             "provision: same id, other plan → 409",
             conflict.status == StatusCode::CONFLICT && conflict.is_object(),
@@ -134,7 +151,7 @@ pub(super) async fn life_cycle(c: &Client, r: &mut Report, t: &Target) -> anyhow
         );
     }
     if t.flag("instances_retrievable") {
-        let fetched = c.call(Method::GET, &instance, None).await?;
+        let fetched = c.call(Method::GET, instance, None).await?;
         let ok = fetched.status == StatusCode::OK
             && fetched.field("plan_id") == Some(t.plan_id())
             && fetched.field("service_id") == Some(t.service_id());
@@ -144,12 +161,21 @@ pub(super) async fn life_cycle(c: &Client, r: &mut Report, t: &Target) -> anyhow
             fetched.summary(),
         );
     }
-    if t.bindable() {
-        super::bindings::bindings(c, r, t, &instance).await?;
-    }
+    Ok(())
+}
+
+/// Updates of the instance: a refused plan change, or a plan change followed to its end.
+/// Returns the plan the instance is on.
+async fn updates(
+    c: &Client,
+    r: &mut Report,
+    t: &Target,
+    create: &str,
+    instance: &str,
+) -> anyhow::Result<String> {
     if let (false, Some(sibling)) = (t.plan_updateable(), &t.sibling) {
         let body = json!({ "service_id": t.service_id(), "plan_id": sibling["id"] });
-        let refused = c.call(Method::PATCH, &create, Some(&body)).await?;
+        let refused = c.call(Method::PATCH, create, Some(&body)).await?;
         expect_error(
             r,
             "update: plan change on a plan that is not plan_updateable → 422",
@@ -160,17 +186,28 @@ pub(super) async fn life_cycle(c: &Client, r: &mut Report, t: &Target) -> anyhow
     let mut current_plan = t.plan_id().to_string();
     if let (true, Some(sibling)) = (t.plan_updateable(), &t.sibling) {
         let body = json!({ "service_id": t.service_id(), "plan_id": sibling["id"] });
-        let updated = c.call(Method::PATCH, &create, Some(&body)).await?;
+        let updated = c.call(Method::PATCH, create, Some(&body)).await?;
         if expect_success(
             r,
             "update: plan change → 200 or 202",
             &updated,
             &[StatusCode::OK, StatusCode::ACCEPTED],
-        ) && finish(c, r, "update", &updated, &instance).await?
+        ) && finish(c, r, "update", &updated, instance).await?
         {
             current_plan = sibling["id"].as_str().unwrap_or_default().to_string();
         }
     }
+    Ok(current_plan)
+}
+
+/// The deprovision, followed to its end, and what must hold after it.
+async fn deletes(
+    c: &Client,
+    r: &mut Report,
+    t: &Target,
+    instance: &str,
+    current_plan: &str,
+) -> anyhow::Result<()> {
     let delete = format!(
         "{instance}?service_id={}&plan_id={current_plan}&accepts_incomplete=true",
         t.service_id()
@@ -182,7 +219,7 @@ pub(super) async fn life_cycle(c: &Client, r: &mut Report, t: &Target) -> anyhow
         &deleted,
         &[StatusCode::OK, StatusCode::ACCEPTED],
     ) {
-        finish(c, r, "deprovision (delete)", &deleted, &instance).await?;
+        finish(c, r, "deprovision (delete)", &deleted, instance).await?;
     }
     let again = c.call(Method::DELETE, &delete, None).await?;
     r.record(
@@ -191,7 +228,7 @@ pub(super) async fn life_cycle(c: &Client, r: &mut Report, t: &Target) -> anyhow
         again.summary(),
     );
     if t.flag("instances_retrievable") {
-        let fetched = c.call(Method::GET, &instance, None).await?;
+        let fetched = c.call(Method::GET, instance, None).await?;
         expect_error(
             r,
             "fetch: deleted instance → 404",

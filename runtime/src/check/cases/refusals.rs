@@ -40,9 +40,16 @@ pub(super) async fn refused_provisions(
         let answer = c.call(Method::PUT, &path, Some(&body)).await?;
         expect_error(r, name, &answer, StatusCode::BAD_REQUEST);
     }
+    other_refusals(c, r, t, &path).await
+}
+
+/// Refusals of a foreign maintenance_info, malformed JSON, deletes without ids or of unknown
+/// instances, and fetches of unknown instances.
+async fn other_refusals(c: &Client, r: &mut Report, t: &Target, path: &str) -> anyhow::Result<()> {
+    // Long on purpose: one case after another, in the order a platform meets them.
     let mut stale = t.provision_body();
     stale["maintenance_info"] = json!({ "version": "0.0.1-brokerbox-check" });
-    let answer = c.call(Method::PUT, &path, Some(&stale)).await?;
+    let answer = c.call(Method::PUT, path, Some(&stale)).await?;
     let ok = answer.status == StatusCode::UNPROCESSABLE_ENTITY
         && answer.field("error") == Some("MaintenanceInfoConflict");
     r.record(
@@ -52,7 +59,7 @@ pub(super) async fn refused_provisions(
     );
     let malformed = c
         .send(
-            c.request(Method::PUT, &path)
+            c.request(Method::PUT, path)
                 .header("content-type", "application/json")
                 .body("{"),
         )

@@ -127,26 +127,7 @@ async fn instance_effect(
             .bind(instance)
     };
     let result = match effect {
-        Effect::InstanceReady { plan_id, dashboard_url, metadata, parameters, context, maintenance_info } => {
-            sqlx::query(
-                "UPDATE instances SET state = 'ready', plan_id = $1, \
-                 dashboard_url = COALESCE($2, dashboard_url), metadata = COALESCE($3, metadata), \
-                 parameters = COALESCE($4, parameters), context = COALESCE($5, context), \
-                 maintenance_info = COALESCE($6, maintenance_info), updated_at = $7 \
-                 WHERE broker = $8 AND instance_id = $9",
-            )
-            .bind(plan_id)
-            .bind(dashboard_url)
-            .bind(metadata)
-            .bind(parameters)
-            .bind(context)
-            .bind(maintenance_info)
-            .bind(t)
-            .bind(broker)
-            .bind(instance)
-            .execute(&mut **tx)
-            .await
-        }
+        Effect::InstanceReady { .. } => ready_instance(tx, op, effect).await,
         Effect::InstanceAnnotated { dashboard_url, metadata } => {
             sqlx::query(
                 "UPDATE instances SET dashboard_url = COALESCE($1, dashboard_url), \
@@ -177,6 +158,43 @@ async fn instance_effect(
     };
     result.map_err(backend)?;
     Ok(())
+}
+
+/// The instance is ready, with what the broker and the request said.
+async fn ready_instance(
+    tx: &mut WriteTx<'_>,
+    op: &OperationRecord,
+    effect: &Effect,
+) -> Result<AnyQueryResult, sqlx::Error> {
+    let Effect::InstanceReady {
+        plan_id,
+        dashboard_url,
+        metadata,
+        parameters,
+        context,
+        maintenance_info,
+    } = effect
+    else {
+        unreachable!("called for InstanceReady only");
+    };
+    sqlx::query(
+        "UPDATE instances SET state = 'ready', plan_id = $1, \
+         dashboard_url = COALESCE($2, dashboard_url), metadata = COALESCE($3, metadata), \
+         parameters = COALESCE($4, parameters), context = COALESCE($5, context), \
+         maintenance_info = COALESCE($6, maintenance_info), updated_at = $7 \
+         WHERE broker = $8 AND instance_id = $9",
+    )
+    .bind(plan_id)
+    .bind(dashboard_url)
+    .bind(metadata)
+    .bind(parameters)
+    .bind(context)
+    .bind(maintenance_info)
+    .bind(now())
+    .bind(&op.broker)
+    .bind(&op.instance_id)
+    .execute(&mut **tx)
+    .await
 }
 
 async fn binding_effect(
