@@ -56,7 +56,7 @@ impl CheckedCatalog {
     /// Validates a guest's catalog and compiles its parameter schemas.
     ///
     /// # Errors
-    /// A description of every problem found (see [`validate`]), or a catalog over the size cap.
+    /// A description of every problem found (see `validate`), or a catalog over the size cap.
     pub fn new(catalog: ServiceCatalog) -> Result<Self, String> {
         let problems = validate::problems(&catalog);
         if !problems.is_empty() {

@@ -75,7 +75,7 @@ impl PlanSchemas {
     /// Checks `parameters` against the schema of `kind`, if the plan has one.
     ///
     /// # Errors
-    /// A description listing each violation (the first [`MAX_LISTED_VIOLATIONS`]).
+    /// A description listing each violation (the first `MAX_LISTED_VIOLATIONS`).
     pub fn check(&self, kind: SchemaKind, parameters: &Value) -> Result<(), String> {
         let validator = match kind {
             SchemaKind::InstanceCreate => &self.instance_create,

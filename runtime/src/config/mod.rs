@@ -1,6 +1,6 @@
 //! Every setting of a runtime in one place: `brokerbox serve`'s flags (each with its
 //! environment variable and its default, named once), the config file they point to (admin
-//! token, tenants and their quotas, see [`file`]), and the edge settings derived from both.
+//! token, tenants and their quotas, see [`mod@file`]), and the edge settings derived from both.
 //! A broker's own settings are its manifest ([`crate::manifest`]).
 
 pub mod file;

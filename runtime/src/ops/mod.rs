@@ -24,6 +24,6 @@ pub mod worker;
 pub use calls::StoredCall;
 pub use context::{OpContext, OpError, OpsRuntime, OpsState};
 pub use lifecycle::{change, create, Created, Existing, NewResource};
-pub use outcome::{failure, failure_effect, Answer, Settled};
+pub use outcome::{failure_effect, Settled};
 pub use poll::{expire_if_overdue, poll_guest};
 pub use run::{execute, run};

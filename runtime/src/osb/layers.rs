@@ -9,8 +9,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-/// Most of a non-JSON error body kept as the OSB description.
-const MAX_DESCRIPTION_BYTES: usize = 4096;
+/// Most of a non-JSON error body kept as the OSB description: as much as of a guest's.
+use crate::sandbox::MAX_DESCRIPTION_BYTES;
 
 /// Puts the request identity and broker on the request's log span and echoes the identity on
 /// the response.

@@ -110,7 +110,7 @@ pub trait OperationStore: Send + Sync {
         outcome: &Outcome,
         effect: &Effect,
     ) -> Result<(), StoreError>;
-    /// Claims the due poll `op` (as read by [`StateStore::due_polls`]) for `owner` until
+    /// Claims the due poll `op` (as read by [`OperationStore::due_polls`]) for `owner` until
     /// `lease_until`: compare-and-set on what was read, so it fails when another runtime holds
     /// an unexpired lease, or polled the operation since it was read (its poll count moved on
     /// or its next poll is no longer due). Returns whether the claim succeeded.
@@ -121,8 +121,8 @@ pub trait OperationStore: Send + Sync {
         lease_until: i64,
         now: i64,
     ) -> Result<bool, StoreError>;
-    /// Claims the host-run operation `op` (as read by [`StateStore::orphaned`]) for a retry and
-    /// counts the attempt: compare-and-set like [`StateStore::claim`], on its attempt count.
+    /// Claims the host-run operation `op` (as read by [`OperationStore::orphaned`]) for a retry and
+    /// counts the attempt: compare-and-set like [`OperationStore::claim`], on its attempt count.
     /// Returns whether the claim succeeded.
     async fn claim_retry(
         &self,

@@ -63,7 +63,7 @@ fn files_of(usage: &mut Usage) -> &mut u64 {
     &mut usage.files
 }
 
-/// The quota on one broker's files directory, shared (in an [`Arc`]) by all its calls.
+/// The quota on one broker's files directory, shared (in an `Arc`) by all its calls.
 #[derive(Debug)]
 pub struct FilesQuota {
     dir: PathBuf,
