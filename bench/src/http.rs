@@ -113,8 +113,185 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         "≥ 0.9×",
         measured >= 0.9,
     );
+    if bench.smoke {
+        // The Python peer needs PyPI (once) and several seconds: real runs only.
+        bench.server.block_on(server.stop())?;
+        return Ok(());
+    }
+    python_peer(
+        bench,
+        report,
+        &site,
+        &catalog,
+        (&brokerbox, &peer),
+        (&service, &plan),
+    )?;
     bench.server.block_on(server.stop())?;
     Ok(())
+}
+
+/// A load of `job`, with the CPU time the measured server used meanwhile (`cpu` reads it).
+fn measured(
+    cpu: &dyn Fn() -> std::time::Duration,
+    run: impl Fn() -> LoadResult,
+) -> (LoadResult, std::time::Duration) {
+    let before = cpu();
+    let result = run();
+    (result, cpu().saturating_sub(before))
+}
+
+/// Lifecycles and catalog against the openbrokerapi peer (measurement 2b), and lifecycles at
+/// 1, 8 and 64 connections (2c), with the CPU each server spent per lifecycle.
+fn python_peer(
+    bench: &Bench,
+    report: &mut Report,
+    site: &Site,
+    catalog: &serde_json::Value,
+    (brokerbox, native): (&Osb, &Osb),
+    (service, plan): (&str, &str),
+) -> anyhow::Result<()> {
+    let files = site.path().join("python-files");
+    std::fs::create_dir_all(&files)?;
+    let python = crate::python::PythonPeer::start(native::BROKER, catalog, &files)?;
+    let client = crate::load::client();
+    let peer = Osb::new(client, python.addr, native::BROKER);
+    let lifecycle = |osb: &Osb| {
+        let osb = osb.clone();
+        let (service, plan) = (service.to_string(), plan.to_string());
+        move |_, _| {
+            let osb = osb.clone();
+            let (service, plan) = (service.clone(), plan.clone());
+            async move { osb.lifecycle(&service, &plan).await }
+        }
+    };
+    let ours_cpu = || crate::stats::server_cpu();
+    let theirs_cpu = || python.cpu();
+    let concurrency = bench.concurrency;
+    let cpu = std::cell::Cell::new((std::time::Duration::ZERO, std::time::Duration::ZERO));
+    let (ours, theirs) = bench.interleaved(
+        || {
+            let (r, c) = measured(&ours_cpu, || bench.load(concurrency, lifecycle(brokerbox)));
+            cpu.set((cpu.get().0 + c, cpu.get().1));
+            r
+        },
+        || {
+            let (r, c) = measured(&theirs_cpu, || bench.load(concurrency, lifecycle(&peer)));
+            cpu.set((cpu.get().0, cpu.get().1 + c));
+            r
+        },
+    );
+    let cpu = cpu.get();
+    let per_op = |cpu: std::time::Duration, r: &LoadResult| {
+        cpu.as_secs_f64() * 1e6 / (r.latencies.len() as f64).max(1.0)
+    };
+    add(
+        report,
+        "2b. The same lifecycles against a native Python broker (openbrokerapi)",
+        "lifecycles/s",
+        (
+            "brokerbox (durable: fsync of the WAL before each answer)",
+            &ours,
+        ),
+        (
+            "openbrokerapi peer (gunicorn, 2 sync workers, nothing fsync'd)",
+            &theirs,
+        ),
+        concurrency,
+    );
+    let measured_ratio = ratio(ours.per_second(), theirs.per_second());
+    report.target(
+        "OSB lifecycles/s: brokerbox / openbrokerapi peer",
+        format!(
+            "{:.0} vs {:.0} /s = {measured_ratio:.2}×",
+            ours.per_second(),
+            theirs.per_second()
+        ),
+        "≥ 2.0×",
+        measured_ratio >= 2.0,
+    );
+    let (ours_us, theirs_us) = (per_op(cpu.0, &ours), per_op(cpu.1, &theirs));
+    report.target(
+        "CPU per lifecycle: brokerbox / openbrokerapi peer",
+        format!(
+            "{:.0} µs vs {:.0} µs = {:.2}×",
+            ours_us,
+            theirs_us,
+            ratio(ours_us, theirs_us)
+        ),
+        "≤ 0.5×",
+        ratio(ours_us, theirs_us) <= 0.5,
+    );
+    let catalog_job = |osb: &Osb| {
+        let osb = osb.clone();
+        move |_, _| {
+            let osb = osb.clone();
+            async move {
+                osb.expect(Method::GET, "/v2/catalog", None, StatusCode::OK)
+                    .await
+            }
+        }
+    };
+    let (ours, theirs) = bench.interleaved(
+        || bench.load(concurrency, catalog_job(brokerbox)),
+        || bench.load(concurrency, catalog_job(&peer)),
+    );
+    let catalog_ratio = ratio(ours.per_second(), theirs.per_second());
+    report.target(
+        "catalog requests/s: brokerbox / openbrokerapi peer",
+        format!(
+            "{:.0} vs {:.0} /s = {catalog_ratio:.2}×",
+            ours.per_second(),
+            theirs.per_second()
+        ),
+        "≥ 10×",
+        catalog_ratio >= 10.0,
+    );
+    by_concurrency(bench, report, brokerbox, native, lifecycle);
+    Ok(())
+}
+
+/// Lifecycles/s and p99 of brokerbox and the native peer at 1, 8 and 64 connections: what
+/// group commit costs in latency and gives in throughput.
+fn by_concurrency<F, Fut>(
+    bench: &Bench,
+    report: &mut Report,
+    brokerbox: &Osb,
+    native: &Osb,
+    lifecycle: impl Fn(&Osb) -> F,
+) where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let mut section = Section::new(
+        "2c. Lifecycles by concurrency (both on the same durable SQLite store)",
+        &[
+            "connections",
+            "brokerbox /s",
+            "brokerbox p99",
+            "native peer /s",
+            "native p99",
+            "ratio",
+        ],
+    );
+    for connections in [1, 8, 64] {
+        let (ours, theirs) = bench.interleaved(
+            || bench.load(connections, lifecycle(brokerbox)),
+            || bench.load(connections, lifecycle(native)),
+        );
+        section.row(vec![
+            connections.to_string(),
+            format!("{:.0}", ours.per_second()),
+            millis(ours.samples().p99()),
+            format!("{:.0}", theirs.per_second()),
+            millis(theirs.samples().p99()),
+            format!("{:.2}×", ratio(ours.per_second(), theirs.per_second())),
+        ]);
+    }
+    section.note(
+        "Every answer waits for an fsync of the WAL that started after its commit; concurrent \
+         commits share one fsync (group commit).",
+    );
+    report.section(section);
 }
 
 /// Adds a table comparing `ours` with the baseline `theirs`.

@@ -9,6 +9,7 @@ mod http;
 mod load;
 mod native;
 mod noisy;
+mod python;
 mod reload;
 mod report;
 mod site;

@@ -59,6 +59,55 @@ pub fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
+/// Clock ticks per second of `/proc`'s CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: u64 = 100;
+
+/// User + system CPU time in a `/proc/.../stat` line (fields 14 and 15).
+fn stat_cpu(stat: &str) -> Duration {
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / TICKS_PER_SECOND)
+}
+
+/// CPU time used by this process's threads other than the main one: the servers the bench
+/// runs (their tokio workers, blocking threads, SQLite workers, the epoch ticker), without the
+/// load generator, which runs on the main thread.
+pub fn server_cpu() -> Duration {
+    let pid = std::process::id().to_string();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| t.file_name() != pid.as_str())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .map(|stat| stat_cpu(&stat))
+        .sum()
+}
+
+/// CPU time used by process `pid` and its children (gunicorn's master and workers).
+pub fn process_tree_cpu(pid: u32) -> Duration {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    stat_cpu(&own)
+        + children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .map(process_tree_cpu)
+            .sum::<Duration>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! Every state change is one transaction: an operation row is written together with the
 //! resource state it puts in progress, and its outcome together with the resource's new state.
 
+mod durable;
 mod records;
 mod sql;
 mod writer;

@@ -37,6 +37,8 @@ pub struct Single {
     setup: String,
     /// Times a dirty connection was healed (rolled back or replaced), for tests and logs.
     healed: AtomicU64,
+    /// Makes each commit durable before its writer goes on (group commit).
+    sync: super::durable::WalSync,
 }
 
 /// A write transaction; dropped without [`WriteTx::commit`], it is rolled back.
@@ -65,13 +67,27 @@ impl Writer {
     /// When the database cannot be opened.
     pub async fn single(url: &str, setup: &str) -> Result<Self, sqlx::Error> {
         let conn = Single::connect(url, setup).await?;
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
         Ok(Writer::Single(Single {
             conn: Mutex::new(conn),
             dirty: AtomicBool::new(false),
             url: url.to_string(),
             setup: setup.to_string(),
             healed: AtomicU64::new(0),
+            sync: super::durable::WalSync::new(std::path::Path::new(path)),
         }))
+    }
+
+    /// How many WAL fsyncs made commits durable (0 on PostgreSQL, whose commits are).
+    #[cfg(test)]
+    pub fn fsyncs(&self) -> u64 {
+        match self {
+            Writer::Pool(_) => 0,
+            Writer::Single(single) => single.sync.fsyncs(),
+        }
     }
 
     /// How many times a connection left dirty by a dropped write was healed.
@@ -116,18 +132,24 @@ impl Writer {
             Writer::Single(single) => {
                 let mut conn = single.lock().await?;
                 single.dirty.store(true, Ordering::Release);
-                let result = query.execute(&mut *conn).await;
-                if result.is_ok() {
-                    // An autocommit statement that returned leaves no transaction open.
-                    single.dirty.store(false, Ordering::Release);
-                }
-                result
+                let result = query.execute(&mut *conn).await?;
+                // An autocommit statement that returned leaves no transaction open.
+                single.dirty.store(false, Ordering::Release);
+                let ticket = single.sync.ticket();
+                drop(conn);
+                single.durable(ticket).await?;
+                Ok(result)
             }
         }
     }
 }
 
 impl Single {
+    /// Waits until the commit of `ticket` is on disk.
+    async fn durable(&self, ticket: u64) -> Result<(), sqlx::Error> {
+        self.sync.durable(ticket).await.map_err(sqlx::Error::Io)
+    }
+
     async fn connect(url: &str, setup: &str) -> Result<AnyConnection, sqlx::Error> {
         let mut conn = AnyConnection::connect(url).await?;
         conn.execute(setup).await?;
@@ -182,7 +204,10 @@ impl WriteTx<'_> {
             WriteTx::Single { conn, writer } => {
                 conn.execute("COMMIT").await?;
                 writer.dirty.store(false, Ordering::Release);
-                Ok(())
+                let (writer, ticket) = (*writer, writer.sync.ticket());
+                // The write lock is free while the commit waits for the disk.
+                drop(self);
+                writer.durable(ticket).await
             }
         }
     }
@@ -244,6 +269,31 @@ mod tests {
             .await
             .unwrap();
         tx.commit().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_returns_only_once_the_wal_is_synced_and_concurrent_writes_share_fsyncs() {
+        let (_dir, writer, mut reader) = setup().await;
+        let before = writer.fsyncs();
+        insert_committed(&writer, 1).await;
+        assert_eq!(
+            writer.fsyncs(),
+            before + 1,
+            "the commit waited for its fsync"
+        );
+        let writer = std::sync::Arc::new(writer);
+        let writes: Vec<_> = (2..66)
+            .map(|x| {
+                let writer = writer.clone();
+                tokio::spawn(async move { insert_committed(&writer, x).await })
+            })
+            .collect();
+        for write in writes {
+            write.await.unwrap();
+        }
+        assert_eq!(committed(&mut reader).await, 65);
+        let fsyncs = writer.fsyncs() - before - 1;
+        assert!((1..=64).contains(&fsyncs), "{fsyncs} fsyncs for 64 writes");
     }
 
     #[tokio::test]
