@@ -4,6 +4,7 @@ use super::files::{precheck, Files};
 use super::{Problem, Refused, Reloader, Source};
 use crate::registry::{Generation, LoadedBroker};
 use anyhow::{bail, Context};
+use futures::StreamExt as _;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -35,12 +36,17 @@ impl Reloader {
             .into_iter()
             .map(|c| (c.broker, (c.version, c.since)))
             .collect();
-        // Load every broker at once: compiles take turns, one per core.
-        let found = futures::future::join_all(self.scan()?.into_iter().map(|(name, wasm)| {
-            let current = current.get(&name).cloned();
-            self.find(name, wasm, current)
-        }));
-        let mut found = found.await;
+        // Load a few brokers at a time (compiles take turns, one per core): each load holds
+        // its component's bytes, so a dir of a thousand brokers is never in memory at once.
+        let loads = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+        let mut found: Vec<Found> = futures::stream::iter(self.scan()?)
+            .map(|(name, wasm)| {
+                let current = current.get(&name).cloned();
+                self.find(name, wasm, current)
+            })
+            .buffer_unordered(loads)
+            .collect()
+            .await;
         found.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
         let mut generation = Generation::default();
         for one in found {
