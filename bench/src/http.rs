@@ -126,7 +126,71 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         (&brokerbox, &peer),
         (&service, &plan),
     )?;
+    on_postgres(bench, report, &site, &brokerbox, (&service, &plan))?;
     bench.server.block_on(server.stop())?;
+    Ok(())
+}
+
+/// The same lifecycles with the state on PostgreSQL against SQLite (measurement 2d), when
+/// `BROKERBOX_TEST_POSTGRES` names a server (a fresh database is created on it).
+fn on_postgres(
+    bench: &Bench,
+    report: &mut Report,
+    site: &Site,
+    sqlite: &Osb,
+    (service, plan): (&str, &str),
+) -> anyhow::Result<()> {
+    let Some(server) = brokerbox_tests::postgres::server() else {
+        return Ok(());
+    };
+    let mut config = site.config();
+    config.data_dir = site.path().join("pg-data");
+    config.state_url = Some(
+        bench
+            .server
+            .block_on(brokerbox_tests::postgres::fresh_database(&server)),
+    );
+    let pg_server = bench
+        .server
+        .block_on(RunningServer::start(&config, bench.loopback()))?;
+    let postgres = Osb::new(crate::load::client(), pg_server.addr, native::BROKER);
+    let lifecycle = |osb: &Osb| {
+        let osb = osb.clone();
+        let (service, plan) = (service.to_string(), plan.to_string());
+        move |_, _| {
+            let osb = osb.clone();
+            let (service, plan) = (service.clone(), plan.clone());
+            async move { osb.lifecycle(&service, &plan).await }
+        }
+    };
+    let concurrency = bench.concurrency;
+    let (pg, lite) = bench.interleaved(
+        || bench.load(concurrency, lifecycle(&postgres)),
+        || bench.load(concurrency, lifecycle(sqlite)),
+    );
+    add(
+        report,
+        "2d. The same lifecycles with the state on PostgreSQL",
+        "lifecycles/s",
+        (
+            "brokerbox on PostgreSQL (local server, synchronous_commit on)",
+            &pg,
+        ),
+        ("brokerbox on SQLite (durable, group commit)", &lite),
+        concurrency,
+    );
+    let measured = ratio(pg.per_second(), lite.per_second());
+    report.target(
+        "OSB lifecycles/s: brokerbox on PostgreSQL / on SQLite",
+        format!(
+            "{:.0} vs {:.0} /s = {measured:.2}×",
+            pg.per_second(),
+            lite.per_second()
+        ),
+        "≥ 0.8×",
+        measured >= 0.8,
+    );
+    bench.server.block_on(pg_server.stop())?;
     Ok(())
 }
 
