@@ -40,25 +40,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         native::BROKER,
     );
 
-    let lifecycle = |osb: &Osb| {
-        let osb = osb.clone();
-        let (service, plan) = (service.clone(), plan.clone());
-        move |_, _| {
-            let osb = osb.clone();
-            let (service, plan) = (service.clone(), plan.clone());
-            async move { osb.lifecycle(&service, &plan).await }
-        }
-    };
-    let catalog_job = |osb: &Osb| {
-        let osb = osb.clone();
-        move |_, _| {
-            let osb = osb.clone();
-            async move {
-                osb.expect(Method::GET, "/v2/catalog", None, StatusCode::OK)
-                    .await
-            }
-        }
-    };
+    let lifecycle = |osb: &Osb| lifecycle_job(osb, &service, &plan);
     let concurrency = bench.concurrency;
     let (ours, theirs) = bench.interleaved(
         || bench.load(concurrency, lifecycle(&brokerbox)),
@@ -154,15 +136,7 @@ fn on_postgres(
         .server
         .block_on(RunningServer::start(&config, bench.loopback()))?;
     let postgres = Osb::new(crate::load::client(), pg_server.addr, native::BROKER);
-    let lifecycle = |osb: &Osb| {
-        let osb = osb.clone();
-        let (service, plan) = (service.to_string(), plan.to_string());
-        move |_, _| {
-            let osb = osb.clone();
-            let (service, plan) = (service.clone(), plan.clone());
-            async move { osb.lifecycle(&service, &plan).await }
-        }
-    };
+    let lifecycle = |osb: &Osb| lifecycle_job(osb, service, plan);
     let concurrency = bench.concurrency;
     let (pg, lite) = bench.interleaved(
         || bench.load(concurrency, lifecycle(&postgres)),
@@ -219,15 +193,7 @@ fn python_peer(
     let python = crate::python::PythonPeer::start(native::BROKER, catalog, &files)?;
     let client = crate::load::client();
     let peer = Osb::new(client, python.addr, native::BROKER);
-    let lifecycle = |osb: &Osb| {
-        let osb = osb.clone();
-        let (service, plan) = (service.to_string(), plan.to_string());
-        move |_, _| {
-            let osb = osb.clone();
-            let (service, plan) = (service.clone(), plan.clone());
-            async move { osb.lifecycle(&service, &plan).await }
-        }
-    };
+    let lifecycle = |osb: &Osb| lifecycle_job(osb, service, plan);
     let ours_cpu = || crate::stats::server_cpu();
     let theirs_cpu = || python.cpu();
     let concurrency = bench.concurrency;
@@ -285,16 +251,6 @@ fn python_peer(
         "≤ 0.5×",
         ratio(ours_us, theirs_us) <= 0.5,
     );
-    let catalog_job = |osb: &Osb| {
-        let osb = osb.clone();
-        move |_, _| {
-            let osb = osb.clone();
-            async move {
-                osb.expect(Method::GET, "/v2/catalog", None, StatusCode::OK)
-                    .await
-            }
-        }
-    };
     let (ours, theirs) = bench.interleaved(
         || bench.load(concurrency, catalog_job(brokerbox)),
         || bench.load(concurrency, catalog_job(&peer)),
@@ -385,4 +341,38 @@ fn add(
          two servers and add up."
     ));
     report.section(section);
+}
+
+/// A load job: one synchronous lifecycle of a new instance of `plan` of `service` on `osb`.
+fn lifecycle_job(
+    osb: &Osb,
+    service: &str,
+    plan: &str,
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+       + Clone
+       + Send
+       + 'static {
+    let osb = osb.clone();
+    let (service, plan) = (service.to_string(), plan.to_string());
+    move |_, _| {
+        let (osb, service, plan) = (osb.clone(), service.clone(), plan.clone());
+        Box::pin(async move { osb.lifecycle(&service, &plan).await })
+    }
+}
+
+/// A load job: one catalog request on `osb`, expecting 200.
+fn catalog_job(
+    osb: &Osb,
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+       + Clone
+       + Send
+       + 'static {
+    let osb = osb.clone();
+    move |_, _| {
+        let osb = osb.clone();
+        Box::pin(async move {
+            osb.expect(Method::GET, "/v2/catalog", None, StatusCode::OK)
+                .await
+        })
+    }
 }

@@ -14,7 +14,7 @@ pub(super) fn not_found(name: &str) -> ApiError {
 /// The JSON view of broker `name`: serving (with the error of a newer version refused, if
 /// any), or quarantined with its error.
 pub(super) async fn broker_json(state: &AdminState, name: &str) -> Result<Value, ApiError> {
-    let problem = state.reloader.problems().remove(name);
+    let problem = state.reloader.problem(name);
     let instances = state.store.count_instances(name).await?;
     let Some(broker) = state.brokers.get(name) else {
         let problem = problem.ok_or_else(|| not_found(name))?;
@@ -45,7 +45,7 @@ pub(super) fn tenant_of(state: &AdminState, name: &str) -> Option<Option<String>
     if let Some(broker) = state.brokers.get(name) {
         return Some(broker.manifest.tenant.clone());
     }
-    state.reloader.problems().remove(name).map(|p| p.tenant)
+    state.reloader.problem(name).map(|p| p.tenant)
 }
 
 /// `GET /admin/brokers`: the brokers the caller may manage, serving and quarantined.
@@ -111,7 +111,13 @@ pub(super) async fn remove(
              from the state store without calling the broker"
         )));
     }
-    let purged = state.reloader.remove(&name).await.map_err(internal)?;
+    // In a task of its own: a client that hangs up does not leave the broker unserved with
+    // its state not yet purged.
+    let (reloader, removing) = (state.reloader.clone(), name.clone());
+    let purged = tokio::spawn(async move { reloader.remove(&removing).await })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
     Ok(Json(json!({ "removed": name, "purged": purged })))
 }
 

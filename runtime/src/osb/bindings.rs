@@ -24,9 +24,14 @@ pub async fn bind(
 ) -> Result<Reply, ApiError> {
     let ids = (path.instance_id.as_str(), path.binding_id.as_str());
     let predecessor = body.predecessor_binding_id.clone();
+    let (service_id, plan_id) = (body.service_id.clone(), body.plan_id.clone());
     let record = checks::bind(&osb, ids, body, accepts)?;
     let (store, broker) = (&state.ops.store, &osb.broker.name);
-    checks::bind_instance(store.instance(broker, ids.0).await?, &record)?;
+    let plan = (
+        service_id.as_deref().unwrap_or_default(),
+        plan_id.as_deref().unwrap_or_default(),
+    );
+    checks::bind_instance(store.instance(broker, ids.0).await?, ids.0, plan)?;
     if let Some(predecessor) = &predecessor {
         let usable = store
             .binding(broker, predecessor)

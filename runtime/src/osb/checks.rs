@@ -87,7 +87,11 @@ pub fn update(
         .catalog
         .plan(&service_id, &existing.plan_id)
         .ok_or_else(|| {
-            ApiError::Internal("the instance's plan is no longer in the catalog".into())
+            // A newer version dropped the plan (forced past the check): the instance can
+            // still be deleted, not updated.
+            ApiError::Unprocessable(format!(
+                "the plan of instance {id} is no longer in the catalog; it can only be deleted"
+            ))
         })?;
     let target_plan = body.plan_id.clone().filter(|p| *p != existing.plan_id);
     let plan = match &target_plan {
@@ -158,9 +162,9 @@ pub fn bind(
 /// the service and plan the bind names.
 pub fn bind_instance(
     instance: Option<InstanceRecord>,
-    binding: &BindingRecord,
+    id: &str,
+    (service_id, plan_id): (&str, &str),
 ) -> Result<(), ApiError> {
-    let id = &binding.instance_id;
     let instance = instance
         .filter(|i| i.state != ResourceState::Failed)
         .ok_or_else(|| ApiError::NotFound(format!("instance {id} does not exist")))?;
@@ -174,10 +178,7 @@ pub fn bind_instance(
             "instance {id} has an operation in progress (being {being})"
         )));
     }
-    let attributes: Value = serde_json::from_str(&binding.attributes).unwrap_or_default();
-    if attributes["service_id"] != instance.service_id.as_str()
-        || attributes["plan_id"] != instance.plan_id.as_str()
-    {
+    if instance.service_id != service_id || instance.plan_id != plan_id {
         return Err(ApiError::BadRequest(format!(
             "instance {id} is of service {} plan {}",
             instance.service_id, instance.plan_id

@@ -62,11 +62,7 @@ impl Reloader {
 
     /// The current version of `name` in the book.
     pub(super) async fn current_version(&self, name: &str) -> Option<String> {
-        let current = self.store.current_versions().await.ok()?;
-        current
-            .into_iter()
-            .find(|c| c.broker == name)
-            .map(|c| c.version)
+        self.store.current_version(name).await.ok().flatten()
     }
 
     /// Every version of `name` in the book, oldest first.

@@ -158,6 +158,15 @@ impl Reloader {
             .clone()
     }
 
+    /// Why broker `name` (or its newest version) does not serve, if it does not.
+    pub fn problem(&self, name: &str) -> Option<Problem> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
     /// The error of [`Reloader::problems`], by broker name.
     pub fn failures(&self) -> BTreeMap<String, String> {
         self.problems()
@@ -203,9 +212,16 @@ impl Reloader {
             Ok(new) => Ok(new),
             Err(error) => {
                 let error = format!("{error:#}");
-                self.keep(name, files)?;
-                self.decide(name, &files.version, source, Some(error.clone()))
-                    .await?;
+                // An upload refused is not kept (its uploader has it), and is written in the
+                // book only for a broker that exists: junk uploads to ever new names grow
+                // neither the disk nor the book.
+                if source != Source::Upload {
+                    self.keep(name, files)?;
+                }
+                if source != Source::Upload || self.current_version(name).await.is_some() {
+                    self.decide(name, &files.version, source, Some(error.clone()))
+                        .await?;
+                }
                 Err(Refused(format!(
                     "version {} refused: {error} (to serve it anyway: `brokerbox admin accept {name} {} --force`, or create {name}.force in the brokers dir)",
                     files.version, files.version
@@ -272,6 +288,11 @@ impl Reloader {
                     broker = name,
                     "refused, the old version (if any) keeps serving: {error}"
                 );
+                // A refused upload of a broker that does not serve is the caller's answer, not
+                // a quarantined broker to list (tenants could otherwise grow the list at will).
+                if source != Source::Dir && self.brokers.current().get(name).is_none() {
+                    return result;
+                }
                 self.set_problem(
                     name,
                     Some(Problem {

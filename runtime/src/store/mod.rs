@@ -185,6 +185,8 @@ pub trait BrokerBook: Send + Sync {
     async fn versions(&self, broker: &str) -> Result<Vec<VersionRecord>, StoreError>;
     /// The current version of every broker that has one.
     async fn current_versions(&self) -> Result<Vec<CurrentVersion>, StoreError>;
+    /// The current version of `broker`, if it has one.
+    async fn current_version(&self, broker: &str) -> Result<Option<String>, StoreError>;
     /// Records what was decided about a version (replacing an earlier decision); an accepted
     /// version becomes the broker's current version in the same transaction.
     async fn decide_version(&self, record: &VersionRecord) -> Result<(), StoreError>;

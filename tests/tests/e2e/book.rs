@@ -518,3 +518,30 @@ async fn without_its_kept_files_a_broker_still_refuses_a_version_dropping_plans_
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_refused_upload_of_a_new_name_leaves_no_trace() {
+    let rt = TestRuntime::start_with(&[], with_admin).await.unwrap();
+    for i in 0..3 {
+        let upload = json!({
+            "wasm_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"junk"),
+            "manifest": manifest(&format!("junk-{i}"), ""),
+        });
+        let (status, refused) = admin(&rt, Method::PUT, &format!("/junk-{i}"), Some(upload)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+        let (status, _) = admin(&rt, Method::GET, &format!("/junk-{i}/versions"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (_, listed) = admin(&rt, Method::GET, "", None).await;
+    assert_eq!(listed["brokers"], json!([]), "{listed}");
+    let versions = rt.dir.path().join("data/versions");
+    let kept: Vec<_> = std::fs::read_dir(&versions)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .filter(|n| n != ".uploads")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(kept.is_empty(), "{kept:?}");
+}

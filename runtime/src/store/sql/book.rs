@@ -100,6 +100,17 @@ impl BrokerBook for SqlStore {
             .collect()
     }
 
+    async fn current_version(&self, broker: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT version FROM broker_current WHERE broker = $1")
+            .bind(broker)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref()
+            .map(|r| get::<String>(r, "version"))
+            .transpose()
+    }
+
     async fn decide_version(&self, record: &VersionRecord) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
