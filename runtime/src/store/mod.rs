@@ -4,10 +4,8 @@
 //! Every state change is one transaction: an operation row is written together with the
 //! resource state it puts in progress, and its outcome together with the resource's new state.
 
-mod durable;
 mod records;
 mod sql;
-mod writer;
 
 pub use records::{
     BindingRecord, CurrentVersion, Effect, InstanceRecord, OperationKind, OperationRecord,
@@ -17,7 +15,7 @@ pub use sql::SqlStore;
 
 use std::sync::Arc;
 /// Why a state change was refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The resource exists already (a concurrent create won).
     #[error("the resource exists already")]

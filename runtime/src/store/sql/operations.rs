@@ -9,11 +9,12 @@ impl OperationStore for SqlStore {
         broker: &str,
         id: &str,
     ) -> Result<Option<OperationRecord>, StoreError> {
-        let binds = vec![Bind::Text(Some(broker)), Bind::Text(Some(id))];
         let ops = self
-            .operations(
+            .db
+            .query(
                 "SELECT * FROM operations WHERE broker = $1 AND id = $2",
-                binds,
+                &args![broker, id],
+                operation_row,
             )
             .await?;
         Ok(ops.into_iter().next())
@@ -25,16 +26,13 @@ impl OperationStore for SqlStore {
         instance_id: &str,
         binding_id: Option<&str>,
     ) -> Result<Option<OperationRecord>, StoreError> {
-        let binds = vec![
-            Bind::Text(Some(broker)),
-            Bind::Text(Some(instance_id)),
-            Bind::Text(binding_id),
-        ];
         let ops = self
-            .operations(
+            .db
+            .query(
                 "SELECT * FROM operations WHERE broker = $1 AND instance_id = $2 \
                  AND binding_id IS NOT DISTINCT FROM $3 ORDER BY seq DESC LIMIT 1",
-                binds,
+                &args![broker, instance_id, binding_id],
+                operation_row,
             )
             .await?;
         Ok(ops.into_iter().next())
@@ -47,22 +45,24 @@ impl OperationStore for SqlStore {
         effect: &Effect,
         next_poll_at: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        let result = sqlx::query(
-            "UPDATE operations SET guest_data = $1, next_poll_at = $2, owner = NULL, lease_until = NULL, \
-             updated_at = $3 WHERE broker = $4 AND id = $5 AND state = 'in progress'",
-        )
-        .bind(guest_data)
-        .bind(next_poll_at)
-        .bind(now())
-        .bind(&op.broker)
-        .bind(&op.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        one(result)?;
-        apply_effect(&mut tx, op, effect).await?;
-        tx.commit().await.map_err(backend)
+        let accept = owned(args![guest_data, next_poll_at, now(), &op.broker, &op.id]);
+        let (target, effect) = (Target::of(op), effect.clone());
+        self.db
+            .write(move |conn| {
+                Box::pin(async move {
+                    let changed = conn
+                        .execute(
+                            "UPDATE operations SET guest_data = $1, next_poll_at = $2, owner = NULL, \
+                             lease_until = NULL, updated_at = $3 \
+                             WHERE broker = $4 AND id = $5 AND state = 'in progress'",
+                            &accept,
+                        )
+                        .await?;
+                    one(changed)?;
+                    apply_effect(conn, &target, &effect).await
+                })
+            })
+            .await
     }
 
     async fn record_progress(
@@ -72,21 +72,23 @@ impl OperationStore for SqlStore {
         description: Option<&str>,
         next_poll_at: i64,
     ) -> Result<(), StoreError> {
-        let result = self.writer.execute(sqlx::query(
-            "UPDATE operations SET guest_data = COALESCE($1, guest_data), description = $2, \
-             next_poll_at = $3, polls = polls + 1, owner = NULL, lease_until = NULL, updated_at = $4 \
-             WHERE broker = $5 AND id = $6 AND state = 'in progress'",
-        )
-        .bind(guest_data)
-        .bind(description)
-        .bind(next_poll_at)
-        .bind(now())
-        .bind(&op.broker)
-        .bind(&op.id)
-        )
-        .await
-        .map_err(backend)?;
-        one(result)
+        let changed = self
+            .db
+            .execute(
+                "UPDATE operations SET guest_data = COALESCE($1, guest_data), description = $2, \
+                 next_poll_at = $3, polls = polls + 1, owner = NULL, lease_until = NULL, \
+                 updated_at = $4 WHERE broker = $5 AND id = $6 AND state = 'in progress'",
+                owned(args![
+                    guest_data,
+                    description,
+                    next_poll_at,
+                    now(),
+                    &op.broker,
+                    &op.id
+                ]),
+            )
+            .await?;
+        one(changed)
     }
 
     async fn finish_operation(
@@ -95,25 +97,33 @@ impl OperationStore for SqlStore {
         outcome: &Outcome,
         effect: &Effect,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        let result = sqlx::query(
-            "UPDATE operations SET state = $1, description = $2, instance_usable = $3, \
-             update_repeatable = $4, owner = NULL, lease_until = NULL, updated_at = $5 \
-             WHERE broker = $6 AND id = $7 AND state = 'in progress'",
-        )
-        .bind(outcome.state.as_str())
-        .bind(&outcome.description)
-        .bind(outcome.instance_usable.map(i64::from))
-        .bind(outcome.update_repeatable.map(i64::from))
-        .bind(now())
-        .bind(&op.broker)
-        .bind(&op.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        one(result)?;
-        apply_effect(&mut tx, op, effect).await?;
-        tx.commit().await.map_err(backend)
+        let finish = owned(args![
+            outcome.state.as_str(),
+            &outcome.description,
+            outcome.instance_usable.map(i64::from),
+            outcome.update_repeatable.map(i64::from),
+            now(),
+            &op.broker,
+            &op.id,
+        ]);
+        let (target, effect) = (Target::of(op), effect.clone());
+        self.db
+            .write(move |conn| {
+                Box::pin(async move {
+                    let changed = conn
+                        .execute(
+                            "UPDATE operations SET state = $1, description = $2, \
+                             instance_usable = $3, update_repeatable = $4, owner = NULL, \
+                             lease_until = NULL, updated_at = $5 \
+                             WHERE broker = $6 AND id = $7 AND state = 'in progress'",
+                            &finish,
+                        )
+                        .await?;
+                    one(changed)?;
+                    apply_effect(conn, &target, &effect).await
+                })
+            })
+            .await
     }
 
     async fn claim(
@@ -123,25 +133,24 @@ impl OperationStore for SqlStore {
         lease_until: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .writer
+        let changed = self
+            .db
             .execute(
-                sqlx::query(
-                    "UPDATE operations SET owner = $1, lease_until = $2 WHERE id = $3 \
-                     AND state = 'in progress' AND polls = $4 AND next_poll_at <= $5 \
-                     AND (owner IS NULL OR owner = $6 OR lease_until < $7)",
-                )
-                .bind(owner)
-                .bind(lease_until)
-                .bind(&op.id)
-                .bind(i64::from(op.polls))
-                .bind(now)
-                .bind(owner)
-                .bind(now),
+                "UPDATE operations SET owner = $1, lease_until = $2 WHERE id = $3 \
+                 AND state = 'in progress' AND polls = $4 AND next_poll_at <= $5 \
+                 AND (owner IS NULL OR owner = $6 OR lease_until < $7)",
+                owned(args![
+                    owner,
+                    lease_until,
+                    &op.id,
+                    i64::from(op.polls),
+                    now,
+                    owner,
+                    now
+                ]),
             )
-            .await
-            .map_err(backend)?;
-        Ok(result.rows_affected() == 1)
+            .await?;
+        Ok(changed == 1)
     }
 
     async fn claim_retry(
@@ -151,47 +160,45 @@ impl OperationStore for SqlStore {
         lease_until: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .writer
+        let changed = self
+            .db
             .execute(
-                sqlx::query(
-                    "UPDATE operations SET owner = $1, lease_until = $2, attempts = attempts + 1 \
-                     WHERE id = $3 AND state = 'in progress' AND guest_data IS NULL \
-                     AND attempts = $4 AND (owner IS NULL OR owner = $5 OR lease_until < $6)",
-                )
-                .bind(owner)
-                .bind(lease_until)
-                .bind(&op.id)
-                .bind(i64::from(op.attempts))
-                .bind(owner)
-                .bind(now),
+                "UPDATE operations SET owner = $1, lease_until = $2, attempts = attempts + 1 \
+                 WHERE id = $3 AND state = 'in progress' AND guest_data IS NULL \
+                 AND attempts = $4 AND (owner IS NULL OR owner = $5 OR lease_until < $6)",
+                owned(args![
+                    owner,
+                    lease_until,
+                    &op.id,
+                    i64::from(op.attempts),
+                    owner,
+                    now
+                ]),
             )
-            .await
-            .map_err(backend)?;
-        Ok(result.rows_affected() == 1)
+            .await?;
+        Ok(changed == 1)
     }
 
     async fn renew_leases(&self, owner: &str, lease_until: i64) -> Result<(), StoreError> {
-        self.writer.execute(sqlx::query(
-            "UPDATE operations SET lease_until = $1 WHERE owner = $2 AND state = 'in progress'",
-        )
-        .bind(lease_until)
-        .bind(owner)
-        )
-        .await
-        .map_err(backend)?;
+        self.db
+            .execute(
+                "UPDATE operations SET lease_until = $1 WHERE owner = $2 AND state = 'in progress'",
+                owned(args![lease_until, owner]),
+            )
+            .await?;
         Ok(())
     }
 
     async fn due_polls(&self, now: i64, limit: i64) -> Result<Vec<OperationRecord>, StoreError> {
-        let binds = vec![Bind::Int(now), Bind::Int(now), Bind::Int(limit)];
-        self.operations(
-            "SELECT * FROM operations WHERE state = 'in progress' AND guest_data IS NOT NULL \
-             AND next_poll_at <= $1 AND (owner IS NULL OR lease_until < $2) \
-             ORDER BY next_poll_at LIMIT $3",
-            binds,
-        )
-        .await
+        self.db
+            .query(
+                "SELECT * FROM operations WHERE state = 'in progress' AND guest_data IS NOT NULL \
+                 AND next_poll_at <= $1 AND (owner IS NULL OR lease_until < $2) \
+                 ORDER BY next_poll_at LIMIT $3",
+                &args![now, now, limit],
+                operation_row,
+            )
+            .await
     }
 
     async fn orphaned(
@@ -201,29 +208,22 @@ impl OperationStore for SqlStore {
         started_at: i64,
         limit: i64,
     ) -> Result<Vec<OperationRecord>, StoreError> {
-        let binds = vec![
-            Bind::Int(now),
-            Bind::Text(dead_owner),
-            Bind::Int(started_at),
-            Bind::Int(limit),
-        ];
-        self.operations(
-            "SELECT * FROM operations WHERE state = 'in progress' AND guest_data IS NULL \
-             AND (owner IS NULL OR lease_until < $1 OR (owner = $2 AND created_at < $3)) \
-             ORDER BY seq LIMIT $4",
-            binds,
-        )
-        .await
+        self.db
+            .query(
+                "SELECT * FROM operations WHERE state = 'in progress' AND guest_data IS NULL \
+                 AND (owner IS NULL OR lease_until < $1 OR (owner = $2 AND created_at < $3)) \
+                 ORDER BY seq LIMIT $4",
+                &args![now, dead_owner, started_at, limit],
+                operation_row,
+            )
+            .await
     }
 
     async fn count_in_progress(&self, broker: &str) -> Result<u64, StoreError> {
-        let row = sqlx::query(
+        self.count(
             "SELECT COUNT(*) AS n FROM operations WHERE broker = $1 AND state = 'in progress'",
+            &args![broker],
         )
-        .bind(broker)
-        .fetch_one(&self.pool)
         .await
-        .map_err(backend)?;
-        Ok(u64::try_from(get::<i64>(&row, "n")?).unwrap_or(0))
     }
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn instance_row(row: &AnyRow) -> Result<InstanceRecord, StoreError> {
+pub(super) fn instance_row(row: &dyn RowLike) -> Result<InstanceRecord, StoreError> {
     Ok(InstanceRecord {
         broker: get(row, "broker")?,
         instance_id: get(row, "instance_id")?,
@@ -19,7 +19,7 @@ pub(super) fn instance_row(row: &AnyRow) -> Result<InstanceRecord, StoreError> {
     })
 }
 
-pub(super) fn binding_row(row: &AnyRow) -> Result<BindingRecord, StoreError> {
+pub(super) fn binding_row(row: &dyn RowLike) -> Result<BindingRecord, StoreError> {
     Ok(BindingRecord {
         broker: get(row, "broker")?,
         binding_id: get(row, "binding_id")?,
@@ -31,7 +31,7 @@ pub(super) fn binding_row(row: &AnyRow) -> Result<BindingRecord, StoreError> {
     })
 }
 
-pub(super) fn operation_row(row: &AnyRow) -> Result<OperationRecord, StoreError> {
+pub(super) fn operation_row(row: &dyn RowLike) -> Result<OperationRecord, StoreError> {
     Ok(OperationRecord {
         id: get(row, "id")?,
         broker: get(row, "broker")?,
@@ -55,44 +55,66 @@ pub(super) fn operation_row(row: &AnyRow) -> Result<OperationRecord, StoreError>
     })
 }
 
+/// The values of a new operation's row, in the order [`insert_operation`] names its columns.
+pub(super) fn operation_args(op: &OperationRecord) -> Vec<Value<'static>> {
+    owned(args![
+        &op.id,
+        &op.broker,
+        &op.instance_id,
+        &op.binding_id,
+        op.kind.as_str(),
+        op.state.as_str(),
+        &op.description,
+        &op.guest_data,
+        &op.target_plan,
+        i64::from(op.attempts),
+        op.created_at,
+        now(),
+        &op.request,
+        &op.owner,
+        op.lease_until,
+        &op.broker_version,
+    ])
+}
+
+/// Inserts an operation's row (its values from [`operation_args`]).
 pub(super) async fn insert_operation(
-    tx: &mut WriteTx<'_>,
-    op: &OperationRecord,
+    conn: &mut Conn,
+    values: &[Value<'_>],
 ) -> Result<(), StoreError> {
     // `seq` orders the operations of one resource even within one millisecond.
-    let sql = format!(
-        "INSERT INTO operations ({OPERATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-         $10, $11, $12, $13, $14, $15, $16, (SELECT COALESCE(MAX(seq), 0) + 1 FROM operations))"
-    );
-    sqlx::query(&sql)
-        .bind(&op.id)
-        .bind(&op.broker)
-        .bind(&op.instance_id)
-        .bind(&op.binding_id)
-        .bind(op.kind.as_str())
-        .bind(op.state.as_str())
-        .bind(&op.description)
-        .bind(&op.guest_data)
-        .bind(&op.target_plan)
-        .bind(i64::from(op.attempts))
-        .bind(op.created_at)
-        .bind(now())
-        .bind(&op.request)
-        .bind(&op.owner)
-        .bind(op.lease_until)
-        .bind(&op.broker_version)
-        .execute(&mut **tx)
-        .await
-        .map_err(backend)?;
+    const SQL: &str = "INSERT INTO operations (id, broker, instance_id, binding_id, kind, state, \
+        description, guest_data, target_plan, attempts, created_at, updated_at, request, owner, \
+        lease_until, broker_version, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+        $12, $13, $14, $15, $16, (SELECT COALESCE(MAX(seq), 0) + 1 FROM operations))";
+    conn.execute(SQL, values).await?;
     Ok(())
 }
 
 /// Fails with [`StoreError::Changed`] unless exactly one row was touched.
-pub(super) fn one(result: AnyQueryResult) -> Result<(), StoreError> {
-    if result.rows_affected() == 1 {
+pub(super) fn one(changed: u64) -> Result<(), StoreError> {
+    if changed == 1 {
         Ok(())
     } else {
         Err(StoreError::Changed)
+    }
+}
+
+/// The resource an operation concerns.
+#[derive(Clone)]
+pub(super) struct Target {
+    broker: String,
+    instance_id: String,
+    binding_id: Option<String>,
+}
+
+impl Target {
+    pub(super) fn of(op: &OperationRecord) -> Self {
+        Target {
+            broker: op.broker.clone(),
+            instance_id: op.instance_id.clone(),
+            binding_id: op.binding_id.clone(),
+        }
     }
 }
 
@@ -100,132 +122,96 @@ pub(super) fn one(result: AnyQueryResult) -> Result<(), StoreError> {
 /// row when its resource is gone already (deleted while the operation ran): the operation
 /// still ends, with nothing left to change.
 pub(super) async fn apply_effect(
-    tx: &mut WriteTx<'_>,
-    op: &OperationRecord,
+    conn: &mut Conn,
+    target: &Target,
     effect: &Effect,
 ) -> Result<(), StoreError> {
+    let (t, broker, instance) = (now(), &target.broker, &target.instance_id);
+    let binding = target.binding_id.as_deref().unwrap_or_default();
+    let set_instance =
+        "UPDATE instances SET state = $1, updated_at = $2 WHERE broker = $3 AND instance_id = $4";
+    let set_binding =
+        "UPDATE bindings SET state = $1, updated_at = $2 WHERE broker = $3 AND binding_id = $4";
     match effect {
-        Effect::None => Ok(()),
-        Effect::BindingReady { .. } | Effect::BindingRestored | Effect::BindingDeleted => {
-            binding_effect(tx, op, effect).await
-        }
-        _ => instance_effect(tx, op, effect).await,
-    }
-}
-
-async fn instance_effect(
-    tx: &mut WriteTx<'_>,
-    op: &OperationRecord,
-    effect: &Effect,
-) -> Result<(), StoreError> {
-    let (t, broker, instance) = (now(), &op.broker, &op.instance_id);
-    let set_state = |state: ResourceState| {
-        sqlx::query("UPDATE instances SET state = $1, updated_at = $2 WHERE broker = $3 AND instance_id = $4")
-            .bind(state.as_str())
-            .bind(t)
-            .bind(broker)
-            .bind(instance)
-    };
-    let result = match effect {
-        Effect::InstanceReady { .. } => ready_instance(tx, op, effect).await,
-        Effect::InstanceAnnotated { dashboard_url, metadata } => {
-            sqlx::query(
-                "UPDATE instances SET dashboard_url = COALESCE($1, dashboard_url), \
-                 metadata = COALESCE($2, metadata), updated_at = $3 WHERE broker = $4 AND instance_id = $5",
+        Effect::None => {}
+        Effect::InstanceReady {
+            plan_id,
+            dashboard_url,
+            metadata,
+            parameters,
+            context,
+            maintenance_info,
+        } => {
+            let values = args![
+                plan_id,
+                dashboard_url,
+                metadata,
+                parameters,
+                context,
+                maintenance_info,
+                t,
+                broker,
+                instance,
+            ];
+            conn.execute(
+                "UPDATE instances SET state = 'ready', plan_id = $1, \
+                 dashboard_url = COALESCE($2, dashboard_url), metadata = COALESCE($3, metadata), \
+                 parameters = COALESCE($4, parameters), context = COALESCE($5, context), \
+                 maintenance_info = COALESCE($6, maintenance_info), updated_at = $7 \
+                 WHERE broker = $8 AND instance_id = $9",
+                &values,
             )
-            .bind(dashboard_url)
-            .bind(metadata)
-            .bind(t)
-            .bind(broker)
-            .bind(instance)
-            .execute(&mut **tx)
-            .await
+            .await?;
         }
-        Effect::InstanceRestored => set_state(ResourceState::Ready).execute(&mut **tx).await,
-        Effect::InstanceFailed => set_state(ResourceState::Failed).execute(&mut **tx).await,
+        Effect::InstanceAnnotated {
+            dashboard_url,
+            metadata,
+        } => {
+            conn.execute(
+                "UPDATE instances SET dashboard_url = COALESCE($1, dashboard_url), \
+                 metadata = COALESCE($2, metadata), updated_at = $3 \
+                 WHERE broker = $4 AND instance_id = $5",
+                &args![dashboard_url, metadata, t, broker, instance],
+            )
+            .await?;
+        }
+        Effect::InstanceRestored | Effect::InstanceFailed => {
+            let state = if *effect == Effect::InstanceRestored {
+                ResourceState::Ready
+            } else {
+                ResourceState::Failed
+            };
+            conn.execute(set_instance, &args![state.as_str(), t, broker, instance])
+                .await?;
+        }
         Effect::InstanceDeleted => {
-            for table in ["bindings", "instances"] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE broker = $1 AND instance_id = $2"))
-                    .bind(broker)
-                    .bind(instance)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(backend)?;
+            for sql in [
+                "DELETE FROM bindings WHERE broker = $1 AND instance_id = $2",
+                "DELETE FROM instances WHERE broker = $1 AND instance_id = $2",
+            ] {
+                conn.execute(sql, &args![broker, instance]).await?;
             }
-            return Ok(());
         }
-        _ => return Ok(()),
-    };
-    result.map_err(backend)?;
-    Ok(())
-}
-
-/// The instance is ready, with what the broker and the request said.
-async fn ready_instance(
-    tx: &mut WriteTx<'_>,
-    op: &OperationRecord,
-    effect: &Effect,
-) -> Result<AnyQueryResult, sqlx::Error> {
-    let Effect::InstanceReady {
-        plan_id,
-        dashboard_url,
-        metadata,
-        parameters,
-        context,
-        maintenance_info,
-    } = effect
-    else {
-        unreachable!("called for InstanceReady only");
-    };
-    sqlx::query(
-        "UPDATE instances SET state = 'ready', plan_id = $1, \
-         dashboard_url = COALESCE($2, dashboard_url), metadata = COALESCE($3, metadata), \
-         parameters = COALESCE($4, parameters), context = COALESCE($5, context), \
-         maintenance_info = COALESCE($6, maintenance_info), updated_at = $7 \
-         WHERE broker = $8 AND instance_id = $9",
-    )
-    .bind(plan_id)
-    .bind(dashboard_url)
-    .bind(metadata)
-    .bind(parameters)
-    .bind(context)
-    .bind(maintenance_info)
-    .bind(now())
-    .bind(&op.broker)
-    .bind(&op.instance_id)
-    .execute(&mut **tx)
-    .await
-}
-
-async fn binding_effect(
-    tx: &mut WriteTx<'_>,
-    op: &OperationRecord,
-    effect: &Effect,
-) -> Result<(), StoreError> {
-    let (t, broker) = (now(), &op.broker);
-    let binding = op.binding_id.as_deref().unwrap_or_default();
-    let query = match effect {
-        Effect::BindingReady { result } => sqlx::query(
-            "UPDATE bindings SET state = 'ready', result = $1, updated_at = $2 \
-             WHERE broker = $3 AND binding_id = $4",
-        )
-        .bind(result.as_str())
-        .bind(t),
-        Effect::BindingRestored => sqlx::query(
-            "UPDATE bindings SET state = $1, updated_at = $2 WHERE broker = $3 AND binding_id = $4",
-        )
-        .bind(ResourceState::Ready.as_str())
-        .bind(t),
+        Effect::BindingReady { result } => {
+            conn.execute(
+                "UPDATE bindings SET state = 'ready', result = $1, updated_at = $2 \
+                 WHERE broker = $3 AND binding_id = $4",
+                &args![result, t, broker, binding],
+            )
+            .await?;
+        }
+        Effect::BindingRestored => {
+            let state = ResourceState::Ready.as_str();
+            conn.execute(set_binding, &args![state, t, broker, binding])
+                .await?;
+        }
         Effect::BindingDeleted => {
-            sqlx::query("DELETE FROM bindings WHERE broker = $1 AND binding_id = $2")
+            conn.execute(
+                "DELETE FROM bindings WHERE broker = $1 AND binding_id = $2",
+                &args![broker, binding],
+            )
+            .await?;
         }
-        _ => return Ok(()),
-    };
-    query
-        .bind(broker)
-        .bind(binding)
-        .execute(&mut **tx)
-        .await
-        .map_err(backend)?;
+    }
     Ok(())
 }

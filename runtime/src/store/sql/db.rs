@@ -1,0 +1,322 @@
+//! The two databases behind one small interface: a statement with its arguments, run on a
+//! [`Conn`] inside a write transaction or on [`Db`] for a read, and rows read through
+//! [`RowLike`]. The store's SQL is written once against it.
+//!
+//! - **SQLite** (embedded, one file, WAL journal): see [`super::sqlite`] (one writer thread,
+//!   batched commits synced to disk, reads on the calling thread).
+//! - **PostgreSQL** (shared by several runtime replicas): `sqlx`'s pool; a write is one
+//!   transaction on a pooled connection, committed before the answer (`synchronous_commit` on).
+//!
+//! **Cancellation.** A PostgreSQL write dropped before its commit is rolled back by `sqlx`; a
+//! SQLite write runs to its end once handed over. Either way no transaction is left half done.
+
+use super::sqlite::{sqlite_execute, sqlite_query, Sqlite};
+use super::StoreError;
+use futures::future::BoxFuture;
+use sqlx::{Postgres, Row as _};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// An argument of a statement, borrowed (a read's) or owned (a write's, sent to another
+/// thread). Nulls carry their type (PostgreSQL wants one).
+#[derive(Debug, Clone)]
+pub(super) enum Value<'a> {
+    Text(Option<Cow<'a, str>>),
+    Int(Option<i64>),
+    Blob(Cow<'a, [u8]>),
+}
+
+impl Value<'_> {
+    /// The same value, owning its data.
+    fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Text(text) => Value::Text(text.map(|t| Cow::Owned(t.into_owned()))),
+            Value::Int(int) => Value::Int(int),
+            Value::Blob(blob) => Value::Blob(Cow::Owned(blob.into_owned())),
+        }
+    }
+}
+
+/// Arguments that own their data (a write's, which runs elsewhere).
+pub(super) fn owned<const N: usize>(values: [Value<'_>; N]) -> Vec<Value<'static>> {
+    values.into_iter().map(Value::into_owned).collect()
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(v: &'a str) -> Self {
+        Value::Text(Some(Cow::Borrowed(v)))
+    }
+}
+impl<'a> From<&'a String> for Value<'a> {
+    fn from(v: &'a String) -> Self {
+        Value::Text(Some(Cow::Borrowed(v)))
+    }
+}
+impl<'a> From<Option<&'a str>> for Value<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Value::Text(v.map(Cow::Borrowed))
+    }
+}
+impl<'a> From<&'a Option<String>> for Value<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        Value::Text(v.as_deref().map(Cow::Borrowed))
+    }
+}
+impl From<i64> for Value<'_> {
+    fn from(v: i64) -> Self {
+        Value::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Value<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Value::Int(v)
+    }
+}
+impl<'a> From<&'a [u8]> for Value<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Value::Blob(Cow::Borrowed(v))
+    }
+}
+
+/// The arguments of a statement, in placeholder order (`$1`, `$2`, …), borrowed; a write
+/// takes them through [`owned`].
+macro_rules! args {
+    ($($value:expr),* $(,)?) => {
+        [$($crate::store::sql::db::Value::from($value)),*]
+    };
+}
+pub(super) use args;
+
+/// A row of either database, read by column name.
+pub(super) trait RowLike {
+    /// A text column.
+    fn text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    /// An integer column.
+    fn int(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    /// A binary column.
+    fn blob(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+pub(super) fn column_error(column: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("column {column}: {error}"))
+}
+
+impl RowLike for sqlx::postgres::PgRow {
+    fn text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.try_get(column).map_err(|e| column_error(column, e))
+    }
+    fn int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.try_get(column).map_err(|e| column_error(column, e))
+    }
+    fn blob(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.try_get(column).map_err(|e| column_error(column, e))
+    }
+}
+
+/// A column's value, of the Rust type asked for.
+pub(super) trait FromColumn: Sized {
+    /// Reads `column` of `row`.
+    fn read(row: &dyn RowLike, column: &str) -> Result<Self, StoreError>;
+}
+
+fn required<T>(value: Option<T>, column: &str) -> Result<T, StoreError> {
+    value.ok_or_else(|| column_error(column, "unexpected NULL"))
+}
+
+impl FromColumn for String {
+    fn read(row: &dyn RowLike, column: &str) -> Result<Self, StoreError> {
+        required(row.text(column)?, column)
+    }
+}
+impl FromColumn for Option<String> {
+    fn read(row: &dyn RowLike, column: &str) -> Result<Self, StoreError> {
+        row.text(column)
+    }
+}
+impl FromColumn for i64 {
+    fn read(row: &dyn RowLike, column: &str) -> Result<Self, StoreError> {
+        required(row.int(column)?, column)
+    }
+}
+impl FromColumn for Option<i64> {
+    fn read(row: &dyn RowLike, column: &str) -> Result<Self, StoreError> {
+        row.int(column)
+    }
+}
+impl FromColumn for Vec<u8> {
+    fn read(row: &dyn RowLike, column: &str) -> Result<Self, StoreError> {
+        required(row.blob(column)?, column)
+    }
+}
+
+/// Reads `column` of `row` as a `T`.
+pub(super) fn get<T: FromColumn>(row: &dyn RowLike, column: &str) -> Result<T, StoreError> {
+    T::read(row, column)
+}
+
+/// Turns a row into a record.
+pub(super) type Decode<T> = fn(&dyn RowLike) -> Result<T, StoreError>;
+
+fn pg_error(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &error {
+        if db.is_unique_violation() {
+            return StoreError::Exists;
+        }
+    }
+    StoreError::Backend(error.to_string())
+}
+
+fn pg_query<'q>(
+    sql: &'q str,
+    args: &'q [Value],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let mut query = sqlx::query(sql);
+    for value in args {
+        query = match value {
+            Value::Text(text) => query.bind(text.as_deref()),
+            Value::Int(int) => query.bind(*int),
+            Value::Blob(blob) => query.bind(&**blob),
+        };
+    }
+    query
+}
+
+/// A connection a write runs on, inside its transaction.
+pub(super) enum Conn {
+    /// The SQLite writer's connection (inside the batch's transaction and the write's savepoint).
+    Sqlite(rusqlite::Connection),
+    /// A PostgreSQL transaction.
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Conn {
+    /// Runs one statement; returns how many rows it changed.
+    pub(super) async fn execute(
+        &mut self,
+        sql: &str,
+        args: &[Value<'_>],
+    ) -> Result<u64, StoreError> {
+        match self {
+            Conn::Sqlite(conn) => sqlite_execute(conn, sql, args),
+            Conn::Postgres(tx) => pg_query(sql, args)
+                .execute(&mut **tx)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(pg_error),
+        }
+    }
+
+    /// Runs one query; returns its rows, decoded.
+    pub(super) async fn query<T>(
+        &mut self,
+        sql: &str,
+        args: &[Value<'_>],
+        decode: Decode<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        match self {
+            Conn::Sqlite(conn) => sqlite_query(conn, sql, args, decode),
+            Conn::Postgres(tx) => {
+                let rows = pg_query(sql, args)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(pg_error)?;
+                rows.iter().map(|row| decode(row)).collect()
+            }
+        }
+    }
+
+    /// Whether this is a PostgreSQL transaction (concurrent writers: some writes take a lock).
+    pub(super) fn is_postgres(&self) -> bool {
+        matches!(self, Conn::Postgres(_))
+    }
+}
+
+/// A database the store runs on.
+pub(super) enum Db {
+    /// Embedded SQLite.
+    Sqlite(Arc<Sqlite>),
+    /// PostgreSQL.
+    Postgres(sqlx::PgPool),
+}
+
+impl Db {
+    /// Opens the database at `url` (`sqlite://PATH[?…]` or `postgres://…`), applying pending
+    /// migrations.
+    ///
+    /// # Errors
+    /// When the URL names no supported backend, or the database cannot be opened or migrated.
+    pub(super) async fn open(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Db::Sqlite(Arc::new(Sqlite::open(url).await?)))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(std::time::Duration::from_secs(30))
+                .connect(url)
+                .await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Ok(Db::Postgres(pool))
+        } else {
+            anyhow::bail!("unsupported state store {url:?}: use sqlite://PATH or postgres://...")
+        }
+    }
+
+    /// Runs one read-only query outside any write transaction.
+    pub(super) async fn query<T>(
+        &self,
+        sql: &str,
+        args: &[Value<'_>],
+        decode: Decode<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        match self {
+            Db::Sqlite(sqlite) => sqlite.read(|conn| sqlite_query(conn, sql, args, decode)),
+            Db::Postgres(pool) => {
+                let rows = pg_query(sql, args)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(pg_error)?;
+                rows.iter().map(|row| decode(row)).collect()
+            }
+        }
+    }
+
+    /// Runs `write` in a transaction and commits it: its changes are on disk when this returns
+    /// `Ok`, and none of them is kept when `write` fails.
+    pub(super) async fn write<R, F>(&self, write: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<R, StoreError>> + Send + 'static,
+    {
+        match self {
+            Db::Sqlite(sqlite) => sqlite.write(write).await,
+            Db::Postgres(pool) => {
+                let tx = pool.begin().await.map_err(pg_error)?;
+                let mut conn = Conn::Postgres(tx);
+                let result = write(&mut conn).await?;
+                if let Conn::Postgres(tx) = conn {
+                    tx.commit().await.map_err(pg_error)?;
+                }
+                Ok(result)
+            }
+        }
+    }
+
+    /// Runs one writing statement in its own transaction; returns how many rows it changed.
+    pub(super) async fn execute(
+        &self,
+        sql: &'static str,
+        args: Vec<Value<'static>>,
+    ) -> Result<u64, StoreError> {
+        self.write(move |conn| Box::pin(async move { conn.execute(sql, &args).await }))
+            .await
+    }
+
+    /// How many SQLite transactions the writer committed (0 on PostgreSQL).
+    #[cfg(test)]
+    pub(super) fn commits(&self) -> u64 {
+        match self {
+            Db::Sqlite(sqlite) => sqlite.commits.load(std::sync::atomic::Ordering::Relaxed),
+            Db::Postgres(_) => 0,
+        }
+    }
+}
