@@ -7,7 +7,7 @@ impl BrokerBook for SqlStore {
     async fn register_runtime(&self, id: &str) -> Result<(), StoreError> {
         let (update, insert) = (owned(args![now(), id]), owned(args![id, now()]));
         self.db
-            .write(move |conn| {
+            .write(Durability::OnDisk, move |conn| {
                 Box::pin(async move {
                     let sql = "UPDATE runtimes SET started_at = $1 WHERE id = $2";
                     if conn.execute(sql, &update).await? == 0 {
@@ -24,14 +24,22 @@ impl BrokerBook for SqlStore {
         let update = "UPDATE brokers SET loaded_at = $1, runtime_id = $2 WHERE name = $3";
         if self
             .db
-            .execute(update, owned(args![now(), runtime_id, name]))
+            .execute(
+                Durability::OnDisk,
+                update,
+                owned(args![now(), runtime_id, name]),
+            )
             .await?
             == 0
         {
             let insert = "INSERT INTO brokers (name, loaded_at, runtime_id) VALUES ($1, $2, $3)";
             match self
                 .db
-                .execute(insert, owned(args![name, now(), runtime_id]))
+                .execute(
+                    Durability::OnDisk,
+                    insert,
+                    owned(args![name, now(), runtime_id]),
+                )
                 .await
             {
                 // Another replica registered it at the same moment.
@@ -104,7 +112,7 @@ impl BrokerBook for SqlStore {
         let current = (record.state == VersionState::Accepted)
             .then(|| owned(args![&record.broker, &record.version, record.decided_at]));
         self.db
-            .write(move |conn| {
+            .write(Durability::OnDisk, move |conn| {
                 Box::pin(async move {
                     conn.execute(
                         "INSERT INTO broker_versions (broker, version, state, source, error, \
@@ -132,6 +140,7 @@ impl BrokerBook for SqlStore {
     async fn forget_version(&self, broker: &str, version: &str) -> Result<(), StoreError> {
         self.db
             .execute(
+                Durability::OnDisk,
                 "DELETE FROM broker_versions WHERE broker = $1 AND version = $2",
                 owned(args![broker, version]),
             )
@@ -142,7 +151,7 @@ impl BrokerBook for SqlStore {
     async fn purge_broker(&self, broker: &str) -> Result<Purged, StoreError> {
         let broker = owned(args![broker]);
         self.db
-            .write(move |conn| {
+            .write(Durability::OnDisk, move |conn| {
                 Box::pin(async move {
                     let mut counts = [0u64; 4];
                     let tables = [

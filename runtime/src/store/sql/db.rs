@@ -231,6 +231,20 @@ impl Conn {
     }
 }
 
+/// When a write is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// Once its records are on disk: the platform's answer depends on it (an outcome, an
+    /// accepted long operation, a decision about a version).
+    OnDisk,
+    /// Once committed: every later read and write sees it, and it reaches the disk with the
+    /// next `OnDisk` write (the database's log is sequential), which always comes before the
+    /// platform is answered. For what no answer depends on alone: an operation's intent
+    /// (written before its guest call, so a crash leaves a record to recover), a poll's
+    /// progress, a lease.
+    Committed,
+}
+
 /// A database the store runs on.
 pub(super) enum Db {
     /// Embedded SQLite.
@@ -252,6 +266,9 @@ impl Db {
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(std::time::Duration::from_secs(30))
+                // No ping before each use (a round trip per query): a connection the server
+                // closed fails its next query, and the pool replaces it.
+                .test_before_acquire(false)
                 .connect(url)
                 .await?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
@@ -280,17 +297,29 @@ impl Db {
         }
     }
 
-    /// Runs `write` in a transaction and commits it: its changes are on disk when this returns
-    /// `Ok`, and none of them is kept when `write` fails.
-    pub(super) async fn write<R, F>(&self, write: F) -> Result<R, StoreError>
+    /// Runs `write` in a transaction and commits it: its changes are committed (and, as
+    /// `durability` says, on disk) when this returns `Ok`, and none is kept when it fails.
+    pub(super) async fn write<R, F>(
+        &self,
+        durability: Durability,
+        write: F,
+    ) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<R, StoreError>> + Send + 'static,
     {
         match self {
-            Db::Sqlite(sqlite) => sqlite.write(write).await,
+            Db::Sqlite(sqlite) => sqlite.write(durability, write).await,
             Db::Postgres(pool) => {
-                let tx = pool.begin().await.map_err(pg_error)?;
+                let tx = match durability {
+                    Durability::OnDisk => pool.begin().await,
+                    // One round trip, like a plain BEGIN.
+                    Durability::Committed => {
+                        pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+                            .await
+                    }
+                }
+                .map_err(pg_error)?;
                 let mut conn = Conn::Postgres(tx);
                 let result = write(&mut conn).await?;
                 if let Conn::Postgres(tx) = conn {
@@ -302,20 +331,36 @@ impl Db {
     }
 
     /// Runs one writing statement in its own transaction; returns how many rows it changed.
+    /// (On PostgreSQL a lone statement commits on its own, on disk: one round trip.)
     pub(super) async fn execute(
         &self,
+        durability: Durability,
         sql: &'static str,
         args: Vec<Value<'static>>,
     ) -> Result<u64, StoreError> {
-        self.write(move |conn| Box::pin(async move { conn.execute(sql, &args).await }))
-            .await
+        match self {
+            Db::Postgres(pool) => pg_query(sql, &args)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(pg_error),
+            Db::Sqlite(_) => {
+                self.write(durability, move |conn| {
+                    Box::pin(async move { conn.execute(sql, &args).await })
+                })
+                .await
+            }
+        }
     }
 
     /// How many SQLite transactions the writer committed (0 on PostgreSQL).
     #[cfg(test)]
     pub(super) fn commits(&self) -> u64 {
         match self {
-            Db::Sqlite(sqlite) => sqlite.commits.load(std::sync::atomic::Ordering::Relaxed),
+            Db::Sqlite(sqlite) => sqlite
+                .commits
+                .all
+                .load(std::sync::atomic::Ordering::Relaxed),
             Db::Postgres(_) => 0,
         }
     }

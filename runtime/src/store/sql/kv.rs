@@ -27,7 +27,7 @@ impl KvStore for SqlStore {
         let quota = i64::try_from(quota).unwrap_or(i64::MAX);
         let (ids, set) = (owned(args![broker, key]), owned(args![broker, key, value]));
         self.db
-            .write(move |conn| {
+            .write(Durability::OnDisk, move |conn| {
                 Box::pin(async move {
                     if conn.is_postgres() {
                         // Concurrent writers of one broker take turns, so together they cannot
@@ -70,6 +70,7 @@ impl KvStore for SqlStore {
     async fn kv_delete(&self, broker: &str, key: &str) -> Result<(), StoreError> {
         self.db
             .execute(
+                Durability::OnDisk,
                 "DELETE FROM kv WHERE broker = $1 AND key = $2",
                 owned(args![broker, key]),
             )

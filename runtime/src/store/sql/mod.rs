@@ -21,7 +21,7 @@ mod resources;
 mod rows;
 mod sqlite;
 
-use db::{args, get, owned, Conn, Db, RowLike, Value};
+use db::{args, get, owned, Conn, Db, Durability, RowLike, Value};
 use rows::{
     apply_effect, binding_row, insert_operation, instance_row, one, operation_args, operation_row,
     Target,

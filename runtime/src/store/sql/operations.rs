@@ -48,7 +48,7 @@ impl OperationStore for SqlStore {
         let accept = owned(args![guest_data, next_poll_at, now(), &op.broker, &op.id]);
         let (target, effect) = (Target::of(op), effect.clone());
         self.db
-            .write(move |conn| {
+            .write(Durability::OnDisk, move |conn| {
                 Box::pin(async move {
                     let changed = conn
                         .execute(
@@ -75,6 +75,7 @@ impl OperationStore for SqlStore {
         let changed = self
             .db
             .execute(
+                Durability::Committed,
                 "UPDATE operations SET guest_data = COALESCE($1, guest_data), description = $2, \
                  next_poll_at = $3, polls = polls + 1, owner = NULL, lease_until = NULL, \
                  updated_at = $4 WHERE broker = $5 AND id = $6 AND state = 'in progress'",
@@ -108,7 +109,7 @@ impl OperationStore for SqlStore {
         ]);
         let (target, effect) = (Target::of(op), effect.clone());
         self.db
-            .write(move |conn| {
+            .write(Durability::OnDisk, move |conn| {
                 Box::pin(async move {
                     let changed = conn
                         .execute(
@@ -136,6 +137,7 @@ impl OperationStore for SqlStore {
         let changed = self
             .db
             .execute(
+                Durability::Committed,
                 "UPDATE operations SET owner = $1, lease_until = $2 WHERE id = $3 \
                  AND state = 'in progress' AND polls = $4 AND next_poll_at <= $5 \
                  AND (owner IS NULL OR owner = $6 OR lease_until < $7)",
@@ -163,6 +165,7 @@ impl OperationStore for SqlStore {
         let changed = self
             .db
             .execute(
+                Durability::Committed,
                 "UPDATE operations SET owner = $1, lease_until = $2, attempts = attempts + 1 \
                  WHERE id = $3 AND state = 'in progress' AND guest_data IS NULL \
                  AND attempts = $4 AND (owner IS NULL OR owner = $5 OR lease_until < $6)",
@@ -182,6 +185,7 @@ impl OperationStore for SqlStore {
     async fn renew_leases(&self, owner: &str, lease_until: i64) -> Result<(), StoreError> {
         self.db
             .execute(
+                Durability::Committed,
                 "UPDATE operations SET lease_until = $1 WHERE owner = $2 AND state = 'in progress'",
                 owned(args![lease_until, owner]),
             )

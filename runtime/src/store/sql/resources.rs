@@ -60,7 +60,7 @@ impl ResourceStore for SqlStore {
         ]);
         let operation = operation_args(op);
         self.db
-            .write(move |conn| {
+            .write(Durability::Committed, move |conn| {
                 Box::pin(async move {
                     conn.execute(
                         "INSERT INTO instances (broker, instance_id, service_id, plan_id, attributes, \
@@ -95,7 +95,7 @@ impl ResourceStore for SqlStore {
         ]);
         let operation = operation_args(op);
         self.db
-            .write(move |conn| {
+            .write(Durability::Committed, move |conn| {
                 Box::pin(async move {
                     conn.execute(
                         "INSERT INTO bindings (broker, binding_id, instance_id, attributes, result, \
@@ -132,7 +132,7 @@ impl ResourceStore for SqlStore {
         let guard = owned(args![state.as_str(), &op.id, now(), &op.broker, resource]);
         let operation = operation_args(op);
         self.db
-            .write(move |conn| {
+            .write(Durability::Committed, move |conn| {
                 Box::pin(async move {
                     one(conn.execute(sql, &guard).await?)?;
                     insert_operation(conn, &operation).await

@@ -13,7 +13,7 @@
 //! or undone whole, whether or not its caller still waits: a caller dropped at any `.await`
 //! loses only the answer, and no later writer is held up.
 
-use super::db::{column_error, Conn, Decode, RowLike, Value};
+use super::db::{column_error, Conn, Decode, Durability, RowLike, Value};
 use super::StoreError;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -131,14 +131,29 @@ pub(super) struct Sqlite {
     readers: Mutex<Vec<rusqlite::Connection>>,
     /// Transactions the writer committed (each covering one batch), for tests and logs.
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(super) commits: Arc<AtomicU64>,
+    pub(super) commits: Arc<Commits>,
+}
+
+/// Transactions the writer committed: all of them, and those synced to disk.
+#[derive(Default)]
+pub(super) struct Commits {
+    pub(super) all: AtomicU64,
+    pub(super) synced: AtomicU64,
 }
 
 /// What a write closure left to do once its batch's commit is known: answer its writer.
 type Answer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-/// A write as the writer thread runs it (given no connection when its batch could not begin):
-/// whether it succeeded, and its answer.
-type Job = Box<dyn FnOnce(Option<&mut Conn>) -> (bool, Answer) + Send>;
+/// Runs a write (given no connection when its batch could not begin); returns whether it
+/// succeeded, and its answer.
+type Run = Box<dyn FnOnce(Option<&mut Conn>) -> (bool, Answer) + Send>;
+
+/// A write as the writer thread runs it.
+struct Job {
+    /// Whether its batch must be on disk before it is answered.
+    on_disk: bool,
+    /// The write.
+    run: Run,
+}
 
 impl Sqlite {
     /// Opens the database file named by `url` (`sqlite://PATH[?…]`), creating it if needed,
@@ -161,7 +176,7 @@ impl Sqlite {
         }
         let writer = connect(&path)?;
         let (jobs, queue) = tokio::sync::mpsc::channel(QUEUE);
-        let commits = Arc::new(AtomicU64::new(0));
+        let commits = Arc::new(Commits::default());
         let counted = commits.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -193,14 +208,18 @@ impl Sqlite {
     }
 
     /// Runs `write` on the writer thread in a batch's transaction; answers once the batch is
-    /// committed and on disk.
-    pub(super) async fn write<R, F>(&self, write: F) -> Result<R, StoreError>
+    /// committed (and on disk, as `durability` says).
+    pub(super) async fn write<R, F>(
+        &self,
+        durability: Durability,
+        write: F,
+    ) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<R, StoreError>> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let run = Box::new(move |conn: Option<&mut Conn>| {
             let result = match conn {
                 // Statements on SQLite never wait: the future is ready at its first poll.
                 Some(conn) => write(conn)
@@ -217,6 +236,10 @@ impl Sqlite {
             });
             (succeeded, reply)
         });
+        let job = Job {
+            on_disk: durability == Durability::OnDisk,
+            run,
+        };
         let stopped = || {
             StoreError::Backend(
                 "the SQLite writer gave no answer (it stopped, or the write panicked)".into(),
@@ -239,10 +262,11 @@ fn connect(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
 fn write_batches(
     conn: rusqlite::Connection,
     mut queue: tokio::sync::mpsc::Receiver<Job>,
-    commits: &AtomicU64,
+    commits: &Commits,
 ) {
     let mut conn = Conn::Sqlite(conn);
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut synced = true;
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -251,9 +275,27 @@ fn write_batches(
                 Err(_) => break,
             }
         }
-        let (answers, outcome) = run_batch(&mut conn, &mut batch);
+        // A batch that must be on disk commits with an fsync of the WAL, which also covers
+        // every commit before it; the others commit without one.
+        let on_disk = batch.iter().any(|job| job.on_disk);
+        let mut ready = Ok(());
+        if on_disk != synced {
+            if let Conn::Sqlite(sqlite) = &conn {
+                let level = if on_disk { "FULL" } else { "NORMAL" };
+                ready = sqlite
+                    .execute_batch(&format!("PRAGMA synchronous = {level}"))
+                    .map_err(sqlite_error);
+                if ready.is_ok() {
+                    synced = on_disk;
+                }
+            }
+        }
+        let (answers, outcome) = run_batch(&mut conn, &mut batch, ready);
         if outcome.is_ok() {
-            commits.fetch_add(1, Ordering::Relaxed);
+            commits.all.fetch_add(1, Ordering::Relaxed);
+            if on_disk {
+                commits.synced.fetch_add(1, Ordering::Relaxed);
+            }
         }
         for answer in answers {
             answer(outcome.as_ref().err());
@@ -264,19 +306,23 @@ fn write_batches(
 /// Runs a batch of writes in one transaction, each in its own savepoint, and commits it;
 /// returns their answers (each to be given the commit's outcome). A write that fails or
 /// panics is undone alone; when the transaction cannot begin or commit, none is kept.
-fn run_batch(conn: &mut Conn, batch: &mut Vec<Job>) -> (Vec<Answer>, Result<(), StoreError>) {
+fn run_batch(
+    conn: &mut Conn,
+    batch: &mut Vec<Job>,
+    ready: Result<(), StoreError>,
+) -> (Vec<Answer>, Result<(), StoreError>) {
     let statement = |conn: &Conn, sql: &str| match conn {
         Conn::Sqlite(sqlite) => sqlite.execute_batch(sql).map_err(sqlite_error),
         Conn::Postgres(_) => unreachable!("the writer holds a SQLite connection"),
     };
     let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
-    let begun = statement(conn, "BEGIN IMMEDIATE");
+    let begun = ready.and_then(|()| statement(conn, "BEGIN IMMEDIATE"));
     for job in batch.drain(..) {
         if begun.is_err() || statement(conn, "SAVEPOINT write").is_err() {
-            answers.push(job(None).1);
+            answers.push((job.run)(None).1);
             continue;
         }
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(conn))));
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.run)(Some(conn))));
         let succeeded = match ran {
             Ok((succeeded, answer)) => {
                 answers.push(answer);
@@ -303,7 +349,7 @@ fn run_batch(conn: &mut Conn, batch: &mut Vec<Job>) -> (Vec<Answer>, Result<(), 
 
 #[cfg(test)]
 mod tests {
-    use super::super::db::{args, get, Db};
+    use super::super::db::{args, get, owned, Db};
     use super::*;
 
     /// A store database with table `t` on a fresh file.
@@ -312,9 +358,13 @@ mod tests {
         let db = Db::open(&format!("sqlite://{}", dir.path().join("w.db").display()))
             .await
             .unwrap();
-        db.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)", vec![])
-            .await
-            .unwrap();
+        db.execute(
+            Durability::OnDisk,
+            "CREATE TABLE t (x INTEGER PRIMARY KEY)",
+            vec![],
+        )
+        .await
+        .unwrap();
         (dir, db)
     }
 
@@ -326,7 +376,7 @@ mod tests {
 
     /// Inserts `x` and `x + 1` in one write, failing after the first when `fail`.
     async fn insert_pair(db: &Db, x: i64, fail: bool) -> Result<(), StoreError> {
-        db.write(move |conn| {
+        db.write(Durability::OnDisk, move |conn| {
             Box::pin(async move {
                 conn.execute("INSERT INTO t VALUES ($1)", &args![x]).await?;
                 if fail {
@@ -349,7 +399,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_commit_is_synced_and_a_write_is_read_back_at_once() {
+    async fn an_on_disk_commit_is_synced_and_a_write_is_read_back_at_once() {
         let (_dir, db) = setup().await;
         let Db::Sqlite(sqlite) = &db else {
             panic!("a SQLite store")
@@ -363,6 +413,31 @@ mod tests {
         assert_eq!(synchronous, 2, "FULL: the WAL is synced at each commit");
         insert_pair(&db, 1, false).await.unwrap();
         assert_eq!(count(&db).await, 2);
+    }
+
+    #[tokio::test]
+    async fn only_writes_an_answer_depends_on_wait_for_the_disk() {
+        let (_dir, db) = setup().await;
+        let synced = |db: &Db| match db {
+            Db::Sqlite(sqlite) => sqlite.commits.synced.load(Ordering::Relaxed),
+            Db::Postgres(_) => unreachable!(),
+        };
+        let before = (db.commits(), synced(&db));
+        for x in 0..10 {
+            let sql = "INSERT INTO t VALUES ($1)";
+            db.execute(Durability::Committed, sql, owned(args![x]))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            count(&db).await,
+            10,
+            "committed writes are read back at once"
+        );
+        assert_eq!(db.commits() - before.0, 10);
+        assert_eq!(synced(&db), before.1, "no fsync for them");
+        insert_pair(&db, 100, false).await.unwrap();
+        assert_eq!(synced(&db), before.1 + 1, "an on-disk write is synced");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,7 +496,7 @@ mod tests {
     async fn a_panicking_write_is_undone_and_the_writer_goes_on() {
         let (_dir, db) = setup().await;
         let panicked = db
-            .write(|conn| {
+            .write(Durability::OnDisk, |conn| {
                 Box::pin(async move {
                     conn.execute("INSERT INTO t VALUES (1)", &[]).await?;
                     panic!("a bug in a write");
