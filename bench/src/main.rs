@@ -16,6 +16,10 @@ mod site;
 mod stats;
 
 use clap::Parser;
+
+/// The allocator the `brokerbox` binary uses, so the servers measured here allocate as it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
