@@ -23,9 +23,17 @@ impl HostDirectoryEntryStream for QuotaFsView<'_> {
 }
 
 /// An output stream on a file that reserves its growth in the quota before each write.
+///
+/// A positional stream (`write-via-stream`, what a guest's `write` on a file uses) writes on
+/// the calling thread with one `pwrite`, as the runtime's other file calls do
+/// (`allow_blocking_current_thread`): wasmtime-wasi's stream would hand each write to tokio's
+/// blocking pool and back, two thread hand-offs for a few bytes. Appends go through
+/// wasmtime-wasi's stream (it appends atomically).
 pub(super) struct QuotaStream {
-    /// wasmtime-wasi's stream, which does the writing.
+    /// wasmtime-wasi's stream: does the appending; answers `check-write` for both.
     pub(super) inner: DynOutputStream,
+    /// Whether this stream writes at `pos` (not appending).
+    pub(super) positional: bool,
     /// The file, to notice when it loses its last name.
     pub(super) file: Arc<std::fs::File>,
     /// Where the next write lands.
@@ -49,6 +57,15 @@ impl QuotaStream {
         Ok(growth)
     }
 
+    /// Writes `bytes` at `pos` on this thread. On an error part of them may be written: they
+    /// stay counted either way (the re-measure corrects the count).
+    fn write_here(&mut self, bytes: &[u8]) -> StreamResult<()> {
+        use std::os::unix::fs::FileExt;
+        let written = self.file.write_all_at(bytes, self.pos);
+        self.advance(bytes.len() as u64);
+        written.map_err(|e| wasmtime_wasi::p2::StreamError::LastOperationFailed(e.into()))
+    }
+
     fn advance(&mut self, len: u64) {
         self.pos = self.pos.saturating_add(len);
         self.end = self.end.max(self.pos);
@@ -60,6 +77,9 @@ impl OutputStream for QuotaStream {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         let len = bytes.len() as u64;
         let growth = self.reserve(len)?;
+        if self.positional {
+            return self.write_here(&bytes);
+        }
         match self.inner.write(bytes) {
             Ok(()) => {
                 // The write itself finishes in the background; if it fails the bytes stay
@@ -78,6 +98,9 @@ impl OutputStream for QuotaStream {
     async fn blocking_write_and_flush(&mut self, bytes: Bytes) -> StreamResult<()> {
         let len = bytes.len() as u64;
         self.reserve(len)?;
+        if self.positional {
+            return self.write_here(&bytes);
+        }
         // On an error part of the bytes may be written: keep them counted either way.
         let result = self.inner.blocking_write_and_flush(bytes).await;
         self.advance(len);
@@ -85,6 +108,10 @@ impl OutputStream for QuotaStream {
     }
 
     fn flush(&mut self) -> StreamResult<()> {
+        if self.positional {
+            // Nothing is buffered: every write is made when it is asked for.
+            return Ok(());
+        }
         self.inner.flush()
     }
 
@@ -100,6 +127,8 @@ impl OutputStream for QuotaStream {
 #[async_trait::async_trait]
 impl Pollable for QuotaStream {
     async fn ready(&mut self) {
-        self.inner.ready().await;
+        if !self.positional {
+            self.inner.ready().await;
+        }
     }
 }

@@ -100,6 +100,7 @@ impl QuotaFsView<'_> {
         let size = file.metadata()?.len();
         let wrapper = QuotaStream {
             inner,
+            positional: offset.is_some(),
             file,
             pos: offset.unwrap_or(size),
             end: size,
