@@ -33,9 +33,31 @@ pub enum Created {
 
 /// Creates `resource` with a new operation of `stored` and runs it.
 ///
+/// **Cancellation.** The intent and the start of its run happen in a task of their own: a
+/// request dropped at any `.await` (its client hung up) never leaves an intent written whose
+/// operation nobody runs.
+///
 /// # Errors
 /// The guest's refusal or crash, an operation that failed, or a state store failure.
 pub async fn create(
+    ctx: OpContext,
+    resource: NewResource,
+    stored: StoredCall,
+) -> Result<Created, OpError> {
+    let tasks = ctx.state.runtime.tasks.clone();
+    joined(tasks.spawn(create_now(ctx, resource, stored))).await
+}
+
+/// The answer of a task that created or changed a resource.
+async fn joined<T>(task: tokio::task::JoinHandle<Result<T, OpError>>) -> Result<T, OpError> {
+    task.await.unwrap_or_else(|join| {
+        Err(OpError::Failed(format!(
+            "the operation task failed: {join}"
+        )))
+    })
+}
+
+async fn create_now(
     ctx: OpContext,
     resource: NewResource,
     stored: StoredCall,
@@ -77,10 +99,22 @@ pub async fn create(
 /// Starts a change of an existing resource (update, deprovision, unbind), moving it to
 /// `state`, and runs it; `target_plan` is the plan an update moves the instance to.
 ///
+/// Cancellation as in [`create`].
+///
 /// # Errors
 /// [`OpError::Busy`] when another operation on the resource is in progress; otherwise as
 /// [`create`].
 pub async fn change(
+    ctx: OpContext,
+    stored: StoredCall,
+    state: ResourceState,
+    target_plan: Option<String>,
+) -> Result<Settled, OpError> {
+    let tasks = ctx.state.runtime.tasks.clone();
+    joined(tasks.spawn(change_now(ctx, stored, state, target_plan))).await
+}
+
+async fn change_now(
     ctx: OpContext,
     stored: StoredCall,
     state: ResourceState,

@@ -6,6 +6,7 @@
 
 use crate::process::{state_url, RuntimeProcess};
 use brokerbox_tests::{guests, manifest, repo_root, send_osb};
+use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -525,4 +526,32 @@ async fn connections_dropped_mid_request_lose_nothing_that_was_answered() {
         let status = answered(Method::DELETE, url, None).await;
         assert_eq!(status, StatusCode::GONE, "deleted instance {id}");
     }
+    // No instance is left stuck by a dropped request: each one a hung-up provision created
+    // ends ready (its operation ran to its end) or was never created. A provision whose intent
+    // was written but whose operation nobody ran would answer 422 (in progress) forever.
+    let ids: Vec<String> = (0..3)
+        .flat_map(|round| (0..1000).map(move |i| format!("r{round}-{i}")))
+        .collect();
+    let stuck: Vec<(String, StatusCode)> = futures::stream::iter(ids)
+        .map(|id| {
+            let url = format!("{base}/v2/service_instances/{id}");
+            async move {
+                let mut status = StatusCode::UNPROCESSABLE_ENTITY;
+                for _ in 0..100 {
+                    status = answered(Method::PUT, url.clone(), Some(file_body())).await;
+                    if status != StatusCode::UNPROCESSABLE_ENTITY {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (id, status)
+            }
+        })
+        .buffer_unordered(16)
+        .filter(|(_, status)| {
+            std::future::ready(*status != StatusCode::OK && *status != StatusCode::CREATED)
+        })
+        .collect()
+        .await;
+    assert!(stuck.is_empty(), "instances left stuck: {stuck:?}");
 }
