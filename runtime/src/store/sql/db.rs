@@ -181,6 +181,64 @@ fn pg_query<'q>(
     query
 }
 
+/// A statement and its arguments, owned (a write's).
+pub(super) struct Statement {
+    pub(super) sql: &'static str,
+    pub(super) args: Vec<Value<'static>>,
+}
+
+/// `sql` with its placeholders `$N` renumbered from `$N + shift`.
+fn shifted(sql: &str, shift: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + shift).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `statement` made conditional on the CTE `s0` having changed a row: an `UPDATE`/`DELETE`
+/// gets one more condition (the store's end with their `WHERE`), an `INSERT … VALUES (…)`
+/// becomes an `INSERT … SELECT … WHERE`.
+fn on_first(sql: &str) -> Result<String, StoreError> {
+    const GUARD: &str = "EXISTS (SELECT 1 FROM s0)";
+    if let Some((head, values)) = sql.split_once(" VALUES (") {
+        let values = values
+            .strip_suffix(')')
+            .ok_or_else(|| StoreError::Backend(format!("cannot chain: {sql}")))?;
+        Ok(format!("{head} SELECT {values} WHERE {GUARD}"))
+    } else if sql.contains(" WHERE ") {
+        Ok(format!("{sql} AND {GUARD}"))
+    } else {
+        Err(StoreError::Backend(format!("cannot chain: {sql}")))
+    }
+}
+
+/// `first` and `then` as one PostgreSQL statement: data-modifying CTEs `s0`, `s1`, …, those of
+/// `then` conditional on `s0` having changed a row; it answers `s0`'s count as `n`.
+fn pg_chain(
+    first: &Statement,
+    then: &[Statement],
+) -> Result<(String, Vec<Value<'static>>), StoreError> {
+    let mut sql = format!("WITH s0 AS ({} RETURNING 1)", first.sql);
+    let mut args = first.args.clone();
+    for (i, statement) in then.iter().enumerate() {
+        let chained = on_first(&shifted(statement.sql, args.len()))?;
+        sql.push_str(&format!(", s{} AS ({chained} RETURNING 1)", i + 1));
+        args.extend(statement.args.iter().cloned());
+    }
+    sql.push_str(" SELECT COUNT(*) AS n FROM s0");
+    Ok((sql, args))
+}
+
 /// A connection a write runs on, inside its transaction.
 pub(super) enum Conn {
     /// The SQLite writer's connection (inside the batch's transaction and the write's savepoint).
@@ -231,6 +289,23 @@ impl Conn {
     }
 }
 
+/// A PostgreSQL database: a pool for reads and durable writes, and a smaller one whose
+/// sessions commit without waiting for the flush (`synchronous_commit = off`), for
+/// [`Durability::Committed`] writes.
+pub(super) struct Pg {
+    pool: sqlx::PgPool,
+    relaxed: sqlx::PgPool,
+}
+
+impl Pg {
+    fn pool(&self, durability: Durability) -> &sqlx::PgPool {
+        match durability {
+            Durability::OnDisk => &self.pool,
+            Durability::Committed => &self.relaxed,
+        }
+    }
+}
+
 /// When a write is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Durability {
@@ -250,7 +325,7 @@ pub(super) enum Db {
     /// Embedded SQLite.
     Sqlite(Arc<Sqlite>),
     /// PostgreSQL.
-    Postgres(sqlx::PgPool),
+    Postgres(Pg),
 }
 
 impl Db {
@@ -263,16 +338,26 @@ impl Db {
         if url.starts_with("sqlite:") {
             Ok(Db::Sqlite(Arc::new(Sqlite::open(url).await?)))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(std::time::Duration::from_secs(30))
-                // No ping before each use (a round trip per query): a connection the server
-                // closed fails its next query, and the pool replaces it.
-                .test_before_acquire(false)
+            let options = |connections| {
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(connections)
+                    .acquire_timeout(std::time::Duration::from_secs(30))
+                    // No ping before each use (a round trip per query): a connection the
+                    // server closed fails its next query, and the pool replaces it.
+                    .test_before_acquire(false)
+            };
+            let pool = options(16).connect(url).await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            let relaxed = options(8)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::Executor::execute(conn, "SET synchronous_commit = off").await?;
+                        Ok(())
+                    })
+                })
                 .connect(url)
                 .await?;
-            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            Ok(Db::Postgres(pool))
+            Ok(Db::Postgres(Pg { pool, relaxed }))
         } else {
             anyhow::bail!("unsupported state store {url:?}: use sqlite://PATH or postgres://...")
         }
@@ -287,9 +372,9 @@ impl Db {
     ) -> Result<Vec<T>, StoreError> {
         match self {
             Db::Sqlite(sqlite) => sqlite.read(|conn| sqlite_query(conn, sql, args, decode)),
-            Db::Postgres(pool) => {
+            Db::Postgres(pg) => {
                 let rows = pg_query(sql, args)
-                    .fetch_all(pool)
+                    .fetch_all(&pg.pool)
                     .await
                     .map_err(pg_error)?;
                 rows.iter().map(|row| decode(row)).collect()
@@ -310,16 +395,8 @@ impl Db {
     {
         match self {
             Db::Sqlite(sqlite) => sqlite.write(durability, write).await,
-            Db::Postgres(pool) => {
-                let tx = match durability {
-                    Durability::OnDisk => pool.begin().await,
-                    // One round trip, like a plain BEGIN.
-                    Durability::Committed => {
-                        pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off")
-                            .await
-                    }
-                }
-                .map_err(pg_error)?;
+            Db::Postgres(pg) => {
+                let tx = pg.pool(durability).begin().await.map_err(pg_error)?;
                 let mut conn = Conn::Postgres(tx);
                 let result = write(&mut conn).await?;
                 if let Conn::Postgres(tx) = conn {
@@ -331,7 +408,7 @@ impl Db {
     }
 
     /// Runs one writing statement in its own transaction; returns how many rows it changed.
-    /// (On PostgreSQL a lone statement commits on its own, on disk: one round trip.)
+    /// (On PostgreSQL a lone statement commits on its own: one round trip.)
     pub(super) async fn execute(
         &self,
         durability: Durability,
@@ -339,14 +416,51 @@ impl Db {
         args: Vec<Value<'static>>,
     ) -> Result<u64, StoreError> {
         match self {
-            Db::Postgres(pool) => pg_query(sql, &args)
-                .execute(pool)
+            Db::Postgres(pg) => pg_query(sql, &args)
+                .execute(pg.pool(durability))
                 .await
                 .map(|done| done.rows_affected())
                 .map_err(pg_error),
             Db::Sqlite(_) => {
                 self.write(durability, move |conn| {
                     Box::pin(async move { conn.execute(sql, &args).await })
+                })
+                .await
+            }
+        }
+    }
+
+    /// Runs `first` and, only when it changed a row, every statement of `then`, in one
+    /// transaction; returns how many rows `first` changed. On PostgreSQL it is one statement
+    /// (data-modifying CTEs): one round trip instead of one per statement plus `BEGIN` and
+    /// `COMMIT`.
+    pub(super) async fn write_chain(
+        &self,
+        durability: Durability,
+        first: Statement,
+        then: Vec<Statement>,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Db::Postgres(pg) => {
+                let (sql, args) = pg_chain(&first, &then)?;
+                let row = pg_query(&sql, &args)
+                    .fetch_one(pg.pool(durability))
+                    .await
+                    .map_err(pg_error)?;
+                let changed: i64 = get(&row, "n")?;
+                Ok(u64::try_from(changed).unwrap_or(0))
+            }
+            Db::Sqlite(_) => {
+                self.write(durability, move |conn| {
+                    Box::pin(async move {
+                        let changed = conn.execute(first.sql, &first.args).await?;
+                        if changed > 0 {
+                            for statement in &then {
+                                conn.execute(statement.sql, &statement.args).await?;
+                            }
+                        }
+                        Ok(changed)
+                    })
                 })
                 .await
             }
@@ -363,5 +477,44 @@ impl Db {
                 .load(std::sync::atomic::Ordering::Relaxed),
             Db::Postgres(_) => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_is_one_postgres_statement_whose_later_parts_wait_for_the_first() {
+        let first = Statement {
+            sql: "UPDATE operations SET state = $1 WHERE id = $2",
+            args: owned(args!["succeeded", "op"]),
+        };
+        let then = vec![
+            Statement {
+                sql: "DELETE FROM bindings WHERE broker = $1 AND instance_id = $2",
+                args: owned(args!["b", "i"]),
+            },
+            Statement {
+                sql: "INSERT INTO t (a, b) VALUES ($1, (SELECT $2))",
+                args: owned(args![1, 2]),
+            },
+        ];
+        let (sql, args) = pg_chain(&first, &then).unwrap();
+        assert_eq!(
+            sql,
+            "WITH s0 AS (UPDATE operations SET state = $1 WHERE id = $2 RETURNING 1), \
+             s1 AS (DELETE FROM bindings WHERE broker = $3 AND instance_id = $4 \
+             AND EXISTS (SELECT 1 FROM s0) RETURNING 1), \
+             s2 AS (INSERT INTO t (a, b) SELECT $5, (SELECT $6) \
+             WHERE EXISTS (SELECT 1 FROM s0) RETURNING 1) \
+             SELECT COUNT(*) AS n FROM s0"
+        );
+        assert_eq!(args.len(), 6);
+        let unchainable = Statement {
+            sql: "DELETE FROM t",
+            args: vec![],
+        };
+        assert!(pg_chain(&first, &[unchainable]).is_err());
     }
 }

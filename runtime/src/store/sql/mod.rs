@@ -21,10 +21,9 @@ mod resources;
 mod rows;
 mod sqlite;
 
-use db::{args, get, owned, Conn, Db, Durability, RowLike, Value};
+use db::{args, get, owned, Db, Durability, RowLike, Statement, Value};
 use rows::{
-    apply_effect, binding_row, insert_operation, instance_row, one, operation_args, operation_row,
-    Target,
+    binding_row, effect_statements, insert_operation, instance_row, one, operation_row, Target,
 };
 
 /// State in an SQL database.

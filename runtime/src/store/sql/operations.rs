@@ -45,24 +45,17 @@ impl OperationStore for SqlStore {
         effect: &Effect,
         next_poll_at: i64,
     ) -> Result<(), StoreError> {
-        let accept = owned(args![guest_data, next_poll_at, now(), &op.broker, &op.id]);
-        let (target, effect) = (Target::of(op), effect.clone());
-        self.db
-            .write(Durability::OnDisk, move |conn| {
-                Box::pin(async move {
-                    let changed = conn
-                        .execute(
-                            "UPDATE operations SET guest_data = $1, next_poll_at = $2, owner = NULL, \
-                             lease_until = NULL, updated_at = $3 \
-                             WHERE broker = $4 AND id = $5 AND state = 'in progress'",
-                            &accept,
-                        )
-                        .await?;
-                    one(changed)?;
-                    apply_effect(conn, &target, &effect).await
-                })
-            })
-            .await
+        let accept = Statement {
+            sql: "UPDATE operations SET guest_data = $1, next_poll_at = $2, owner = NULL, \
+                  lease_until = NULL, updated_at = $3 \
+                  WHERE broker = $4 AND id = $5 AND state = 'in progress'",
+            args: owned(args![guest_data, next_poll_at, now(), &op.broker, &op.id]),
+        };
+        let effects = effect_statements(&Target::of(op), effect);
+        one(self
+            .db
+            .write_chain(Durability::OnDisk, accept, effects)
+            .await?)
     }
 
     async fn record_progress(
@@ -98,33 +91,25 @@ impl OperationStore for SqlStore {
         outcome: &Outcome,
         effect: &Effect,
     ) -> Result<(), StoreError> {
-        let finish = owned(args![
-            outcome.state.as_str(),
-            &outcome.description,
-            outcome.instance_usable.map(i64::from),
-            outcome.update_repeatable.map(i64::from),
-            now(),
-            &op.broker,
-            &op.id,
-        ]);
-        let (target, effect) = (Target::of(op), effect.clone());
-        self.db
-            .write(Durability::OnDisk, move |conn| {
-                Box::pin(async move {
-                    let changed = conn
-                        .execute(
-                            "UPDATE operations SET state = $1, description = $2, \
-                             instance_usable = $3, update_repeatable = $4, owner = NULL, \
-                             lease_until = NULL, updated_at = $5 \
-                             WHERE broker = $6 AND id = $7 AND state = 'in progress'",
-                            &finish,
-                        )
-                        .await?;
-                    one(changed)?;
-                    apply_effect(conn, &target, &effect).await
-                })
-            })
-            .await
+        let finish = Statement {
+            sql: "UPDATE operations SET state = $1, description = $2, instance_usable = $3, \
+                  update_repeatable = $4, owner = NULL, lease_until = NULL, updated_at = $5 \
+                  WHERE broker = $6 AND id = $7 AND state = 'in progress'",
+            args: owned(args![
+                outcome.state.as_str(),
+                &outcome.description,
+                outcome.instance_usable.map(i64::from),
+                outcome.update_repeatable.map(i64::from),
+                now(),
+                &op.broker,
+                &op.id,
+            ]),
+        };
+        let effects = effect_statements(&Target::of(op), effect);
+        one(self
+            .db
+            .write_chain(Durability::OnDisk, finish, effects)
+            .await?)
     }
 
     async fn claim(

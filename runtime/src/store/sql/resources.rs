@@ -42,38 +42,33 @@ impl ResourceStore for SqlStore {
         op: &OperationRecord,
     ) -> Result<(), StoreError> {
         let t = now();
-        let instance = owned(args![
-            &i.broker,
-            &i.instance_id,
-            &i.service_id,
-            &i.plan_id,
-            &i.attributes,
-            &i.parameters,
-            &i.context,
-            &i.dashboard_url,
-            &i.metadata,
-            &i.maintenance_info,
-            i.state.as_str(),
-            &op.id,
-            t,
-            t,
-        ]);
-        let operation = operation_args(op);
-        self.db
-            .write(Durability::Committed, move |conn| {
-                Box::pin(async move {
-                    conn.execute(
-                        "INSERT INTO instances (broker, instance_id, service_id, plan_id, attributes, \
-                         parameters, context, dashboard_url, metadata, maintenance_info, state, \
-                         operation_id, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                        &instance,
-                    )
-                    .await?;
-                    insert_operation(conn, &operation).await
-                })
-            })
-            .await
+        let instance = Statement {
+            sql: "INSERT INTO instances (broker, instance_id, service_id, plan_id, attributes, \
+                  parameters, context, dashboard_url, metadata, maintenance_info, state, \
+                  operation_id, created_at, updated_at) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            args: owned(args![
+                &i.broker,
+                &i.instance_id,
+                &i.service_id,
+                &i.plan_id,
+                &i.attributes,
+                &i.parameters,
+                &i.context,
+                &i.dashboard_url,
+                &i.metadata,
+                &i.maintenance_info,
+                i.state.as_str(),
+                &op.id,
+                t,
+                t,
+            ]),
+        };
+        let inserted = self
+            .db
+            .write_chain(Durability::Committed, instance, vec![insert_operation(op)])
+            .await?;
+        one(inserted)
     }
 
     async fn create_binding(
@@ -82,32 +77,27 @@ impl ResourceStore for SqlStore {
         op: &OperationRecord,
     ) -> Result<(), StoreError> {
         let t = now();
-        let binding = owned(args![
-            &b.broker,
-            &b.binding_id,
-            &b.instance_id,
-            &b.attributes,
-            &b.result,
-            b.state.as_str(),
-            &op.id,
-            t,
-            t,
-        ]);
-        let operation = operation_args(op);
-        self.db
-            .write(Durability::Committed, move |conn| {
-                Box::pin(async move {
-                    conn.execute(
-                        "INSERT INTO bindings (broker, binding_id, instance_id, attributes, result, \
-                         state, operation_id, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                        &binding,
-                    )
-                    .await?;
-                    insert_operation(conn, &operation).await
-                })
-            })
-            .await
+        let binding = Statement {
+            sql: "INSERT INTO bindings (broker, binding_id, instance_id, attributes, result, \
+                  state, operation_id, created_at, updated_at) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            args: owned(args![
+                &b.broker,
+                &b.binding_id,
+                &b.instance_id,
+                &b.attributes,
+                &b.result,
+                b.state.as_str(),
+                &op.id,
+                t,
+                t,
+            ]),
+        };
+        let inserted = self
+            .db
+            .write_chain(Durability::Committed, binding, vec![insert_operation(op)])
+            .await?;
+        one(inserted)
     }
 
     async fn start_operation(
@@ -129,16 +119,15 @@ impl ResourceStore for SqlStore {
                 &op.instance_id,
             ),
         };
-        let guard = owned(args![state.as_str(), &op.id, now(), &op.broker, resource]);
-        let operation = operation_args(op);
-        self.db
-            .write(Durability::Committed, move |conn| {
-                Box::pin(async move {
-                    one(conn.execute(sql, &guard).await?)?;
-                    insert_operation(conn, &operation).await
-                })
-            })
-            .await
+        let guard = Statement {
+            sql,
+            args: owned(args![state.as_str(), &op.id, now(), &op.broker, resource]),
+        };
+        let taken = self
+            .db
+            .write_chain(Durability::Committed, guard, vec![insert_operation(op)])
+            .await?;
+        one(taken)
     }
 
     async fn count_instances(&self, broker: &str) -> Result<u64, StoreError> {

@@ -55,40 +55,34 @@ pub(super) fn operation_row(row: &dyn RowLike) -> Result<OperationRecord, StoreE
     })
 }
 
-/// The values of a new operation's row, in the order [`insert_operation`] names its columns.
-pub(super) fn operation_args(op: &OperationRecord) -> Vec<Value<'static>> {
-    owned(args![
-        &op.id,
-        &op.broker,
-        &op.instance_id,
-        &op.binding_id,
-        op.kind.as_str(),
-        op.state.as_str(),
-        &op.description,
-        &op.guest_data,
-        &op.target_plan,
-        i64::from(op.attempts),
-        op.created_at,
-        now(),
-        &op.request,
-        &op.owner,
-        op.lease_until,
-        &op.broker_version,
-    ])
-}
-
-/// Inserts an operation's row (its values from [`operation_args`]).
-pub(super) async fn insert_operation(
-    conn: &mut Conn,
-    values: &[Value<'_>],
-) -> Result<(), StoreError> {
+/// The statement inserting `op`'s row.
+pub(super) fn insert_operation(op: &OperationRecord) -> Statement {
     // `seq` orders the operations of one resource even within one millisecond.
     const SQL: &str = "INSERT INTO operations (id, broker, instance_id, binding_id, kind, state, \
         description, guest_data, target_plan, attempts, created_at, updated_at, request, owner, \
         lease_until, broker_version, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
         $12, $13, $14, $15, $16, (SELECT COALESCE(MAX(seq), 0) + 1 FROM operations))";
-    conn.execute(SQL, values).await?;
-    Ok(())
+    Statement {
+        sql: SQL,
+        args: owned(args![
+            &op.id,
+            &op.broker,
+            &op.instance_id,
+            &op.binding_id,
+            op.kind.as_str(),
+            op.state.as_str(),
+            &op.description,
+            &op.guest_data,
+            &op.target_plan,
+            i64::from(op.attempts),
+            op.created_at,
+            now(),
+            &op.request,
+            &op.owner,
+            op.lease_until,
+            &op.broker_version,
+        ]),
+    }
 }
 
 /// Fails with [`StoreError::Changed`] unless exactly one row was touched.
@@ -118,22 +112,19 @@ impl Target {
     }
 }
 
-/// Applies what an operation's outcome does to its instance or binding. An effect touches no
-/// row when its resource is gone already (deleted while the operation ran): the operation
-/// still ends, with nothing left to change.
-pub(super) async fn apply_effect(
-    conn: &mut Conn,
-    target: &Target,
-    effect: &Effect,
-) -> Result<(), StoreError> {
+/// What an operation's outcome does to its instance or binding, as statements. An effect
+/// touches no row when its resource is gone already (deleted while the operation ran): the
+/// operation still ends, with nothing left to change.
+pub(super) fn effect_statements(target: &Target, effect: &Effect) -> Vec<Statement> {
     let (t, broker, instance) = (now(), &target.broker, &target.instance_id);
     let binding = target.binding_id.as_deref().unwrap_or_default();
+    let statement = |sql, args| Statement { sql, args };
     let set_instance =
         "UPDATE instances SET state = $1, updated_at = $2 WHERE broker = $3 AND instance_id = $4";
     let set_binding =
         "UPDATE bindings SET state = $1, updated_at = $2 WHERE broker = $3 AND binding_id = $4";
     match effect {
-        Effect::None => {}
+        Effect::None => vec![],
         Effect::InstanceReady {
             plan_id,
             dashboard_url,
@@ -141,8 +132,13 @@ pub(super) async fn apply_effect(
             parameters,
             context,
             maintenance_info,
-        } => {
-            let values = args![
+        } => vec![statement(
+            "UPDATE instances SET state = 'ready', plan_id = $1, \
+             dashboard_url = COALESCE($2, dashboard_url), metadata = COALESCE($3, metadata), \
+             parameters = COALESCE($4, parameters), context = COALESCE($5, context), \
+             maintenance_info = COALESCE($6, maintenance_info), updated_at = $7 \
+             WHERE broker = $8 AND instance_id = $9",
+            owned(args![
                 plan_id,
                 dashboard_url,
                 metadata,
@@ -152,66 +148,47 @@ pub(super) async fn apply_effect(
                 t,
                 broker,
                 instance,
-            ];
-            conn.execute(
-                "UPDATE instances SET state = 'ready', plan_id = $1, \
-                 dashboard_url = COALESCE($2, dashboard_url), metadata = COALESCE($3, metadata), \
-                 parameters = COALESCE($4, parameters), context = COALESCE($5, context), \
-                 maintenance_info = COALESCE($6, maintenance_info), updated_at = $7 \
-                 WHERE broker = $8 AND instance_id = $9",
-                &values,
-            )
-            .await?;
-        }
+            ]),
+        )],
         Effect::InstanceAnnotated {
             dashboard_url,
             metadata,
-        } => {
-            conn.execute(
-                "UPDATE instances SET dashboard_url = COALESCE($1, dashboard_url), \
-                 metadata = COALESCE($2, metadata), updated_at = $3 \
-                 WHERE broker = $4 AND instance_id = $5",
-                &args![dashboard_url, metadata, t, broker, instance],
-            )
-            .await?;
-        }
-        Effect::InstanceRestored | Effect::InstanceFailed => {
-            let state = if *effect == Effect::InstanceRestored {
-                ResourceState::Ready
-            } else {
-                ResourceState::Failed
-            };
-            conn.execute(set_instance, &args![state.as_str(), t, broker, instance])
-                .await?;
-        }
-        Effect::InstanceDeleted => {
-            for sql in [
+        } => vec![statement(
+            "UPDATE instances SET dashboard_url = COALESCE($1, dashboard_url), \
+             metadata = COALESCE($2, metadata), updated_at = $3 \
+             WHERE broker = $4 AND instance_id = $5",
+            owned(args![dashboard_url, metadata, t, broker, instance]),
+        )],
+        Effect::InstanceRestored => vec![statement(
+            set_instance,
+            owned(args![ResourceState::Ready.as_str(), t, broker, instance]),
+        )],
+        Effect::InstanceFailed => vec![statement(
+            set_instance,
+            owned(args![ResourceState::Failed.as_str(), t, broker, instance]),
+        )],
+        Effect::InstanceDeleted => vec![
+            statement(
                 "DELETE FROM bindings WHERE broker = $1 AND instance_id = $2",
+                owned(args![broker, instance]),
+            ),
+            statement(
                 "DELETE FROM instances WHERE broker = $1 AND instance_id = $2",
-            ] {
-                conn.execute(sql, &args![broker, instance]).await?;
-            }
-        }
-        Effect::BindingReady { result } => {
-            conn.execute(
-                "UPDATE bindings SET state = 'ready', result = $1, updated_at = $2 \
-                 WHERE broker = $3 AND binding_id = $4",
-                &args![result, t, broker, binding],
-            )
-            .await?;
-        }
-        Effect::BindingRestored => {
-            let state = ResourceState::Ready.as_str();
-            conn.execute(set_binding, &args![state, t, broker, binding])
-                .await?;
-        }
-        Effect::BindingDeleted => {
-            conn.execute(
-                "DELETE FROM bindings WHERE broker = $1 AND binding_id = $2",
-                &args![broker, binding],
-            )
-            .await?;
-        }
+                owned(args![broker, instance]),
+            ),
+        ],
+        Effect::BindingReady { result } => vec![statement(
+            "UPDATE bindings SET state = 'ready', result = $1, updated_at = $2 \
+             WHERE broker = $3 AND binding_id = $4",
+            owned(args![result, t, broker, binding]),
+        )],
+        Effect::BindingRestored => vec![statement(
+            set_binding,
+            owned(args![ResourceState::Ready.as_str(), t, broker, binding]),
+        )],
+        Effect::BindingDeleted => vec![statement(
+            "DELETE FROM bindings WHERE broker = $1 AND binding_id = $2",
+            owned(args![broker, binding]),
+        )],
     }
-    Ok(())
 }
