@@ -26,6 +26,13 @@ impl KvStore for SqlStore {
         let size = i64::try_from(key.len() + value.len()).unwrap_or(i64::MAX);
         let quota = i64::try_from(quota).unwrap_or(i64::MAX);
         let (ids, set) = (owned(args![broker, key]), owned(args![broker, key, value]));
+        // On PostgreSQL a broker's writers take their turns in this process before they take
+        // a pooled connection: waiting for the broker's lock while holding a connection, a
+        // broker's many concurrent writers would hold the pool the other brokers need.
+        let _turn = match &self.db {
+            Db::Postgres(_) => Some(self.kv_turn(broker).lock_owned().await),
+            Db::Sqlite(_) => None,
+        };
         self.db
             .write(Durability::OnDisk, move |conn| {
                 Box::pin(async move {

@@ -12,6 +12,8 @@ use super::{
 use super::{BrokerBook, KvStore, OperationStore, ResourceStore};
 
 use super::now_ms as now;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 mod book;
 mod db;
@@ -29,6 +31,8 @@ use rows::{
 /// State in an SQL database.
 pub struct SqlStore {
     db: Db,
+    /// Each broker's turn at writing its kv store (see `kv_set`), by broker name.
+    kv_turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl SqlStore {
@@ -40,7 +44,14 @@ impl SqlStore {
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         Ok(SqlStore {
             db: Db::open(url).await?,
+            kv_turns: std::sync::Mutex::default(),
         })
+    }
+
+    /// The lock whose holder may write `broker`'s kv store.
+    fn kv_turn(&self, broker: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.kv_turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.entry(broker.to_string()).or_default().clone()
     }
 
     /// The count a `SELECT COUNT(*) AS n …` query answers.
