@@ -187,58 +187,6 @@ pub(super) struct Statement {
     pub(super) args: Vec<Value<'static>>,
 }
 
-/// `sql` with its placeholders `$N` renumbered from `$N + shift`.
-fn shifted(sql: &str, shift: usize) -> String {
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..=at]);
-        rest = &rest[at + 1..];
-        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        match rest[..digits].parse::<usize>() {
-            Ok(n) => out.push_str(&(n + shift).to_string()),
-            Err(_) => out.push_str(&rest[..digits]),
-        }
-        rest = &rest[digits..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// `statement` made conditional on the CTE `s0` having changed a row: an `UPDATE`/`DELETE`
-/// gets one more condition (the store's end with their `WHERE`), an `INSERT … VALUES (…)`
-/// becomes an `INSERT … SELECT … WHERE`.
-fn on_first(sql: &str) -> Result<String, StoreError> {
-    const GUARD: &str = "EXISTS (SELECT 1 FROM s0)";
-    if let Some((head, values)) = sql.split_once(" VALUES (") {
-        let values = values
-            .strip_suffix(')')
-            .ok_or_else(|| StoreError::Backend(format!("cannot chain: {sql}")))?;
-        Ok(format!("{head} SELECT {values} WHERE {GUARD}"))
-    } else if sql.contains(" WHERE ") {
-        Ok(format!("{sql} AND {GUARD}"))
-    } else {
-        Err(StoreError::Backend(format!("cannot chain: {sql}")))
-    }
-}
-
-/// `first` and `then` as one PostgreSQL statement: data-modifying CTEs `s0`, `s1`, …, those of
-/// `then` conditional on `s0` having changed a row; it answers `s0`'s count as `n`.
-fn pg_chain(
-    first: &Statement,
-    then: &[Statement],
-) -> Result<(String, Vec<Value<'static>>), StoreError> {
-    let mut sql = format!("WITH s0 AS ({} RETURNING 1)", first.sql);
-    let mut args = first.args.clone();
-    for (i, statement) in then.iter().enumerate() {
-        let chained = on_first(&shifted(statement.sql, args.len()))?;
-        sql.push_str(&format!(", s{} AS ({chained} RETURNING 1)", i + 1));
-        args.extend(statement.args.iter().cloned());
-    }
-    sql.push_str(" SELECT COUNT(*) AS n FROM s0");
-    Ok((sql, args))
-}
-
 /// A connection a write runs on, inside its transaction.
 pub(super) enum Conn {
     /// The SQLite writer's connection (inside the batch's transaction and the write's savepoint).
@@ -431,40 +379,25 @@ impl Db {
     }
 
     /// Runs `first` and, only when it changed a row, every statement of `then`, in one
-    /// transaction; returns how many rows `first` changed. On PostgreSQL it is one statement
-    /// (data-modifying CTEs): one round trip instead of one per statement plus `BEGIN` and
-    /// `COMMIT`.
+    /// transaction; returns how many rows `first` changed.
     pub(super) async fn write_chain(
         &self,
         durability: Durability,
         first: Statement,
         then: Vec<Statement>,
     ) -> Result<u64, StoreError> {
-        match self {
-            Db::Postgres(pg) => {
-                let (sql, args) = pg_chain(&first, &then)?;
-                let row = pg_query(&sql, &args)
-                    .fetch_one(pg.pool(durability))
-                    .await
-                    .map_err(pg_error)?;
-                let changed: i64 = get(&row, "n")?;
-                Ok(u64::try_from(changed).unwrap_or(0))
-            }
-            Db::Sqlite(_) => {
-                self.write(durability, move |conn| {
-                    Box::pin(async move {
-                        let changed = conn.execute(first.sql, &first.args).await?;
-                        if changed > 0 {
-                            for statement in &then {
-                                conn.execute(statement.sql, &statement.args).await?;
-                            }
-                        }
-                        Ok(changed)
-                    })
-                })
-                .await
-            }
-        }
+        self.write(durability, move |conn| {
+            Box::pin(async move {
+                let changed = conn.execute(first.sql, &first.args).await?;
+                if changed > 0 {
+                    for statement in &then {
+                        conn.execute(statement.sql, &statement.args).await?;
+                    }
+                }
+                Ok(changed)
+            })
+        })
+        .await
     }
 
     /// How many SQLite transactions the writer committed (0 on PostgreSQL).
@@ -477,44 +410,5 @@ impl Db {
                 .load(std::sync::atomic::Ordering::Relaxed),
             Db::Postgres(_) => 0,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_chain_is_one_postgres_statement_whose_later_parts_wait_for_the_first() {
-        let first = Statement {
-            sql: "UPDATE operations SET state = $1 WHERE id = $2",
-            args: owned(args!["succeeded", "op"]),
-        };
-        let then = vec![
-            Statement {
-                sql: "DELETE FROM bindings WHERE broker = $1 AND instance_id = $2",
-                args: owned(args!["b", "i"]),
-            },
-            Statement {
-                sql: "INSERT INTO t (a, b) VALUES ($1, (SELECT $2))",
-                args: owned(args![1, 2]),
-            },
-        ];
-        let (sql, args) = pg_chain(&first, &then).unwrap();
-        assert_eq!(
-            sql,
-            "WITH s0 AS (UPDATE operations SET state = $1 WHERE id = $2 RETURNING 1), \
-             s1 AS (DELETE FROM bindings WHERE broker = $3 AND instance_id = $4 \
-             AND EXISTS (SELECT 1 FROM s0) RETURNING 1), \
-             s2 AS (INSERT INTO t (a, b) SELECT $5, (SELECT $6) \
-             WHERE EXISTS (SELECT 1 FROM s0) RETURNING 1) \
-             SELECT COUNT(*) AS n FROM s0"
-        );
-        assert_eq!(args.len(), 6);
-        let unchainable = Statement {
-            sql: "DELETE FROM t",
-            args: vec![],
-        };
-        assert!(pg_chain(&first, &[unchainable]).is_err());
     }
 }
