@@ -3,6 +3,7 @@
 //! moves an existing resource to `updating` or `deleting` with its operation, and runs it.
 //! The outcome's effect then makes the resource ready, restores it, or removes it.
 
+use super::run::joined;
 use super::{execute, OpContext, OpError, Settled, StoredCall};
 use crate::store::{BindingRecord, InstanceRecord, ResourceState, StoreError};
 
@@ -46,15 +47,6 @@ pub async fn create(
 ) -> Result<Created, OpError> {
     let tasks = ctx.state.runtime.tasks.clone();
     joined(tasks.spawn(create_now(ctx, resource, stored))).await
-}
-
-/// The answer of a task that created or changed a resource.
-async fn joined<T>(task: tokio::task::JoinHandle<Result<T, OpError>>) -> Result<T, OpError> {
-    task.await.unwrap_or_else(|join| {
-        Err(OpError::Failed(format!(
-            "the operation task failed: {join}"
-        )))
-    })
 }
 
 async fn create_now(

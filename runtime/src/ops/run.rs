@@ -30,17 +30,25 @@ pub async fn execute(
     };
     let id = op.id.clone();
     let task = ctx.state.runtime.tasks.spawn(run(ctx.clone(), op, stored));
-    match tokio::time::timeout(window, task).await {
-        Ok(Ok(settled)) => settled,
-        Ok(Err(join)) => Err(OpError::Failed(format!(
-            "the operation task failed: {join}"
-        ))),
+    match tokio::time::timeout(window, joined(task)).await {
+        Ok(settled) => settled,
         // The call goes on in the background; the platform polls for it.
         Err(_) if ctx.call.accepts_incomplete => Ok(Settled::Accepted(id)),
         Err(_) => Err(OpError::Failed(
             "the operation did not finish within the sync deadline".into(),
         )),
     }
+}
+
+/// The answer of an operation's task (a task that panicked or was cancelled fails it).
+pub(super) async fn joined<T>(
+    task: tokio::task::JoinHandle<Result<T, OpError>>,
+) -> Result<T, OpError> {
+    task.await.unwrap_or_else(|join| {
+        Err(OpError::Failed(format!(
+            "the operation task failed: {join}"
+        )))
+    })
 }
 
 /// Makes the guest call of `op` and persists its outcome.
