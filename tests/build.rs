@@ -1,8 +1,18 @@
-//! Builds the guest components (the examples and the test-only guests) for wasm32-wasip2 and
-//! writes their paths as constants, so tests never hard-code `target/` paths.
+//! Builds the guest components (the examples and the test-only guests) for wasm32-wasip2, in
+//! Rust with cargo and in Python and JavaScript with `scripts/build-guests` (which installs the
+//! pinned toolchains under `target/tools`), and writes their paths as constants, so tests never
+//! hard-code `target/` paths.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Python and JavaScript guests: `(language, name)`, built from `examples/NAME/app.*` or
+/// `tests/guests/NAME/app.*` into `target/guests/LANGUAGE/NAME.wasm`.
+const POLYGLOT: [(&str, &str); 3] = [
+    ("python", "python-file-broker"),
+    ("python", "python-rules"),
+    ("js", "js-kv-broker"),
+];
 
 const GUESTS: [&str; 6] = [
     "file-broker",
@@ -25,6 +35,12 @@ fn main() {
         "tests/guests",
         "guest-sdk/src",
         "guest-sdk/Cargo.toml",
+        "guest-sdk/python",
+        "guest-sdk/js",
+        "examples/python-file-broker",
+        "examples/js-kv-broker",
+        "scripts/build-guests",
+        "scripts/guest-tools",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
@@ -76,6 +92,32 @@ fn main() {
         let name = guest.replace('-', "_").to_uppercase();
         constants.push_str(&format!(
             "/// The `{guest}` component.\npub const {name}: &str = {:?};\n",
+            wasm.display().to_string()
+        ));
+    }
+    let status = Command::new(root.join("scripts/build-guests"))
+        .args(["python", "js"])
+        .current_dir(&root)
+        .status()
+        .expect("cannot run scripts/build-guests");
+    assert!(
+        status.success(),
+        "building the Python and JavaScript guests failed (they need python3 and node/npm; \
+         scripts/build-guests python js says why)"
+    );
+    for (language, guest) in POLYGLOT {
+        let wasm = root
+            .join("target/guests")
+            .join(language)
+            .join(format!("{guest}.wasm"));
+        assert!(
+            wasm.exists(),
+            "guest {guest} was not built at {}",
+            wasm.display()
+        );
+        let name = guest.replace('-', "_").to_uppercase();
+        constants.push_str(&format!(
+            "/// The `{guest}` component ({language}).\npub const {name}: &str = {:?};\n",
             wasm.display().to_string()
         ));
     }

@@ -84,8 +84,14 @@ fn measure(bench: &Bench, site: &Site, last: &str) -> anyhow::Result<Started> {
 
 /// A site of `count` file brokers `b0000`...; `distinct` gives each its own component.
 fn site_of(count: usize, distinct: bool) -> anyhow::Result<(Site, String)> {
+    site_with(brokerbox_tests::guests::FILE_BROKER, count, distinct)
+}
+
+/// A site of `count` brokers `b0000`... of the file-broker component at `component` (Rust or
+/// Python); `distinct` gives each its own copy of the component.
+fn site_with(component: &str, count: usize, distinct: bool) -> anyhow::Result<(Site, String)> {
     let site = Site::new()?;
-    let wasm = guest(brokerbox_tests::guests::FILE_BROKER)?;
+    let wasm = guest(component)?;
     let shared = site.path().join("shared.wasm");
     std::fs::write(&shared, &wasm)?;
     for i in 0..count {
@@ -106,6 +112,57 @@ fn site_of(count: usize, distinct: bool) -> anyhow::Result<(Site, String)> {
         )?;
     }
     Ok((site, format!("b{:04}", count - 1)))
+}
+
+/// Resident memory of a runtime process per Python broker (part of measurement 7): one Rust
+/// file broker, one Python file broker, and eleven Python brokers sharing one component.
+pub fn python_memory(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let python = brokerbox_tests::guests::PYTHON_FILE_BROKER;
+    let extra = bench.scaled(10, 2);
+    let (site, last) = site_of(1, false)?;
+    let rust = measure(bench, &site, &last)?;
+    let (site, last) = site_with(python, 1, false)?;
+    let one = measure(bench, &site, &last)?;
+    let (site, last) = site_with(python, 1 + extra, false)?;
+    let many = measure(bench, &site, &last)?;
+    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    let mut section = Section::new(
+        "7d. Resident memory of Python brokers: one runtime process, warm artifact cache",
+        &["brokers", "start-up", "resident memory", "difference"],
+    );
+    section.row(vec![
+        "1 Rust file broker".into(),
+        crate::stats::millis(rust.startup),
+        mib(rust.rss_kib),
+        "-".into(),
+    ]);
+    section.row(vec![
+        "1 Python file broker".into(),
+        crate::stats::millis(one.startup),
+        mib(one.rss_kib),
+        format!(
+            "{} for the Python component",
+            mib(one.rss_kib.saturating_sub(rust.rss_kib))
+        ),
+    ]);
+    section.row(vec![
+        format!("{} Python brokers sharing the component", 1 + extra),
+        crate::stats::millis(many.startup),
+        mib(many.rss_kib),
+        format!(
+            "{:.0} KiB per extra broker",
+            ratio(
+                many.rss_kib.saturating_sub(one.rss_kib) as f64,
+                extra as f64
+            )
+        ),
+    ]);
+    section.note(
+        "RSS after start-up and one catalog call per broker (each broker's catalog is read at \
+         load). The compiled Python component is mapped once and shared by every broker using it.",
+    );
+    report.section(section);
+    Ok(())
 }
 
 /// Runs the measurements.

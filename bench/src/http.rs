@@ -169,7 +169,7 @@ fn on_postgres(
 }
 
 /// A load of `job`, with the CPU time the measured server used meanwhile (`cpu` reads it).
-fn measured(
+pub(crate) fn measured(
     cpu: &dyn Fn() -> std::time::Duration,
     run: impl Fn() -> LoadResult,
 ) -> (LoadResult, std::time::Duration) {
@@ -315,7 +315,7 @@ fn by_concurrency<F, Fut>(
 }
 
 /// Adds a table comparing `ours` with the baseline `theirs`.
-fn add(
+pub(crate) fn add(
     report: &mut Report,
     title: &str,
     unit: &str,
@@ -344,7 +344,7 @@ fn add(
 }
 
 /// A load job: one synchronous lifecycle of a new instance of `plan` of `service` on `osb`.
-fn lifecycle_job(
+pub(crate) fn lifecycle_job(
     osb: &Osb,
     service: &str,
     plan: &str,

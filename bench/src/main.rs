@@ -9,6 +9,7 @@ mod http;
 mod load;
 mod native;
 mod noisy;
+mod polyglot;
 mod python;
 mod reload;
 mod report;
@@ -26,7 +27,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The measurements, in the order they run.
-const SECTIONS: [&str; 6] = ["floor", "http", "reload", "density", "noisy", "all"];
+const SECTIONS: [&str; 7] = [
+    "floor", "http", "reload", "density", "noisy", "polyglot", "all",
+];
 
 /// Command line of the bench.
 #[derive(Parser)]
@@ -38,7 +41,7 @@ struct Args {
     /// Concurrent connections of the load generator.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// Only these measurements (comma-separated: floor, http, reload, density, noisy).
+    /// Only these measurements (comma-separated: floor, http, reload, density, noisy, polyglot).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     only: Vec<String>,
     /// A quick run of everything at tiny sizes (a few seconds): proves the bench works.
@@ -170,12 +173,13 @@ fn main() -> anyhow::Result<()> {
         smoke: args.smoke,
     };
     let mut report = report::Report::default();
-    let steps: [(&str, Measurement); 5] = [
+    let steps: [(&str, Measurement); 6] = [
         ("floor", floor::run),
         ("http", http::run),
         ("reload", reload::run),
         ("density", density::run),
         ("noisy", noisy::run),
+        ("polyglot", polyglot::run),
     ];
     for (name, step) in steps {
         if wanted(name) {

@@ -330,7 +330,8 @@ impl Loader {
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             kv: manifest.grants.kv.then(|| crate::sandbox::kv::KvGrant {
                 store: self.store.clone(),
                 quota_bytes: manifest.grants.kv_quota_bytes,

@@ -77,7 +77,9 @@ impl Runtime {
         let store = store::open(&url).await?;
         let id = runtime_id(&data_dir)?;
         store.register_runtime(&id).await?;
-        let components = crate::sandbox::cache::ComponentCache::on_disk(&data_dir)?;
+        let artifacts =
+            (config.artifacts_dir.clone()).unwrap_or_else(|| data_dir.join("artifacts"));
+        let components = crate::sandbox::cache::ComponentCache::on_disk(&artifacts)?;
         let sandbox = crate::sandbox::Sandbox::new(components, config.max_instances)?;
         let ticker = crate::sandbox::EpochTicker::start(sandbox.engine.clone());
         let tenants = &config.runtime_config.tenants;

@@ -43,6 +43,10 @@ pub struct ServeConfig {
     /// Directory holding NAME.wasm + NAME.toml pairs.
     #[arg(long, default_value = DEFAULT_BROKERS_DIR, env = "BROKERBOX_BROKERS_DIR")]
     pub brokers_dir: PathBuf,
+    /// Where compiled components are kept (default: DATA_DIR/artifacts). Several runtimes of
+    /// the same build may share one directory, so a large component compiles once.
+    #[arg(long, env = "BROKERBOX_ARTIFACTS_DIR")]
+    pub artifacts_dir: Option<PathBuf>,
     /// State store URL (default: sqlite://DATA_DIR/brokerbox.db).
     #[arg(long = "state", env = "BROKERBOX_STATE")]
     pub state_url: Option<String>,
@@ -83,6 +87,7 @@ impl ServeConfig {
             listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
             data_dir: data_dir.into(),
             brokers_dir: brokers_dir.into(),
+            artifacts_dir: None,
             state_url: None,
             body_limit: DEFAULT_BODY_LIMIT,
             lease_ms: DEFAULT_LEASE_MS,

@@ -3,6 +3,11 @@
 //! memory once; compiled artifacts are written under the data dir so a restart does not
 //! recompile. An artifact is loaded only if it carries this runtime's own MAC (a secret key in
 //! the data dir), so the runtime never runs native code it did not produce itself.
+//!
+//! Beside whole artifacts, the same directory keeps compiled *functions* ([`FunctionStore`],
+//! wasmtime's incremental compilation cache): a new version of a Python or JavaScript broker
+//! changes the app's code, not the interpreter's thousands of functions, so it compiles only
+//! what changed.
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -30,18 +35,90 @@ struct DiskCache {
     key: [u8; 32],
 }
 
+/// Compiled functions, one file each under `DIR/functions`, named by the SHA-256 of
+/// cranelift's cache key and carrying the MAC of this runtime's artifact key: a function file
+/// the runtime did not write is never used.
+pub struct FunctionStore {
+    dir: PathBuf,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for FunctionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionStore")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl FunctionStore {
+    /// The function store of the artifact directory `dir` (created if missing).
+    ///
+    /// # Errors
+    /// When the directory or the key cannot be created.
+    pub fn open(dir: &Path) -> anyhow::Result<std::sync::Arc<Self>> {
+        let functions = dir.join("functions");
+        std::fs::create_dir_all(&functions)
+            .with_context(|| format!("cannot create {}", functions.display()))?;
+        let key = artifact_key(&dir.join("key"))?;
+        Ok(std::sync::Arc::new(FunctionStore {
+            dir: functions,
+            key,
+        }))
+    }
+
+    fn path(&self, key: &[u8]) -> PathBuf {
+        let name: String = Sha256::digest(key)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.dir.join(name)
+    }
+
+    fn mac(&self, key: &[u8], value: &[u8]) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(self.key);
+        hash.update((key.len() as u64).to_le_bytes());
+        hash.update(key);
+        hash.update(value);
+        hash.update(self.key);
+        hash.finalize().into()
+    }
+}
+
+impl wasmtime::CacheStore for FunctionStore {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        let mut bytes = std::fs::read(self.path(key)).ok()?;
+        let split = bytes.len().checked_sub(32)?;
+        let mac = bytes.split_off(split);
+        (mac == self.mac(key, &bytes)).then_some(std::borrow::Cow::Owned(bytes))
+    }
+
+    fn insert(&self, key: &[u8], mut value: Vec<u8>) -> bool {
+        let mac = self.mac(key, &value);
+        value.extend_from_slice(&mac);
+        let path = self.path(key);
+        let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        let written = std::fs::write(&tmp, &value).and_then(|()| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.is_ok()
+    }
+}
+
 impl ComponentCache {
     /// A cache kept in memory only.
     pub fn in_memory() -> Self {
         ComponentCache::default()
     }
 
-    /// A cache that also keeps artifacts in `data_dir/artifacts`.
+    /// A cache that also keeps artifacts in `dir` (by default `DATA_DIR/artifacts`).
     ///
     /// # Errors
     /// When the directory or the key cannot be created.
-    pub fn on_disk(data_dir: &Path) -> anyhow::Result<Self> {
-        let dir = data_dir.join("artifacts");
+    pub fn on_disk(dir: &Path) -> anyhow::Result<Self> {
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let key = artifact_key(&dir.join("key"))?;
@@ -49,6 +126,18 @@ impl ComponentCache {
             disk: Some(DiskCache { dir, key }),
             ..ComponentCache::default()
         })
+    }
+
+    /// The compiled-function store beside the artifacts, for the engine's incremental
+    /// compilation (none for a cache kept in memory only).
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub fn function_store(&self) -> anyhow::Result<Option<std::sync::Arc<FunctionStore>>> {
+        self.disk
+            .as_ref()
+            .map(|disk| FunctionStore::open(&disk.dir))
+            .transpose()
     }
 
     /// How many distinct components are held in memory.
@@ -117,24 +206,36 @@ fn cache_id(engine: &Engine, wasm: &[u8]) -> String {
     format!("{digest}-{:016x}", compat.finish())
 }
 
-/// The runtime's secret artifact key, created on first use.
+/// The runtime's secret artifact key, created on first use. Runtimes sharing the directory
+/// may start together: the key is written under a name of its own and linked into place, so
+/// exactly one key wins and every runtime reads that one.
 fn artifact_key(path: &Path) -> anyhow::Result<[u8; 32]> {
-    if let Ok(bytes) = std::fs::read(path) {
-        if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
-            return Ok(key);
-        }
+    let read = |path: &Path| -> Option<[u8; 32]> {
+        <[u8; 32]>::try_from(std::fs::read(path).ok()?.as_slice()).ok()
+    };
+    if let Some(key) = read(path) {
+        return Ok(key);
     }
     let mut key = [0u8; 32];
     for chunk in key.chunks_mut(16) {
         chunk.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
     }
-    std::fs::write(path, key).with_context(|| format!("cannot write {}", path.display()))?;
+    let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&tmp, key).with_context(|| format!("cannot write {}", tmp.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
     }
-    Ok(key)
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(key),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read(path).with_context(|| format!("{} is not a 32-byte key", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+    }
 }
 
 impl DiskCache {
@@ -173,7 +274,9 @@ impl DiskCache {
         let bytes = component.serialize()?;
         let (artifact, mac) = self.paths(id);
         let write = |path: &Path, data: &[u8]| -> anyhow::Result<()> {
-            let tmp = path.with_extension("tmp");
+            // A name of its own: runtimes sharing the directory may write the same artifact.
+            let unique = uuid::Uuid::new_v4().simple().to_string();
+            let tmp = path.with_extension(format!("{unique}.tmp"));
             std::fs::write(&tmp, data)?;
             std::fs::rename(&tmp, path)?;
             Ok(())
@@ -209,7 +312,7 @@ mod tests {
         assert_eq!(restarted.counts(), (0, 1));
 
         // An artifact it did not write (here: tampered with) is never loaded.
-        let artifact = std::fs::read_dir(dir.path().join("artifacts"))
+        let artifact = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.path())

@@ -115,9 +115,10 @@ impl Guest {
         linker.allow_shadowing(false);
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         // The world's imports, each served by its own part of the host state.
-        use super::bindings::brokerbox::broker::{kv, log, types};
+        use super::bindings::brokerbox::broker::{config, kv, log, types};
         types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
         log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
+        config::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
         kv::add_to_linker::<_, HasSelf<super::kv::KvAccess>>(&mut linker, |state| &mut state.kv)?;
         let pre = linker
             .instantiate_pre(&component)

@@ -1,6 +1,7 @@
 //! What a guest's `Store` holds: its WASI context (granting nothing unless the manifest says),
 //! its memory limits, and the host side of the `log` import.
 
+use super::bindings::brokerbox::broker::config;
 use super::bindings::brokerbox::broker::log::{self, Level};
 use super::limits::GuestLimiter;
 use std::path::PathBuf;
@@ -12,8 +13,9 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 pub struct Grants {
     /// Directory preopened for the guest at the same path, when `files` is granted.
     pub files_dir: Option<PathBuf>,
-    /// Environment variables the guest sees (the manifest's `[env]`).
-    pub env: Vec<(String, String)>,
+    /// Environment variables the guest sees (the manifest's `[env]`), also answered by the
+    /// `config` import.
+    pub env: std::sync::Arc<[(String, String)]>,
     /// The `kv` capability, when granted.
     pub kv: Option<super::kv::KvGrant>,
     /// Hosts the guest may call over `wasi:http` (empty: none).
@@ -40,6 +42,9 @@ pub struct HostState {
     pub turns: super::lanes::CallTurns,
     /// The quota of the granted files directory.
     pub files_quota: Option<std::sync::Arc<super::files_quota::FilesQuota>>,
+    /// What the `config` import answers: the manifest's `[env]` and the files directory.
+    config: std::sync::Arc<[(String, String)]>,
+    files_dir: Option<String>,
 }
 
 /// Identifies a guest's log lines.
@@ -64,9 +69,10 @@ impl HostState {
         wasi.stdout(output.clone()).stderr(output.clone());
         // The host fills random bytes synchronously: cap what one call may ask for.
         wasi.max_random_size(MAX_RANDOM_BYTES);
-        for (key, value) in &grants.env {
+        for (key, value) in grants.env.iter() {
             wasi.env(key, value);
         }
+        let mut files_dir = None;
         if let Some(dir) = &grants.files_dir {
             // File operations run on the calling thread rather than tokio's blocking pool: a
             // WASI file call moves at most 4 KiB on a local disk, far cheaper than the two
@@ -75,6 +81,7 @@ impl HostState {
             let path = dir.to_string_lossy();
             wasi.env("BROKERBOX_FILES_DIR", &path);
             wasi.preopened_dir(dir, &*path, FsPerms::ReadWrite)?;
+            files_dir = Some(path.into_owned());
         }
         let limits = GuestLimiter::new(memory_bytes);
         let kv = super::kv::KvAccess::new(&log.broker, grants.kv.clone());
@@ -89,6 +96,8 @@ impl HostState {
             output,
             turns: super::lanes::CallTurns::default(),
             files_quota: grants.files_quota.clone(),
+            config: grants.env.clone(),
+            files_dir,
         })
     }
 }
@@ -117,6 +126,17 @@ impl super::bindings::types::Host for HostState {}
 impl log::Host for HostState {
     async fn write(&mut self, level: Level, message: String) {
         self.log.write(level, &message);
+    }
+}
+
+impl config::Host for HostState {
+    async fn get(&mut self, key: String) -> Option<String> {
+        let found = self.config.iter().find(|(name, _)| *name == key);
+        found.map(|(_, value)| value.clone())
+    }
+
+    async fn files_dir(&mut self) -> Option<String> {
+        self.files_dir.clone()
     }
 }
 

@@ -105,8 +105,11 @@ pub fn memory_cap_bytes() -> usize {
 
 /// Most elements a guest table may have (function references of a big guest are well below).
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
-/// Most core instances, tables or memories one guest component may create.
-pub const MAX_INSTANCE_PARTS: usize = 16;
+/// Most core instances or tables one guest component may create (a componentize-py
+/// component has 14 core instances).
+pub const MAX_INSTANCE_PARTS: usize = 20;
+/// Most linear memories one guest component may create.
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 1;
 
 /// The resource limiter of one guest call: caps linear memory and tables, and remembers when
 /// it refused memory so the host can say "memory limit" rather than "the guest crashed".
@@ -163,6 +166,6 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
     }
 
     fn memories(&self) -> usize {
-        MAX_INSTANCE_PARTS
+        MAX_MEMORIES_PER_COMPONENT as usize
     }
 }

@@ -17,6 +17,7 @@ pub mod slots;
 pub use call::{cap_description, refusal_description, CallError, CallInfo, MAX_DESCRIPTION_BYTES};
 pub use guest::{Guest, Request, Response};
 pub use host::Grants;
+pub use wasmtime::Engine;
 
 use std::time::Duration;
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -54,7 +55,8 @@ impl Sandbox {
     /// As [`new_engine`].
     pub fn new(components: cache::ComponentCache, max_instances: u32) -> anyhow::Result<Self> {
         let max_instances = max_instances.min(MAX_LIVE_INSTANCES);
-        Ok(Sandbox::build(new_engine()?, components, max_instances))
+        let engine = new_engine_caching(Allocation::production(), components.function_store()?)?;
+        Ok(Sandbox::build(engine, components, max_instances))
     }
 
     /// A sandbox around an engine built elsewhere (benchmarks compare engine settings).
@@ -121,7 +123,22 @@ pub fn new_engine() -> anyhow::Result<wasmtime::Engine> {
 /// # Errors
 /// When wasmtime rejects the configuration (e.g. the host cannot reserve address space).
 pub fn new_engine_with(allocation: Allocation) -> anyhow::Result<wasmtime::Engine> {
+    new_engine_caching(allocation, None)
+}
+
+/// [`new_engine_with`], compiling incrementally with `functions` when given: functions compiled
+/// before (by any component) are taken from it instead of being compiled again.
+///
+/// # Errors
+/// As [`new_engine_with`].
+pub fn new_engine_caching(
+    allocation: Allocation,
+    functions: Option<std::sync::Arc<cache::FunctionStore>>,
+) -> anyhow::Result<wasmtime::Engine> {
     let mut config = Config::new();
+    if let Some(functions) = functions {
+        config.enable_incremental_compilation(functions)?;
+    }
     config
         .wasm_component_model(true)
         .consume_fuel(true)
@@ -129,18 +146,20 @@ pub fn new_engine_with(allocation: Allocation) -> anyhow::Result<wasmtime::Engin
         .max_wasm_stack(MAX_WASM_STACK)
         .memory_init_cow(true);
     let mut pool = PoolingAllocationConfig::default();
+    let parts = limits::MAX_INSTANCE_PARTS as u32;
     pool.total_component_instances(MAX_LIVE_INSTANCES)
-        // A component instance holds a few core instances (main module plus shims) but one
-        // linear memory.
-        .total_core_instances(MAX_LIVE_INSTANCES * 4)
-        .total_memories(MAX_LIVE_INSTANCES)
-        .total_tables(MAX_LIVE_INSTANCES * 2)
-        // One instance never takes more than its share of each pool, so a component made of
-        // many modules cannot use up the slots the live-instance count promises the others
-        // (such a component fails to load: its catalog call cannot instantiate it).
-        .max_core_instances_per_component(4)
-        .max_memories_per_component(1)
-        .max_tables_per_component(2)
+        // A Rust component holds a few core instances (main module plus shims) and one linear
+        // memory; a Python one (componentize-py links CPython as shared libraries) about 14
+        // core instances and a table each. Every live instance gets room for a full share, so
+        // the slots the live-instance count promises are there whatever the components are.
+        .total_core_instances(MAX_LIVE_INSTANCES * parts)
+        .total_memories(MAX_LIVE_INSTANCES * limits::MAX_MEMORIES_PER_COMPONENT)
+        .total_tables(MAX_LIVE_INSTANCES * parts)
+        // One instance never takes more than its share of each pool (a component made of more
+        // modules fails to load: its catalog call cannot instantiate it).
+        .max_core_instances_per_component(parts)
+        .max_memories_per_component(limits::MAX_MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(parts)
         .max_memory_size(limits::memory_cap_bytes());
     match allocation {
         Allocation::OnDemand => {}

@@ -7,6 +7,7 @@ mod check;
 mod conformance;
 mod isolation;
 mod osb;
+mod polyglot;
 mod process;
 mod recovery;
 mod reload;

@@ -1,0 +1,275 @@
+//! Brokers in Python and JavaScript (measurement 7): what a component costs to load (size, first
+//! compile, start-up from the artifact cache, a new version's compile with and without the
+//! incremental function cache), the per-call floor against the Rust file broker, OSB lifecycles
+//! of the Python file broker against the same logic natively on openbrokerapi, and resident
+//! memory per Python broker.
+
+use crate::report::{Report, Section};
+use crate::site::{guest, manifest, Osb, Site};
+use crate::stats::{micros, millis, ratio, Samples};
+use crate::Bench;
+use brokerbox::sandbox::bindings::types::{CallInfo as WitCallInfo, ProvisionRequest};
+use brokerbox::sandbox::cache::{ComponentCache, FunctionStore};
+use brokerbox::sandbox::limits::Limits;
+use brokerbox::sandbox::{
+    new_engine, new_engine_caching, Allocation, CallInfo, EpochTicker, Grants, Guest, Sandbox,
+};
+use brokerbox::RunningServer;
+use brokerbox_tests::guests;
+use std::time::{Duration, Instant};
+
+/// The guests compared: label, component path, broker name.
+const GUESTS: [(&str, &str, &str); 3] = [
+    ("Rust file-broker", guests::FILE_BROKER, "file-broker"),
+    (
+        "Python python-file-broker",
+        guests::PYTHON_FILE_BROKER,
+        "python-file-broker",
+    ),
+    (
+        "JavaScript js-kv-broker",
+        guests::JS_KV_BROKER,
+        "js-kv-broker",
+    ),
+];
+
+/// Runs the measurement.
+pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    loading(bench, report)?;
+    floor(bench, report)?;
+    if !bench.smoke {
+        lifecycles(bench, report)?;
+        crate::density::python_memory(bench, report)?;
+    }
+    Ok(())
+}
+
+/// An engine as production builds it, compiling incrementally with the function store of the
+/// artifact dir `dir` when given.
+fn engine(functions: Option<&std::path::Path>) -> anyhow::Result<brokerbox::sandbox::Engine> {
+    let store = functions.map(FunctionStore::open).transpose()?;
+    new_engine_caching(Allocation::production(), store)
+}
+
+/// Size, first compile, start-up from the artifact, and a changed version's compile.
+fn loading(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let mut section = Section::new(
+        "7a. Loading a component: size, compile, start-up from the artifact cache, new version",
+        &[
+            "guest",
+            "component",
+            "first compile, no function cache",
+            "first compile, function cache on",
+            "load from artifact (restart)",
+            "new version, function cache warm",
+        ],
+    );
+    let plain = engine(None)?;
+    for (label, path, _) in GUESTS {
+        let wasm = guest(path)?;
+        let started = Instant::now();
+        ComponentCache::in_memory().get_or_compile(&plain, &wasm)?;
+        let compile = started.elapsed();
+        // Production: artifacts and compiled functions in one directory.
+        let dir = tempfile::tempdir()?;
+        let caching = engine(Some(dir.path()))?;
+        let started = Instant::now();
+        ComponentCache::on_disk(dir.path())?.get_or_compile(&caching, &wasm)?;
+        let cold = started.elapsed();
+        let restarted = ComponentCache::on_disk(dir.path())?;
+        let started = Instant::now();
+        restarted.get_or_compile(&caching, &wasm)?;
+        let load = started.elapsed();
+        // A new version: the same functions with another payload, as a changed Python or JS
+        // app is (the interpreter's functions stay; the snapshot of the app's heap changes).
+        let next = crate::site::variant(&wasm, "v2");
+        let started = Instant::now();
+        ComponentCache::on_disk(dir.path())?.get_or_compile(&caching, &next)?;
+        let warm = started.elapsed();
+        section.row(vec![
+            label.to_string(),
+            format!("{:.1} MB", wasm.len() as f64 / 1e6),
+            millis(compile),
+            millis(cold),
+            millis(load),
+            millis(warm),
+        ]);
+    }
+    section.note(
+        "Release runtime, production engine settings, compiling on this machine's cores. \
+         \"Function cache\": wasmtime's incremental compilation over the artifact dir (each \
+         compiled function kept by content). \"New version\": the component with a custom \
+         section added, compiled after the previous version: what a reload of a changed Python \
+         or JavaScript broker costs, since its interpreter's functions do not change (a changed \
+         Python app lives in the heap snapshot, a data segment).",
+    );
+    report.section(section);
+    Ok(())
+}
+
+fn provision(service: &str, plan: &str, id: String) -> ProvisionRequest {
+    ProvisionRequest {
+        instance_id: id,
+        service_id: service.into(),
+        plan_id: plan.into(),
+        organization_guid: None,
+        space_guid: None,
+        parameters: None,
+        context: None,
+        maintenance_info: None,
+        call: WitCallInfo {
+            accepts_incomplete: false,
+            originating_identity: None,
+            request_identity: None,
+            attempt: 1,
+        },
+    }
+}
+
+/// Fresh instance + provision, and fresh instance + catalog, for each language.
+fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let engine = new_engine()?;
+    let _ticker = EpochTicker::start(engine.clone());
+    let sandbox = Sandbox::with_engine(engine, ComponentCache::in_memory());
+    let shm = std::path::Path::new("/dev/shm");
+    let files = if shm.is_dir() {
+        tempfile::tempdir_in(shm)?
+    } else {
+        tempfile::tempdir()?
+    };
+    let state = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", state.path().join("kv.db").display());
+    let store = bench.server.block_on(brokerbox::store::open(&url))?;
+    let kv_store: std::sync::Arc<dyn brokerbox::store::KvStore> = store.clone();
+    let info = CallInfo::default();
+    let calls = bench.scaled(300, 5);
+    let mut section = Section::new(
+        "7b. Per-call floor by language: fresh instance + one call + drop (in process)",
+        &[
+            "guest",
+            "provision median",
+            "provision p99",
+            "catalog median",
+            "catalog p99",
+        ],
+    );
+    let mut medians = Vec::new();
+    for (label, path, name) in GUESTS {
+        let wasm = guest(path)?;
+        let grants = Grants {
+            files_dir: Some(files.path().to_path_buf()),
+            kv: Some(brokerbox::sandbox::kv::KvGrant {
+                store: kv_store.clone(),
+                quota_bytes: 1 << 30,
+            }),
+            ..Grants::default()
+        };
+        let guest = Guest::load(&sandbox, name, name, &wasm, Limits::default(), grants)?;
+        let (provisions, catalogs) = bench.server.block_on(async {
+            let catalog = guest.catalog(&info).await?;
+            let service = &catalog.services[0];
+            let (service, plan) = (service.id.clone(), service.plans[0].id.clone());
+            let mut provisions = Vec::new();
+            let mut catalogs = Vec::new();
+            for i in 0..calls + 20 {
+                let request = provision(&service, &plan, format!("floor-{i}"));
+                let started = Instant::now();
+                guest.provision(&info, request).await?;
+                if i >= 20 {
+                    provisions.push(started.elapsed());
+                }
+                let started = Instant::now();
+                guest.catalog(&info).await?;
+                if i >= 20 {
+                    catalogs.push(started.elapsed());
+                }
+            }
+            anyhow::Ok((Samples::new(provisions), Samples::new(catalogs)))
+        })?;
+        medians.push(provisions.p50());
+        section.row(vec![
+            label.to_string(),
+            micros(provisions.p50()),
+            micros(provisions.p99()),
+            micros(catalogs.p50()),
+            micros(catalogs.p99()),
+        ]);
+    }
+    section.note(format!(
+        "Production engine, release build. The Rust and Python brokers write a file (tmpfs) per \
+         provision; the JavaScript broker (no file API in its engine) reads and writes its \
+         key-value store (SQLite, durable). Python / Rust provision: {:.1}×; JavaScript / Rust: \
+         {:.1}×.",
+        ratio(medians[1].as_secs_f64(), medians[0].as_secs_f64()),
+        ratio(medians[2].as_secs_f64(), medians[0].as_secs_f64()),
+    ));
+    report.section(section);
+    Ok(())
+}
+
+/// OSB lifecycles over HTTP: the Python file broker in brokerbox against the same logic on
+/// openbrokerapi (gunicorn, 2 sync workers), with the CPU each server spent per lifecycle.
+fn lifecycles(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let site = Site::new()?;
+    let name = "python-file-broker";
+    let extra = "[limits]\nmemory_mib = 64\n[grants]\nfiles = true\n";
+    site.add(
+        name,
+        &guest(guests::PYTHON_FILE_BROKER)?,
+        &manifest(name, extra),
+    )?;
+    let server = bench
+        .server
+        .block_on(RunningServer::start(&site.config(), bench.loopback()))?;
+    let ours = Osb::new(crate::load::client(), server.addr, name);
+    let catalog = bench.client.block_on(ours.catalog())?;
+    let (service, plan) = crate::site::first_plan(&catalog);
+    let files = site.path().join("python-files");
+    std::fs::create_dir_all(&files)?;
+    let python = crate::python::PythonPeer::start(name, &catalog, &files)?;
+    let theirs = Osb::new(crate::load::client(), python.addr, name);
+    let lifecycle = |osb: &Osb| crate::http::lifecycle_job(osb, &service, &plan);
+    let cpu = std::cell::Cell::new((Duration::ZERO, Duration::ZERO));
+    let concurrency = bench.concurrency;
+    let (a, b) = bench.interleaved(
+        || {
+            let (r, c) = crate::http::measured(&crate::stats::server_cpu, || {
+                bench.load(concurrency, lifecycle(&ours))
+            });
+            cpu.set((cpu.get().0 + c, cpu.get().1));
+            r
+        },
+        || {
+            let (r, c) = crate::http::measured(&|| python.cpu(), || {
+                bench.load(concurrency, lifecycle(&theirs))
+            });
+            cpu.set((cpu.get().0, cpu.get().1 + c));
+            r
+        },
+    );
+    crate::http::add(
+        report,
+        "7c. OSB lifecycles of the Python broker: sandboxed in brokerbox vs native on openbrokerapi",
+        "lifecycles/s",
+        ("brokerbox serving python-file-broker (CPython in wasm)", &a),
+        ("openbrokerapi peer, same logic (gunicorn, 2 sync workers)", &b),
+        concurrency,
+    );
+    let per_op = |cpu: Duration, r: &crate::load::LoadResult| {
+        cpu.as_secs_f64() * 1e6 / (r.latencies.len() as f64).max(1.0)
+    };
+    let (cpu_a, cpu_b) = (per_op(cpu.get().0, &a), per_op(cpu.get().1, &b));
+    let measured = ratio(a.per_second(), b.per_second());
+    report.target(
+        "Python broker lifecycles/s: sandboxed / native openbrokerapi",
+        format!(
+            "{:.0} vs {:.0} /s = {measured:.2}× (CPU per lifecycle {cpu_a:.0} µs vs {cpu_b:.0} µs)",
+            a.per_second(),
+            b.per_second()
+        ),
+        "≥ 1.0×",
+        measured >= 1.0,
+    );
+    bench.server.block_on(server.stop())?;
+    Ok(())
+}

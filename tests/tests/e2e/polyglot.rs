@@ -1,0 +1,381 @@
+//! Brokers written in Python and JavaScript (built by `scripts/build-guests` with the pinned
+//! componentize-py and componentize-js): `brokerbox check`, full lifecycles, the Python SDK's
+//! exceptions as OSB errors, and the same limits as Rust guests. The runtimes share one artifact
+//! directory, so each large component compiles once per test run.
+
+use brokerbox_tests::{guests, manifest, repo_root, TestRuntime};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// A runtime serving `brokers`, with compiled components kept in the shared artifact dir.
+async fn runtime(brokers: &[(&str, &str, &str)]) -> TestRuntime {
+    TestRuntime::start_with(brokers, |config| {
+        config.artifacts_dir = Some(repo_root().join("target/test-artifacts"));
+    })
+    .await
+    .unwrap()
+}
+
+fn example_manifest(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join(format!("examples/{name}/{name}.toml"))).unwrap()
+}
+
+async fn examples() -> TestRuntime {
+    runtime(&[
+        (
+            "python-file-broker",
+            guests::PYTHON_FILE_BROKER,
+            &example_manifest("python-file-broker"),
+        ),
+        (
+            "js-kv-broker",
+            guests::JS_KV_BROKER,
+            &example_manifest("js-kv-broker"),
+        ),
+    ])
+    .await
+}
+
+/// The service id and the plan named `plan` of broker `name`'s catalog.
+async fn plan_of(rt: &TestRuntime, name: &str, plan: &str) -> (String, String) {
+    let catalog = rt.osb(Method::GET, name, "/v2/catalog", None).await;
+    assert_eq!(catalog.status, StatusCode::OK, "{:?}", catalog.body);
+    let service = &catalog.body["services"][0];
+    let plan = service["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == plan)
+        .unwrap_or_else(|| panic!("{name} has no plan {plan}: {service}"));
+    (
+        service["id"].as_str().unwrap().to_string(),
+        plan["id"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn check_reports_no_failure_for_the_python_and_javascript_examples() {
+    let rt = examples().await;
+    for name in ["python-file-broker", "js-kv-broker"] {
+        let report = brokerbox::check::run(&rt.url(name), name, &format!("{name}-secret"))
+            .await
+            .unwrap();
+        let rendered = report.render();
+        assert_eq!(report.failed(), 0, "{name}:\n{rendered}");
+        assert!(
+            report.passed() >= 30,
+            "{name} ran too few cases:\n{rendered}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_python_file_broker_keeps_a_file_per_instance_and_provisions_long_plans_later() {
+    let rt = examples().await;
+    let name = "python-file-broker";
+    let files = rt.files_dir(name);
+    let (service, small) = plan_of(&rt, name, "small").await;
+    let (_, large) = plan_of(&rt, name, "large").await;
+
+    let body = json!({"service_id": service, "plan_id": small});
+    let provisioned = rt
+        .osb(Method::PUT, name, "/v2/service_instances/py-1", Some(body))
+        .await;
+    assert_eq!(
+        provisioned.status,
+        StatusCode::CREATED,
+        "{:?}",
+        provisioned.body
+    );
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(files.join("py-1")).unwrap()).unwrap();
+    assert_eq!(
+        written,
+        json!({"id": small, "name": "small", "description": "A small file"})
+    );
+
+    let bind = json!({"service_id": service, "plan_id": small});
+    let bound = rt
+        .osb(
+            Method::PUT,
+            name,
+            "/v2/service_instances/py-1/service_bindings/b-1",
+            Some(bind),
+        )
+        .await;
+    assert_eq!(bound.status, StatusCode::CREATED, "{:?}", bound.body);
+    let path = bound.body["credentials"]["file"].as_str().unwrap();
+    assert_eq!(
+        std::path::Path::new(path).canonicalize().unwrap(),
+        files.join("py-1")
+    );
+
+    let update = json!({"service_id": service, "plan_id": large});
+    let updated = rt
+        .osb(
+            Method::PATCH,
+            name,
+            "/v2/service_instances/py-1",
+            Some(update),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{:?}", updated.body);
+    assert!(std::fs::read_to_string(files.join("py-1"))
+        .unwrap()
+        .contains("\"large\""));
+
+    let query = format!("service_id={service}&plan_id={large}");
+    let unbound = rt
+        .osb(
+            Method::DELETE,
+            name,
+            &format!("/v2/service_instances/py-1/service_bindings/b-1?{query}"),
+            None,
+        )
+        .await;
+    assert_eq!(unbound.status, StatusCode::OK, "{:?}", unbound.body);
+    let gone = rt
+        .osb(
+            Method::DELETE,
+            name,
+            &format!("/v2/service_instances/py-1?{query}"),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::OK, "{:?}", gone.body);
+    assert!(!files.join("py-1").exists(), "deprovision removed the file");
+
+    // The slow plan: 202 at once, the file written when the platform polls.
+    let (_, slow) = plan_of(&rt, name, "slow").await;
+    let body = json!({"service_id": service, "plan_id": slow});
+    let accepted = rt
+        .osb(
+            Method::PUT,
+            name,
+            "/v2/service_instances/py-slow?accepts_incomplete=true",
+            Some(body),
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:?}", accepted.body);
+    let operation = accepted.body["operation"].as_str().unwrap().to_string();
+    let done = rt
+        .poll_until_done(name, "/v2/service_instances/py-slow", &operation)
+        .await;
+    assert_eq!(done.body["state"], "succeeded", "{:?}", done.body);
+    assert!(std::fs::read_to_string(files.join("py-slow"))
+        .unwrap()
+        .contains("\"slow\""));
+}
+
+#[tokio::test]
+async fn the_javascript_broker_keeps_its_records_in_kv_and_reads_its_config() {
+    let rt = examples().await;
+    let name = "js-kv-broker";
+    let (service, plan) = plan_of(&rt, name, "shared").await;
+    let catalog = rt.osb(Method::GET, name, "/v2/catalog", None).await;
+    assert_eq!(
+        catalog.body["services"][0]["description"], "Credentials for a database in eu-west",
+        "[env] REGION reaches the guest at call time"
+    );
+
+    let body = json!({"service_id": service, "plan_id": plan, "parameters": {"size": 3}});
+    let provisioned = rt
+        .osb(Method::PUT, name, "/v2/service_instances/js-1", Some(body))
+        .await;
+    assert_eq!(
+        provisioned.status,
+        StatusCode::CREATED,
+        "{:?}",
+        provisioned.body
+    );
+    assert_eq!(
+        provisioned.body["dashboard_url"],
+        "https://db.eu-west.example.com/js-1"
+    );
+
+    let mut passwords = Vec::new();
+    for binding in ["b-1", "b-2"] {
+        let bind = json!({"service_id": service, "plan_id": plan});
+        let path = format!("/v2/service_instances/js-1/service_bindings/{binding}");
+        let bound = rt.osb(Method::PUT, name, &path, Some(bind)).await;
+        assert_eq!(bound.status, StatusCode::CREATED, "{:?}", bound.body);
+        let credentials = &bound.body["credentials"];
+        assert_eq!(credentials["uri"], "postgres://db.eu-west.example.com/js-1");
+        assert_eq!(credentials["username"], format!("u-{binding}"));
+        passwords.push(credentials["password"].as_str().unwrap().to_string());
+    }
+    assert_ne!(
+        passwords[0], passwords[1],
+        "each binding gets its own password"
+    );
+    assert!(passwords.iter().all(|p| p.len() >= 20));
+
+    // A binding of an instance the broker never recorded: its own 422 from kv.
+    let query = format!("service_id={service}&plan_id={plan}");
+    let unbind =
+        |binding: &str| format!("/v2/service_instances/js-1/service_bindings/{binding}?{query}");
+    let unbound = rt.osb(Method::DELETE, name, &unbind("b-1"), None).await;
+    assert_eq!(unbound.status, StatusCode::OK, "{:?}", unbound.body);
+    let deprovisioned = rt
+        .osb(
+            Method::DELETE,
+            name,
+            &format!("/v2/service_instances/js-1?{query}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        deprovisioned.status,
+        StatusCode::OK,
+        "{:?}",
+        deprovisioned.body
+    );
+
+    // Deprovision removed the instance and its remaining binding from kv: a new instance
+    // with the same id starts clean.
+    let body = json!({"service_id": service, "plan_id": plan});
+    let again = rt
+        .osb(Method::PUT, name, "/v2/service_instances/js-1", Some(body))
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+}
+
+async fn rules() -> TestRuntime {
+    let extra = "[limits]\ncall_timeout_ms = 3000\n[grants]\nkv = true\n[env]\nGREETING = \"hi\"\n";
+    runtime(&[(
+        "python-rules",
+        guests::PYTHON_RULES,
+        &manifest("python-rules", extra),
+    )])
+    .await
+}
+
+async fn provision(rt: &TestRuntime, id: &str, parameters: Value) -> brokerbox::client::Answer {
+    let body = json!({
+        "service_id": "python-rules-service",
+        "plan_id": "python-rules-plan",
+        "parameters": parameters,
+    });
+    rt.osb(
+        Method::PUT,
+        "python-rules",
+        &format!("/v2/service_instances/{id}"),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn each_python_exception_class_gives_its_osb_error() {
+    let rt = rules().await;
+    let cases = [
+        ("BadRequest", 400, None),
+        ("Conflict", 409, None),
+        ("Gone", 410, None),
+        ("AsyncRequired", 422, Some("AsyncRequired")),
+        ("ConcurrencyError", 422, Some("ConcurrencyError")),
+        ("RequiresApp", 422, Some("RequiresApp")),
+        (
+            "MaintenanceInfoConflict",
+            422,
+            Some("MaintenanceInfoConflict"),
+        ),
+        ("Unprocessable", 422, None),
+        ("Internal", 500, None),
+        ("ValueError", 500, None),
+    ];
+    for (i, (class, status, error)) in cases.into_iter().enumerate() {
+        let answer = provision(&rt, &format!("e-{i}"), json!({"raise": class})).await;
+        assert_eq!(answer.status.as_u16(), status, "{class}: {:?}", answer.body);
+        assert_eq!(
+            answer.body["error"].as_str(),
+            error,
+            "{class}: {:?}",
+            answer.body
+        );
+        let description = answer.body["description"].as_str().unwrap();
+        assert!(
+            description.contains(&format!("raised {class}")),
+            "{class}: {description}"
+        );
+    }
+    // Any other exception names its type.
+    let answer = provision(&rt, "e-type", json!({"raise": "KeyError"})).await;
+    assert!(answer.body["description"]
+        .as_str()
+        .unwrap()
+        .starts_with("KeyError"));
+
+    // What a Python broker does at call time: its config, kv, and a long operation.
+    let answer = provision(&rt, "cfg", json!({"config": "GREETING"})).await;
+    assert_eq!(answer.body["dashboard_url"], "hi", "{:?}", answer.body);
+    let answer = provision(&rt, "kv", json!({"kv": {"nested": [1, 2]}})).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    let bind = json!({"service_id": "python-rules-service", "plan_id": "python-rules-plan"});
+    let bound = rt
+        .osb(
+            Method::PUT,
+            "python-rules",
+            "/v2/service_instances/kv/service_bindings/b",
+            Some(bind),
+        )
+        .await;
+    assert_eq!(
+        bound.body["credentials"],
+        json!({"stored": {"nested": [1, 2]}})
+    );
+}
+
+#[tokio::test]
+async fn a_python_infinite_loop_and_memory_bomb_are_cut_by_the_limits() {
+    let rt = rules().await;
+    let started = std::time::Instant::now();
+    let looped = provision(&rt, "loop", json!({"loop": true})).await;
+    assert_eq!(looped.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let description = looped.body["description"].as_str().unwrap();
+    assert!(
+        description.contains("CPU budget") || description.contains("time limit"),
+        "{description}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    let bomb = provision(&rt, "bomb", json!({"bomb": true})).await;
+    assert_eq!(bomb.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        bomb.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("memory limit of 64 MiB"),
+        "{:?}",
+        bomb.body
+    );
+
+    // Neither left the broker unable to serve.
+    let fine = provision(&rt, "after", json!({})).await;
+    assert_eq!(fine.status, StatusCode::CREATED, "{:?}", fine.body);
+}
+
+#[tokio::test]
+async fn a_python_long_operation_gets_its_operation_data_back_as_a_dict() {
+    let rt = rules().await;
+    let body = json!({
+        "service_id": "python-rules-service",
+        "plan_id": "python-rules-plan",
+        "parameters": {"async": true},
+    });
+    let accepted = rt
+        .osb(
+            Method::PUT,
+            "python-rules",
+            "/v2/service_instances/long?accepts_incomplete=true",
+            Some(body),
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:?}", accepted.body);
+    let operation = accepted.body["operation"].as_str().unwrap().to_string();
+    let done = rt
+        .poll_until_done("python-rules", "/v2/service_instances/long", &operation)
+        .await;
+    assert_eq!(done.body["state"], "succeeded", "{:?}", done.body);
+    assert_eq!(done.body["description"], "done after 2 polls");
+}
