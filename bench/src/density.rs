@@ -114,7 +114,7 @@ fn site_with(component: &str, count: usize, distinct: bool) -> anyhow::Result<(S
     Ok((site, format!("b{:04}", count - 1)))
 }
 
-/// Resident memory of a runtime process per Python broker (part of measurement 7): one Rust
+/// Resident memory of a runtime process per Python broker (part of measurement 8): one Rust
 /// file broker, one Python file broker, and eleven Python brokers sharing one component.
 pub fn python_memory(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let python = brokerbox_tests::guests::PYTHON_FILE_BROKER;
@@ -127,7 +127,7 @@ pub fn python_memory(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let many = measure(bench, &site, &last)?;
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
     let mut section = Section::new(
-        "7d. Resident memory of Python brokers: one runtime process, warm artifact cache",
+        "8d. Resident memory of Python brokers: one runtime process, warm artifact cache",
         &["brokers", "start-up", "resident memory", "difference"],
     );
     section.row(vec![
