@@ -25,6 +25,7 @@ impl Drop for Process {
 struct Started {
     startup: Duration,
     rss_kib: u64,
+    pss_kib: u64,
 }
 
 /// Starts `brokerbox serve` on `site` and waits until broker `last` answers its catalog.
@@ -72,7 +73,15 @@ fn start(bench: &Bench, site: &Site, last: &str) -> anyhow::Result<(Process, Sta
     // Let start-up work (artifact writes, allocator) settle before reading memory.
     std::thread::sleep(Duration::from_millis(300));
     let rss_kib = rss_kib(process.child.id()).unwrap_or(0);
-    Ok((process, Started { startup, rss_kib }))
+    let pss_kib = crate::report::pss_kib(process.child.id()).unwrap_or(0);
+    Ok((
+        process,
+        Started {
+            startup,
+            rss_kib,
+            pss_kib,
+        },
+    ))
 }
 
 /// Starts a site twice (the first start fills the artifact cache) and measures the second.
@@ -127,39 +136,42 @@ pub fn python_memory(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let many = measure(bench, &site, &last)?;
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
     let mut section = Section::new(
-        "8d. Resident memory of Python brokers: one runtime process, warm artifact cache",
-        &["brokers", "start-up", "resident memory", "difference"],
+        "8d. Memory of Python brokers: one runtime process, warm artifact cache",
+        &["brokers", "start-up", "RSS", "PSS", "PSS difference"],
     );
     section.row(vec![
         "1 Rust file broker".into(),
         crate::stats::millis(rust.startup),
         mib(rust.rss_kib),
+        mib(rust.pss_kib),
         "-".into(),
     ]);
     section.row(vec![
         "1 Python file broker".into(),
         crate::stats::millis(one.startup),
         mib(one.rss_kib),
+        mib(one.pss_kib),
         format!(
             "{} for the Python component",
-            mib(one.rss_kib.saturating_sub(rust.rss_kib))
+            mib(one.pss_kib.saturating_sub(rust.pss_kib))
         ),
     ]);
     section.row(vec![
         format!("{} Python brokers sharing the component", 1 + extra),
         crate::stats::millis(many.startup),
         mib(many.rss_kib),
+        mib(many.pss_kib),
         format!(
-            "{:.0} KiB per extra broker",
-            ratio(
-                many.rss_kib.saturating_sub(one.rss_kib) as f64,
-                extra as f64
-            )
+            "{:.0} KiB per extra broker (RSS: {:.0} KiB)",
+            ratio(many.pss_kib.saturating_sub(one.pss_kib) as f64, extra as f64),
+            ratio(many.rss_kib.saturating_sub(one.rss_kib) as f64, extra as f64)
         ),
     ]);
     section.note(
-        "RSS after start-up and one catalog call per broker (each broker's catalog is read at \
-         load). The compiled Python component is mapped once and shared by every broker using it.",
+        "After start-up and one catalog call per broker (each broker's catalog is read at \
+         load). RSS counts a shared page once per mapping: each instance slot that ran the \
+         Python component maps its heap snapshot; PSS divides shared pages among their \
+         mappings and is the memory actually used.",
     );
     report.section(section);
     Ok(())

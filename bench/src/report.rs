@@ -153,6 +153,20 @@ pub fn machine() -> String {
 }
 
 /// Resident memory of process `pid`, in KiB (`VmRSS`).
+/// Proportional set size of process `pid` in KiB: resident memory with each shared page
+/// divided among the mappings that share it (a page mapped by eleven instances counts once).
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 pub fn rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?

@@ -27,6 +27,8 @@ pub struct ComponentCache {
     compiled: std::sync::atomic::AtomicUsize,
     /// Components loaded from a trusted artifact by this cache.
     loaded: std::sync::atomic::AtomicUsize,
+    /// Compiled functions, for engines compiling incrementally (see [`FunctionStore`]).
+    functions: Option<std::sync::Arc<FunctionStore>>,
 }
 
 /// Where artifacts live, and the key that authenticates them.
@@ -35,12 +37,19 @@ struct DiskCache {
     key: [u8; 32],
 }
 
-/// Compiled functions, one file each under `DIR/functions`, named by the SHA-256 of
-/// cranelift's cache key and carrying the MAC of this runtime's artifact key: a function file
-/// the runtime did not write is never used.
+/// Compiled functions under `DIR/functions`, named by the SHA-256 of cranelift's cache key.
+/// A compile's new functions are held in memory and written together, as one pack file, when
+/// the compile ends ([`FunctionStore::flush`]): thousands of small files would cost a Python
+/// component's first compile a third more. Each entry carries the MAC of this runtime's
+/// artifact key, so a function the runtime did not write is never used.
 pub struct FunctionStore {
     dir: PathBuf,
     key: [u8; 32],
+    /// Functions compiled since the last flush.
+    pending: Mutex<HashMap<[u8; 32], Vec<u8>>>,
+    /// Where each stored function is: pack file, offset and length of its value (read lazily
+    /// from the pack files on first use).
+    index: Mutex<Option<HashMap<[u8; 32], (std::sync::Arc<std::fs::File>, u64, usize)>>>,
 }
 
 impl std::fmt::Debug for FunctionStore {
@@ -50,6 +59,9 @@ impl std::fmt::Debug for FunctionStore {
             .finish()
     }
 }
+
+/// Bytes of a pack entry's header: the key's SHA-256 and the value's length.
+const PACK_HEADER: usize = 32 + 8;
 
 impl FunctionStore {
     /// The function store of the artifact directory `dir` (created if missing).
@@ -64,46 +76,120 @@ impl FunctionStore {
         Ok(std::sync::Arc::new(FunctionStore {
             dir: functions,
             key,
+            pending: Mutex::default(),
+            index: Mutex::default(),
         }))
     }
 
-    fn path(&self, key: &[u8]) -> PathBuf {
-        let name: String = Sha256::digest(key)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.dir.join(name)
+    fn id(key: &[u8]) -> [u8; 32] {
+        Sha256::digest(key).into()
     }
 
-    fn mac(&self, key: &[u8], value: &[u8]) -> [u8; 32] {
+    fn mac(&self, id: &[u8; 32], value: &[u8]) -> [u8; 32] {
         let mut hash = Sha256::new();
         hash.update(self.key);
-        hash.update((key.len() as u64).to_le_bytes());
-        hash.update(key);
+        hash.update(id);
         hash.update(value);
         hash.update(self.key);
         hash.finalize().into()
+    }
+
+    /// Writes the functions compiled since the last flush as one pack file: entries of
+    /// `SHA-256(key) | length (u64 LE) | value | MAC`.
+    ///
+    /// # Errors
+    /// When the pack cannot be written (the functions are then simply not kept).
+    pub fn flush(&self) -> anyhow::Result<()> {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut pack = Vec::new();
+        let mut entries = Vec::with_capacity(pending.len());
+        for (id, value) in &pending {
+            pack.extend_from_slice(id);
+            pack.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            entries.push((*id, pack.len() as u64, value.len()));
+            pack.extend_from_slice(value);
+            pack.extend_from_slice(&self.mac(id, value));
+        }
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let path = self.dir.join(format!("{name}.pack"));
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, &pack)?;
+        std::fs::rename(&tmp, &path)?;
+        let file = std::sync::Arc::new(std::fs::File::open(&path)?);
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = index.as_mut() {
+            for (id, offset, len) in entries {
+                index.insert(id, (file.clone(), offset, len));
+            }
+        }
+        Ok(())
+    }
+
+    /// The index of every pack file in the directory (entries whose header does not fit the
+    /// file end the scan of that file).
+    fn load_index(&self) -> HashMap<[u8; 32], (std::sync::Arc<std::fs::File>, u64, usize)> {
+        let mut index = HashMap::new();
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return index;
+        };
+        for path in dir.filter_map(Result::ok).map(|e| e.path()) {
+            if path.extension().is_none_or(|e| e != "pack") {
+                continue;
+            }
+            let (Ok(bytes), Ok(file)) = (std::fs::read(&path), std::fs::File::open(&path)) else {
+                continue;
+            };
+            let file = std::sync::Arc::new(file);
+            let mut at = 0;
+            while at + PACK_HEADER <= bytes.len() {
+                let id: [u8; 32] = bytes[at..at + 32].try_into().expect("32 bytes");
+                let len = u64::from_le_bytes(bytes[at + 32..at + 40].try_into().expect("8"));
+                let Ok(len) = usize::try_from(len) else { break };
+                let start = at + PACK_HEADER;
+                if start.saturating_add(len).saturating_add(32) > bytes.len() {
+                    break;
+                }
+                index.insert(id, (file.clone(), start as u64, len));
+                at = start + len + 32;
+            }
+        }
+        index
     }
 }
 
 impl wasmtime::CacheStore for FunctionStore {
     fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-        let mut bytes = std::fs::read(self.path(key)).ok()?;
-        let split = bytes.len().checked_sub(32)?;
-        let mac = bytes.split_off(split);
-        (mac == self.mac(key, &bytes)).then_some(std::borrow::Cow::Owned(bytes))
+        let id = Self::id(key);
+        if let Some(value) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Some(std::borrow::Cow::Owned(value.clone()));
+        }
+        let (file, offset, len) = {
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let index = index.get_or_insert_with(|| self.load_index());
+            index.get(&id)?.clone()
+        };
+        use std::os::unix::fs::FileExt;
+        let mut entry = vec![0; len + 32];
+        file.read_exact_at(&mut entry, offset).ok()?;
+        let mac = entry.split_off(len);
+        (mac == self.mac(&id, &entry)).then_some(std::borrow::Cow::Owned(entry))
     }
 
-    fn insert(&self, key: &[u8], mut value: Vec<u8>) -> bool {
-        let mac = self.mac(key, &value);
-        value.extend_from_slice(&mac);
-        let path = self.path(key);
-        let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-        let written = std::fs::write(&tmp, &value).and_then(|()| std::fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written.is_ok()
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let id = Self::id(key);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, value);
+        true
     }
 }
 
@@ -123,21 +209,17 @@ impl ComponentCache {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let key = artifact_key(&dir.join("key"))?;
         Ok(ComponentCache {
+            functions: Some(FunctionStore::open(&dir)?),
             disk: Some(DiskCache { dir, key }),
             ..ComponentCache::default()
         })
     }
 
     /// The compiled-function store beside the artifacts, for the engine's incremental
-    /// compilation (none for a cache kept in memory only).
-    ///
-    /// # Errors
-    /// When the directory cannot be created.
-    pub fn function_store(&self) -> anyhow::Result<Option<std::sync::Arc<FunctionStore>>> {
-        self.disk
-            .as_ref()
-            .map(|disk| FunctionStore::open(&disk.dir))
-            .transpose()
+    /// compilation (none for a cache kept in memory only). The cache writes the functions out
+    /// after each compile.
+    pub fn function_store(&self) -> Option<std::sync::Arc<FunctionStore>> {
+        self.functions.clone()
     }
 
     /// How many distinct components are held in memory.
@@ -177,7 +259,13 @@ impl ComponentCache {
                 component
             }
             None => {
-                let component = Component::new(engine, wasm)?;
+                let compiled = Component::new(engine, wasm);
+                if let Some(functions) = &self.functions {
+                    if let Err(error) = functions.flush() {
+                        tracing::warn!("cannot write the compiled functions: {error:#}");
+                    }
+                }
+                let component = compiled?;
                 self.compiled.fetch_add(1, Relaxed);
                 if let Some(disk) = &self.disk {
                     if let Err(error) = disk.store(&id, &component) {
@@ -330,5 +418,39 @@ mod tests {
             "recompiled rather than trusting the file"
         );
         assert!(wary.get_or_compile(&engine, b"not wasm").is_err());
+    }
+
+    #[test]
+    fn compiled_functions_are_kept_in_packs_and_refused_when_tampered_with() {
+        use wasmtime::CacheStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FunctionStore::open(dir.path()).unwrap();
+        assert!(store.insert(b"function a", b"code of a".to_vec()));
+        assert!(store.insert(b"function b", vec![7; 5000]));
+        // Held in memory before the flush; written as one pack by it.
+        assert_eq!(store.get(b"function a").as_deref(), Some(&b"code of a"[..]));
+        store.flush().unwrap();
+        let packs: Vec<_> = std::fs::read_dir(dir.path().join("functions"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(packs.len(), 1, "{packs:?}");
+        assert!(packs[0].extension().is_some_and(|e| e == "pack"));
+
+        // A restarted runtime finds them in the pack.
+        let reopened = FunctionStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.get(b"function a").as_deref(), Some(&b"code of a"[..]));
+        assert_eq!(reopened.get(b"function b").map(|v| v.len()), Some(5000));
+        assert!(reopened.get(b"function c").is_none());
+
+        // A changed byte fails the MAC: the function is compiled again, never loaded.
+        let mut bytes = std::fs::read(&packs[0]).unwrap();
+        let at = bytes.windows(9).position(|w| w == b"code of a").unwrap();
+        bytes[at] ^= 0xff;
+        std::fs::write(&packs[0], bytes).unwrap();
+        let wary = FunctionStore::open(dir.path()).unwrap();
+        assert!(wary.get(b"function a").is_none());
+        assert_eq!(wary.get(b"function b").map(|v| v.len()), Some(5000));
     }
 }

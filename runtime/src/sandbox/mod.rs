@@ -55,7 +55,7 @@ impl Sandbox {
     /// As [`new_engine`].
     pub fn new(components: cache::ComponentCache, max_instances: u32) -> anyhow::Result<Self> {
         let max_instances = max_instances.min(MAX_LIVE_INSTANCES);
-        let engine = new_engine_caching(Allocation::production(), components.function_store()?)?;
+        let engine = new_engine_caching(Allocation::production(), components.function_store())?;
         Ok(Sandbox::build(engine, components, max_instances))
     }
 
