@@ -163,8 +163,14 @@ pub fn python_memory(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         mib(many.pss_kib),
         format!(
             "{:.0} KiB per extra broker (RSS: {:.0} KiB)",
-            ratio(many.pss_kib.saturating_sub(one.pss_kib) as f64, extra as f64),
-            ratio(many.rss_kib.saturating_sub(one.rss_kib) as f64, extra as f64)
+            ratio(
+                many.pss_kib.saturating_sub(one.pss_kib) as f64,
+                extra as f64
+            ),
+            ratio(
+                many.rss_kib.saturating_sub(one.rss_kib) as f64,
+                extra as f64
+            )
         ),
     ]);
     section.note(

@@ -60,7 +60,11 @@ fn loading(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let plain = new_engine()?;
     // A smoke run (a debug build) compiles only the small Rust guest: a debug cranelift takes
     // minutes over a Python component.
-    let guests = if bench.smoke { &GUESTS[..1] } else { &GUESTS[..] };
+    let guests = if bench.smoke {
+        &GUESTS[..1]
+    } else {
+        &GUESTS[..]
+    };
     for (label, path, _) in guests {
         let wasm = guest(path)?;
         let started = Instant::now();
@@ -235,7 +239,10 @@ fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
          (SQLite, durable). Provision medians: Python / Rust {:.1}×, JavaScript / Rust {:.1}×; \
          Python with 32 MiB resident / production {:.2}×.",
         ratio(medians[1].as_secs_f64(), medians[0].as_secs_f64()),
-        ratio(medians[medians.len() - 1].as_secs_f64(), medians[0].as_secs_f64()),
+        ratio(
+            medians[medians.len() - 1].as_secs_f64(),
+            medians[0].as_secs_f64()
+        ),
         ratio(
             medians.get(3).unwrap_or(&medians[1]).as_secs_f64(),
             medians[1].as_secs_f64()

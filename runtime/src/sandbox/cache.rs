@@ -49,8 +49,11 @@ pub struct FunctionStore {
     pending: Mutex<HashMap<[u8; 32], Vec<u8>>>,
     /// Where each stored function is: pack file, offset and length of its value (read lazily
     /// from the pack files on first use).
-    index: Mutex<Option<HashMap<[u8; 32], (std::sync::Arc<std::fs::File>, u64, usize)>>>,
+    index: Mutex<Option<PackIndex>>,
 }
+
+/// Where each stored function is: its pack file, and the offset and length of its value.
+type PackIndex = HashMap<[u8; 32], (std::sync::Arc<std::fs::File>, u64, usize)>;
 
 impl std::fmt::Debug for FunctionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,7 +133,7 @@ impl FunctionStore {
 
     /// The index of every pack file in the directory (entries whose header does not fit the
     /// file end the scan of that file).
-    fn load_index(&self) -> HashMap<[u8; 32], (std::sync::Arc<std::fs::File>, u64, usize)> {
+    fn load_index(&self) -> PackIndex {
         let mut index = HashMap::new();
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
             return index;
@@ -440,7 +443,10 @@ mod tests {
 
         // A restarted runtime finds them in the pack.
         let reopened = FunctionStore::open(dir.path()).unwrap();
-        assert_eq!(reopened.get(b"function a").as_deref(), Some(&b"code of a"[..]));
+        assert_eq!(
+            reopened.get(b"function a").as_deref(),
+            Some(&b"code of a"[..])
+        );
         assert_eq!(reopened.get(b"function b").map(|v| v.len()), Some(5000));
         assert!(reopened.get(b"function c").is_none());
 
