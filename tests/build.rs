@@ -8,10 +8,11 @@ use std::process::Command;
 
 /// Python and JavaScript guests: `(language, name)`, built from `examples/NAME/app.*` or
 /// `tests/guests/NAME/app.*` into `target/guests/LANGUAGE/NAME.wasm`.
-const POLYGLOT: [(&str, &str); 3] = [
+const POLYGLOT: [(&str, &str); 4] = [
     ("python", "python-file-broker"),
     ("python", "python-rules"),
     ("js", "js-kv-broker"),
+    ("js", "js-rules"),
 ];
 
 const GUESTS: [&str; 6] = [

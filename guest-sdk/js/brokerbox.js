@@ -284,29 +284,54 @@ function witState(state) {
 }
 
 // A result's error travels to the host as the thrown value's `payload`.
-function guarded(work) {
-  try {
-    return work();
-  } catch (e) {
-    if (e instanceof BrokerError) {
-      throw { payload: { tag: e.constructor.tag, val: e.message } };
-    }
-    const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-    throw { payload: { tag: "internal", val: message } };
+function failure(e) {
+  if (e instanceof BrokerError) {
+    return { payload: { tag: e.constructor.tag, val: e.message } };
   }
+  const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  return { payload: { tag: "internal", val: message } };
+}
+
+// Runs the broker's operation and converts its answer; an `async` operation's promise is
+// chained (componentize-js runs it to completion within the call).
+function guarded(operation, convert) {
+  let answer;
+  try {
+    answer = operation();
+  } catch (e) {
+    throw failure(e);
+  }
+  const finish = (value) => {
+    try {
+      return convert(value);
+    } catch (e) {
+      throw failure(e);
+    }
+  };
+  if (answer && typeof answer.then === "function") {
+    return answer.then(finish, (e) => {
+      throw failure(e);
+    });
+  }
+  return finish(answer);
+}
+
+function bindingResponse(answer) {
+  if (answer && answer.__accepted) return { tag: "accepted", val: encodeData(answer.operationData) };
+  return { tag: "done", val: witBinding(answer) };
 }
 
 /** The object to export as `osb` from the broker's module. */
 export function exportBroker(broker) {
   return {
     catalog: () =>
-      guarded(() => {
-        const services = broker.catalog();
-        return { services: (Array.isArray(services) ? services : [services]).map(witService) };
-      }),
+      guarded(
+        () => broker.catalog(),
+        (services) => ({ services: (Array.isArray(services) ? services : [services]).map(witService) }),
+      ),
     provision: (r) =>
-      guarded(() =>
-        witInstanceResponse(
+      guarded(
+        () =>
           broker.provision({
             instanceId: r.instanceId,
             serviceId: r.serviceId,
@@ -318,11 +343,11 @@ export function exportBroker(broker) {
             maintenanceInfo: maintenance(r.maintenanceInfo),
             call: callInfo(r.call),
           }),
-        ),
+        witInstanceResponse,
       ),
     update: (r) =>
-      guarded(() =>
-        witInstanceResponse(
+      guarded(
+        () =>
           broker.update({
             instanceId: r.instanceId,
             serviceId: r.serviceId,
@@ -335,41 +360,41 @@ export function exportBroker(broker) {
             maintenanceInfo: maintenance(r.maintenanceInfo),
             call: callInfo(r.call),
           }),
-        ),
+        witInstanceResponse,
       ),
     deprovision: (r) =>
-      guarded(() =>
-        witDelete(
+      guarded(
+        () =>
           broker.deprovision({
             instanceId: r.instanceId,
             serviceId: r.serviceId,
             planId: r.planId,
             call: callInfo(r.call),
           }),
-        ),
+        witDelete,
       ),
     bind: (r) =>
-      guarded(() => {
-        const answer = broker.bind({
-          instanceId: r.instanceId,
-          bindingId: r.bindingId,
-          serviceId: r.serviceId,
-          planId: r.planId,
-          appGuid: r.appGuid,
-          bindResource: r.bindResource
-            ? { appGuid: r.bindResource.appGuid, route: r.bindResource.route, raw: loads(r.bindResource.raw, "bind_resource") }
-            : undefined,
-          parameters: loads(r.parameters, "parameters"),
-          context: loads(r.context, "context"),
-          predecessorBindingId: r.predecessorBindingId,
-          call: callInfo(r.call),
-        });
-        if (answer && answer.__accepted) return { tag: "accepted", val: encodeData(answer.operationData) };
-        return { tag: "done", val: witBinding(answer) };
-      }),
+      guarded(
+        () =>
+          broker.bind({
+            instanceId: r.instanceId,
+            bindingId: r.bindingId,
+            serviceId: r.serviceId,
+            planId: r.planId,
+            appGuid: r.appGuid,
+            bindResource: r.bindResource
+              ? { appGuid: r.bindResource.appGuid, route: r.bindResource.route, raw: loads(r.bindResource.raw, "bind_resource") }
+              : undefined,
+            parameters: loads(r.parameters, "parameters"),
+            context: loads(r.context, "context"),
+            predecessorBindingId: r.predecessorBindingId,
+            call: callInfo(r.call),
+          }),
+        bindingResponse,
+      ),
     unbind: (r) =>
-      guarded(() =>
-        witDelete(
+      guarded(
+        () =>
           broker.unbind({
             instanceId: r.instanceId,
             bindingId: r.bindingId,
@@ -377,11 +402,11 @@ export function exportBroker(broker) {
             planId: r.planId,
             call: callInfo(r.call),
           }),
-        ),
+        witDelete,
       ),
     lastOperation: (r) =>
-      guarded(() =>
-        witState(
+      guarded(
+        () =>
           broker.lastOperation({
             instanceId: r.instanceId,
             bindingId: r.bindingId,
@@ -391,7 +416,7 @@ export function exportBroker(broker) {
             operationData: decodeData(r.operationData),
             call: callInfo(r.call),
           }),
-        ),
+        witState,
       ),
   };
 }

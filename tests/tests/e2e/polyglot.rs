@@ -379,3 +379,82 @@ async fn a_python_long_operation_gets_its_operation_data_back_as_a_dict() {
     assert_eq!(done.body["state"], "succeeded", "{:?}", done.body);
     assert_eq!(done.body["description"], "done after 2 polls");
 }
+
+async fn js_provision(rt: &TestRuntime, id: &str, parameters: Value) -> brokerbox::client::Answer {
+    let body = json!({
+        "service_id": "js-rules-service",
+        "plan_id": "js-rules-plan",
+        "parameters": parameters,
+    });
+    rt.osb(
+        Method::PUT,
+        "js-rules",
+        &format!("/v2/service_instances/{id}"),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn javascript_errors_limits_and_outbound_fetch() {
+    // A local "cloud API" on 127.0.0.1, allowlisted by host and port.
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = api.local_addr().unwrap().port();
+    let app = axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
+    tokio::spawn(async move { axum::serve(api, app).await });
+    let extra = format!(
+        "[limits]\ncall_timeout_ms = 3000\n[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\n"
+    );
+    let rt = runtime(&[("js-rules", guests::JS_RULES, &manifest("js-rules", &extra))]).await;
+
+    for (i, (class, status, error)) in [
+        ("BadRequest", 400, None),
+        ("Gone", 410, None),
+        ("RequiresApp", 422, Some("RequiresApp")),
+        ("Unprocessable", 422, None),
+        ("TypeError", 500, None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let answer = js_provision(&rt, &format!("e-{i}"), json!({"throw": class})).await;
+        assert_eq!(answer.status.as_u16(), status, "{class}: {:?}", answer.body);
+        assert_eq!(
+            answer.body["error"].as_str(),
+            error,
+            "{class}: {:?}",
+            answer.body
+        );
+        let description = answer.body["description"].as_str().unwrap();
+        assert!(
+            description.contains(&format!("threw {class}")),
+            "{class}: {description}"
+        );
+    }
+
+    // An async operation with `fetch`: the granted host answers, another port is refused.
+    let url = format!("http://127.0.0.1:{port}/ping");
+    let fetched = js_provision(&rt, "f-1", json!({"fetch": url})).await;
+    assert_eq!(fetched.status, StatusCode::CREATED, "{:?}", fetched.body);
+    assert_eq!(
+        fetched.body["metadata"],
+        json!({"labels": {"status": "200"}, "attributes": {"body": "pong"}})
+    );
+    let denied = format!("http://127.0.0.1:{}/ping", port + 1);
+    let refused = js_provision(&rt, "f-2", json!({"fetch": denied})).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{:?}",
+        refused.body
+    );
+
+    // An infinite loop ends at the CPU budget.
+    let looped = js_provision(&rt, "loop", json!({"loop": true})).await;
+    assert_eq!(looped.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let description = looped.body["description"].as_str().unwrap();
+    assert!(
+        description.contains("CPU budget") || description.contains("time limit"),
+        "{description}"
+    );
+}
