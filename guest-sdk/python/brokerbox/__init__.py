@@ -7,7 +7,7 @@ The runtime serves the OSB HTTP API, checks versions, credentials and ids, keeps
 runs long operations; the broker only says what its catalog is and what each operation does.
 """
 
-from . import kv, log
+from . import http, kv, log
 from .broker import Broker, export
 from .catalog import DashboardClient, MaintenanceInfo, Plan, Service
 from .env import config, files_dir
@@ -54,5 +54,5 @@ __all__ = [
     "Internal", "LastOperationRequest", "MaintenanceInfo", "MaintenanceInfoConflict",
     "OperationKind", "OriginatingIdentity", "Plan", "PreviousValues", "ProvisionRequest",
     "RequiresApp", "Service", "Succeeded", "UnbindRequest", "Unprocessable", "UpdateRequest",
-    "VolumeMount", "config", "export", "files_dir", "kv", "log",
+    "VolumeMount", "config", "export", "files_dir", "http", "kv", "log",
 ]

@@ -7,7 +7,10 @@ import json
 from typing import Any, Callable, Optional
 
 from componentize_py_types import Err
-from wit_world.imports import types as t
+try:  # named `types` in the `broker` world, renamed beside wasi:http's own `types`
+    from wit_world.imports import brokerbox_broker_types as t
+except ImportError:
+    from wit_world.imports import types as t  # type: ignore[no-redef]
 
 from . import errors
 from .catalog import MaintenanceInfo, Plan, Service

@@ -6,13 +6,16 @@ end-to-end tests can check how the runtime treats a Python guest:
 - {"bomb": true} allocates until the memory cap stops it;
 - {"kv": "value"} stores the value in kv under the instance id; bind returns it as credentials;
 - {"config": "KEY"} answers with the `[env]` value of KEY as the dashboard URL;
+- {"fetch": URL} GETs URL with the SDK's `http` and answers "STATUS BODY" as the dashboard URL;
 - otherwise the instance is provisioned, and {"async": true} makes it a long operation.
 """
 
 import builtins
 
 import brokerbox
-from brokerbox import Accepted, Broker, InProgress, InstanceResult, Plan, Service, Succeeded, config, kv
+from brokerbox import (
+    Accepted, Broker, InProgress, InstanceResult, Plan, Service, Succeeded, config, http, kv,
+)
 
 
 class Rules(Broker):
@@ -35,6 +38,9 @@ class Rules(Broker):
                 hoard.append(bytearray(1024 * 1024))
         if "kv" in p:
             kv.set_json(request.instance_id, p["kv"])
+        if "fetch" in p:
+            response = http.get(p["fetch"])
+            return InstanceResult(dashboard_url=f"{response.status} {response.text()}")
         if "config" in p:
             return InstanceResult(dashboard_url=config(p["config"], "unset"))
         if p.get("async"):

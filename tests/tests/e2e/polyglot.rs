@@ -356,6 +356,38 @@ async fn a_python_infinite_loop_and_memory_bomb_are_cut_by_the_limits() {
 }
 
 #[tokio::test]
+async fn python_http_reaches_only_the_granted_host() {
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = api.local_addr().unwrap().port();
+    let app = axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
+    tokio::spawn(async move { axum::serve(api, app).await });
+    let extra = format!("[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\n");
+    let rt = runtime(&[(
+        "python-rules",
+        guests::PYTHON_RULES,
+        &manifest("python-rules", &extra),
+    )])
+    .await;
+    let url = format!("http://127.0.0.1:{port}/ping");
+    let fetched = provision(&rt, "h-1", json!({"fetch": url})).await;
+    assert_eq!(fetched.status, StatusCode::CREATED, "{:?}", fetched.body);
+    assert_eq!(fetched.body["dashboard_url"], "200 pong");
+    let denied = format!("http://127.0.0.1:{}/ping", port + 1);
+    let refused = provision(&rt, "h-2", json!({"fetch": denied})).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{:?}",
+        refused.body
+    );
+    let description = refused.body["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("HttpError") && description.contains("HttpRequestDenied"),
+        "{description}"
+    );
+}
+
+#[tokio::test]
 async fn a_python_long_operation_gets_its_operation_data_back_as_a_dict() {
     let rt = rules().await;
     let body = json!({
