@@ -131,9 +131,10 @@ impl FunctionStore {
         Ok(())
     }
 
-    /// The index of every pack file in the directory (entries whose header does not fit the
-    /// file end the scan of that file).
+    /// The index of every pack file in the directory, read header by header (values are not
+    /// read); an entry that does not fit its file ends the scan of that file.
     fn load_index(&self) -> PackIndex {
+        use std::os::unix::fs::FileExt;
         let mut index = HashMap::new();
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
             return index;
@@ -142,21 +143,28 @@ impl FunctionStore {
             if path.extension().is_none_or(|e| e != "pack") {
                 continue;
             }
-            let (Ok(bytes), Ok(file)) = (std::fs::read(&path), std::fs::File::open(&path)) else {
+            let Ok(file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            let Ok(size) = file.metadata().map(|m| m.len()) else {
                 continue;
             };
             let file = std::sync::Arc::new(file);
-            let mut at = 0;
-            while at + PACK_HEADER <= bytes.len() {
-                let id: [u8; 32] = bytes[at..at + 32].try_into().expect("32 bytes");
-                let len = u64::from_le_bytes(bytes[at + 32..at + 40].try_into().expect("8"));
-                let Ok(len) = usize::try_from(len) else { break };
-                let start = at + PACK_HEADER;
-                if start.saturating_add(len).saturating_add(32) > bytes.len() {
+            let mut at = 0u64;
+            let mut header = [0u8; PACK_HEADER];
+            while at + PACK_HEADER as u64 <= size && file.read_exact_at(&mut header, at).is_ok() {
+                let id: [u8; 32] = header[..32].try_into().expect("32 bytes");
+                let len = u64::from_le_bytes(header[32..].try_into().expect("8 bytes"));
+                let start = at + PACK_HEADER as u64;
+                let end = start.saturating_add(len).saturating_add(32);
+                let Ok(value_len) = usize::try_from(len) else {
+                    break;
+                };
+                if end > size {
                     break;
                 }
-                index.insert(id, (file.clone(), start as u64, len));
-                at = start + len + 32;
+                index.insert(id, (file.clone(), start, value_len));
+                at = end;
             }
         }
         index
