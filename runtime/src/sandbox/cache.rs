@@ -22,6 +22,9 @@ use wasmtime::Engine;
 #[derive(Default)]
 pub struct ComponentCache {
     memory: Mutex<HashMap<String, Component>>,
+    /// One lock per component being loaded: brokers loading the same component at once wait
+    /// for the first load instead of each compiling or deserialising (and keeping) a copy.
+    loading: Mutex<HashMap<String, std::sync::Arc<Mutex<()>>>>,
     disk: Option<DiskCache>,
     /// Components compiled from source by this cache.
     compiled: std::sync::atomic::AtomicUsize,
@@ -255,14 +258,34 @@ impl ComponentCache {
     /// When `wasm` is not a valid component.
     pub fn get_or_compile(&self, engine: &Engine, wasm: &[u8]) -> anyhow::Result<Component> {
         let id = cache_id(engine, wasm);
-        if let Some(found) = self
-            .memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-        {
-            return Ok(found.clone());
+        let held = |id: &str| {
+            let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            memory.get(id).cloned()
+        };
+        if let Some(found) = held(&id) {
+            return Ok(found);
         }
+        let turn = {
+            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+            loading.entry(id.clone()).or_default().clone()
+        };
+        let result = {
+            let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+            match held(&id) {
+                Some(found) => Ok(found),
+                None => self.load_or_compile(engine, wasm, &id),
+            }
+        };
+        let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if std::sync::Arc::strong_count(&turn) <= 2 {
+            loading.remove(&id);
+        }
+        result
+    }
+
+    /// Loads the artifact `id` or compiles `wasm`, and holds the result in memory.
+    fn load_or_compile(&self, engine: &Engine, wasm: &[u8], id: &str) -> anyhow::Result<Component> {
+        let id = id.to_string();
         use std::sync::atomic::Ordering::Relaxed;
         let component = match self.disk.as_ref().and_then(|disk| disk.load(engine, &id)) {
             Some(component) => {
@@ -429,6 +452,23 @@ mod tests {
             "recompiled rather than trusting the file"
         );
         assert!(wary.get_or_compile(&engine, b"not wasm").is_err());
+    }
+
+    #[test]
+    fn brokers_loading_one_component_at_once_share_one_load() {
+        let engine = crate::sandbox::new_engine().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ComponentCache::on_disk(dir.path()).unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| cache.get_or_compile(&engine, EMPTY_COMPONENT).unwrap());
+            }
+        });
+        assert_eq!(cache.counts(), (1, 0), "compiled once, not once per broker");
+        assert!(
+            cache.loading.lock().unwrap().is_empty(),
+            "no lock left behind"
+        );
     }
 
     #[test]
