@@ -287,6 +287,9 @@ impl ComponentCache {
     fn load_or_compile(&self, engine: &Engine, wasm: &[u8], id: &str) -> anyhow::Result<Component> {
         let id = id.to_string();
         use std::sync::atomic::Ordering::Relaxed;
+        // Runtimes sharing the artifact dir take turns per component (a file lock), so the
+        // first compiles and the others load its artifact.
+        let _turn = self.disk.as_ref().and_then(|disk| disk.turn(&id));
         let component = match self.disk.as_ref().and_then(|disk| disk.load(engine, &id)) {
             Some(component) => {
                 self.loaded.fetch_add(1, Relaxed);
@@ -374,6 +377,19 @@ impl DiskCache {
             self.dir.join(format!("{id}.cwasm")),
             self.dir.join(format!("{id}.mac")),
         )
+    }
+
+    /// An exclusive lock on `id` among the processes sharing the directory, held until the
+    /// file is dropped; `None` (no turn taken) when the lock file cannot be used.
+    fn turn(&self, id: &str) -> Option<std::fs::File> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(format!("{id}.lock")))
+            .ok()?;
+        file.lock().ok()?;
+        Some(file)
     }
 
     /// The artifact `id`, if present and authenticated by this runtime's key.
@@ -469,6 +485,23 @@ mod tests {
             cache.loading.lock().unwrap().is_empty(),
             "no lock left behind"
         );
+    }
+
+    #[test]
+    fn runtimes_sharing_an_artifact_dir_compile_a_component_once() {
+        let engine = crate::sandbox::new_engine().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let caches: Vec<_> = (0..3)
+            .map(|_| ComponentCache::on_disk(dir.path()).unwrap())
+            .collect();
+        std::thread::scope(|scope| {
+            for cache in &caches {
+                scope.spawn(|| cache.get_or_compile(&engine, EMPTY_COMPONENT).unwrap());
+            }
+        });
+        let compiled: usize = caches.iter().map(|c| c.counts().0).sum();
+        let loaded: usize = caches.iter().map(|c| c.counts().1).sum();
+        assert_eq!((compiled, loaded), (1, 2), "the first compiles, the others load");
     }
 
     #[test]
