@@ -501,7 +501,11 @@ mod tests {
         });
         let compiled: usize = caches.iter().map(|c| c.counts().0).sum();
         let loaded: usize = caches.iter().map(|c| c.counts().1).sum();
-        assert_eq!((compiled, loaded), (1, 2), "the first compiles, the others load");
+        assert_eq!(
+            (compiled, loaded),
+            (1, 2),
+            "the first compiles, the others load"
+        );
     }
 
     #[test]
