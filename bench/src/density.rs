@@ -85,12 +85,13 @@ fn start(bench: &Bench, site: &Site, last: &str) -> anyhow::Result<(Process, Sta
 }
 
 /// PSS of `process` once it stops falling: freed memory (a large component's bytes read at
-/// load, compile scratch) goes back to the kernel some seconds after start-up.
+/// load, compile scratch) goes back to the kernel some seconds after start-up (about 15 s
+/// here), so it watches for at least 30 s and until 10 s pass without change.
 fn settled_pss_kib(process: &Process) -> u64 {
     let pid = process.child.id();
     let mut last = crate::report::pss_kib(pid).unwrap_or(0);
     let mut steady = 0;
-    for _ in 0..60 {
+    for second in 1..=90 {
         std::thread::sleep(Duration::from_secs(1));
         let now = crate::report::pss_kib(pid).unwrap_or(0);
         steady = if now.abs_diff(last) * 200 <= last {
@@ -99,7 +100,7 @@ fn settled_pss_kib(process: &Process) -> u64 {
             0
         };
         last = now;
-        if steady >= 5 {
+        if second >= 30 && steady >= 10 {
             break;
         }
     }
@@ -207,9 +208,8 @@ pub fn python_memory(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     ]);
     section.note(
         "PSS (resident memory, shared pages divided among their mappings) 300 ms after the last \
-         broker answered, and once it stopped falling (no change over 5 s): memory freed after \
-         loading (a large component's bytes, read at load) goes back to the kernel some seconds \
-         later. Each broker's catalog is read at load, so each ran one call.",
+         broker answered, and once settled (after at least 30 s, no change over 10 s): memory \
+         freed after loading goes back to the kernel some seconds later. Each broker's catalog is read at load, so each ran one call.",
     );
     report.section(section);
     Ok(())
