@@ -6,7 +6,7 @@
 use crate::report::{Report, Section};
 use crate::stats::{micros, ratio, Samples};
 use crate::Bench;
-use brokerbox::sandbox::bindings::types::{CallInfo as WitCallInfo, ProvisionRequest};
+use brokerbox::sandbox::bindings::types::ProvisionRequest;
 use brokerbox::sandbox::cache::ComponentCache;
 use brokerbox::sandbox::limits::Limits;
 use brokerbox::sandbox::{
@@ -62,25 +62,13 @@ fn variants() -> Vec<Variant> {
 }
 
 fn request() -> ProvisionRequest {
-    ProvisionRequest {
-        instance_id: "floor".into(),
-        service_id: "5f1b2ed2-6cf4-4f5c-9f43-8c4f0f9a8a01".into(),
-        plan_id: "1d3e7c0a-6c51-4cfa-9b8f-2c0e51a0b101".into(),
-        organization_guid: None,
-        space_guid: None,
-        parameters: None,
-        context: None,
-        maintenance_info: None,
-        call: WitCallInfo {
-            accepts_incomplete: false,
-            originating_identity: None,
-            request_identity: None,
-            attempt: 1,
-        },
-    }
+    crate::site::provision_request(
+        "5f1b2ed2-6cf4-4f5c-9f43-8c4f0f9a8a01",
+        "1d3e7c0a-6c51-4cfa-9b8f-2c0e51a0b101",
+        "floor",
+    )
 }
 
-/// The file broker's provision compiled natively: the work the guest does, without a sandbox.
 fn native_provision(dir: &std::path::Path) -> std::io::Result<()> {
     let plan = serde_json::json!({
         "id": "1d3e7c0a-6c51-4cfa-9b8f-2c0e51a0b101", "name": "small", "description": "A small file",

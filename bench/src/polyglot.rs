@@ -8,7 +8,6 @@ use crate::report::{Report, Section};
 use crate::site::{guest, manifest, Osb, Site};
 use crate::stats::{micros, millis, ratio, Samples};
 use crate::Bench;
-use brokerbox::sandbox::bindings::types::{CallInfo as WitCallInfo, ProvisionRequest};
 use brokerbox::sandbox::cache::ComponentCache;
 use brokerbox::sandbox::limits::Limits;
 use brokerbox::sandbox::{
@@ -108,25 +107,6 @@ fn loading(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn provision(service: &str, plan: &str, id: String) -> ProvisionRequest {
-    ProvisionRequest {
-        instance_id: id,
-        service_id: service.into(),
-        plan_id: plan.into(),
-        organization_guid: None,
-        space_guid: None,
-        parameters: None,
-        context: None,
-        maintenance_info: None,
-        call: WitCallInfo {
-            accepts_incomplete: false,
-            originating_identity: None,
-            request_identity: None,
-            attempt: 1,
-        },
-    }
-}
-
 /// Fresh instance + provision, and fresh instance + catalog, for each language.
 fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     // Production, and for the Python broker also an engine keeping more of each instance's
@@ -209,7 +189,8 @@ fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
             let mut provisions = Vec::new();
             let mut catalogs = Vec::new();
             for i in 0..calls + 20 {
-                let request = provision(&service, &plan, format!("floor-{i}"));
+                let request =
+                    crate::site::provision_request(&service, &plan, &format!("floor-{i}"));
                 let started = Instant::now();
                 guest.provision(&info, request).await?;
                 if i >= 20 {

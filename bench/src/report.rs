@@ -152,26 +152,23 @@ pub fn machine() -> String {
     format!("{model}, {cores} cores, {memory} RAM, Linux {kernel}")
 }
 
-/// Resident memory of process `pid`, in KiB (`VmRSS`).
+/// Resident set size of process `pid` in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
 /// Proportional set size of process `pid` in KiB: resident memory with each shared page
 /// divided among the mappings that share it (a page mapped by eleven instances counts once).
 pub fn pss_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("Pss:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
 }
 
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// The `FIELD   N kB` value of a `/proc` file, in KiB.
+fn proc_kib(path: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|line| line.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()

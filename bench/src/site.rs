@@ -56,6 +56,32 @@ pub fn file_broker_manifest(name: &str) -> String {
     manifest(name, "[grants]\nfiles = true\n")
 }
 
+/// A provision request of `plan` of `service` for instance `id`, as the runtime hands a guest
+/// (no parameters, a first attempt), for calls made in process.
+pub fn provision_request(
+    service: &str,
+    plan: &str,
+    id: &str,
+) -> brokerbox::sandbox::bindings::types::ProvisionRequest {
+    use brokerbox::sandbox::bindings::types::{CallInfo, ProvisionRequest};
+    ProvisionRequest {
+        instance_id: id.into(),
+        service_id: service.into(),
+        plan_id: plan.into(),
+        organization_guid: None,
+        space_guid: None,
+        parameters: None,
+        context: None,
+        maintenance_info: None,
+        call: CallInfo {
+            accepts_incomplete: false,
+            originating_identity: None,
+            request_identity: None,
+            attempt: 1,
+        },
+    }
+}
+
 /// Reads a built guest component.
 pub fn guest(path: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read guest {path}: {e}"))

@@ -213,6 +213,16 @@ pub fn originating_identity(platform: &str, value: &Value) -> String {
     )
 }
 
+/// Starts a local "cloud API" on 127.0.0.1 that answers `GET /ping` with `pong`, for the
+/// outbound-HTTP tests; returns its port.
+pub async fn ping_api() -> u16 {
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = api.local_addr().unwrap().port();
+    let app = axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
+    tokio::spawn(async move { axum::serve(api, app).await });
+    port
+}
+
 /// A manifest with credentials `NAME`/`NAME-secret` and extra TOML appended.
 pub fn manifest(name: &str, extra: &str) -> String {
     format!("[credentials]\nusername = \"{name}\"\npassword = \"{name}-secret\"\n{extra}")

@@ -6,17 +6,23 @@ use brokerbox_tests::{guests, manifest, TestRuntime};
 async fn check_reports_no_failure_for_the_examples() {
     let rt = TestRuntime::examples().await.unwrap();
     for name in ["file-broker", "slow-broker"] {
-        let report = brokerbox::check::run(&rt.url(name), name, &format!("{name}-secret"))
-            .await
-            .unwrap();
-        let rendered = report.render();
-        assert_eq!(report.failed(), 0, "{name}:\n{rendered}");
-        assert!(
-            report.passed() >= 25,
-            "{name} ran too few cases:\n{rendered}"
-        );
-        assert!(rendered.ends_with(&format!("{} passed, 0 failed\n", report.passed())));
+        assert_check_passes(&rt, name, 25).await;
     }
+}
+
+/// Runs `brokerbox check` against broker `name` of `rt` (credentials `NAME`/`NAME-secret`) and
+/// asserts it found no failure in at least `cases` cases.
+pub(crate) async fn assert_check_passes(rt: &TestRuntime, name: &str, cases: usize) {
+    let report = brokerbox::check::run(&rt.url(name), name, &format!("{name}-secret"))
+        .await
+        .unwrap();
+    let rendered = report.render();
+    assert_eq!(report.failed(), 0, "{name}:\n{rendered}");
+    assert!(
+        report.passed() >= cases,
+        "{name} ran too few cases:\n{rendered}"
+    );
+    assert!(rendered.ends_with(&format!("{} passed, 0 failed\n", report.passed())));
 }
 
 #[tokio::test]

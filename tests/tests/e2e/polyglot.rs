@@ -57,15 +57,7 @@ async fn plan_of(rt: &TestRuntime, name: &str, plan: &str) -> (String, String) {
 async fn check_reports_no_failure_for_the_python_and_javascript_examples() {
     let rt = examples().await;
     for name in ["python-file-broker", "js-kv-broker"] {
-        let report = brokerbox::check::run(&rt.url(name), name, &format!("{name}-secret"))
-            .await
-            .unwrap();
-        let rendered = report.render();
-        assert_eq!(report.failed(), 0, "{name}:\n{rendered}");
-        assert!(
-            report.passed() >= 30,
-            "{name} ran too few cases:\n{rendered}"
-        );
+        crate::check::assert_check_passes(&rt, name, 30).await;
     }
 }
 
@@ -250,19 +242,51 @@ async fn rules() -> TestRuntime {
     .await
 }
 
-async fn provision(rt: &TestRuntime, id: &str, parameters: Value) -> brokerbox::client::Answer {
+/// Provisions instance `id` of the rules guest `broker` (service `BROKER-service`, plan
+/// `BROKER-plan`) with `parameters`, which say what the guest does.
+async fn provision(
+    rt: &TestRuntime,
+    broker: &str,
+    id: &str,
+    parameters: Value,
+) -> brokerbox::client::Answer {
     let body = json!({
-        "service_id": "python-rules-service",
-        "plan_id": "python-rules-plan",
+        "service_id": format!("{broker}-service"),
+        "plan_id": format!("{broker}-plan"),
         "parameters": parameters,
     });
-    rt.osb(
-        Method::PUT,
-        "python-rules",
-        &format!("/v2/service_instances/{id}"),
-        Some(body),
-    )
-    .await
+    let path = format!("/v2/service_instances/{id}");
+    rt.osb(Method::PUT, broker, &path, Some(body)).await
+}
+
+/// Asserts that the rules guest `broker`, told `{KEY: CLASS}`, answers each case's status and
+/// OSB `error` code, with a description saying "VERB CLASS".
+async fn assert_error_classes(
+    rt: &TestRuntime,
+    broker: &str,
+    (key, verb): (&str, &str),
+    cases: &[(&str, u16, Option<&str>)],
+) {
+    for (i, (class, status, error)) in cases.iter().enumerate() {
+        let answer = provision(rt, broker, &format!("e-{i}"), json!({ key: class })).await;
+        assert_eq!(
+            answer.status.as_u16(),
+            *status,
+            "{class}: {:?}",
+            answer.body
+        );
+        assert_eq!(
+            answer.body["error"].as_str(),
+            *error,
+            "{class}: {:?}",
+            answer.body
+        );
+        let description = answer.body["description"].as_str().unwrap();
+        assert!(
+            description.contains(&format!("{verb} {class}")),
+            "{class}: {description}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -284,32 +308,18 @@ async fn each_python_exception_class_gives_its_osb_error() {
         ("Internal", 500, None),
         ("ValueError", 500, None),
     ];
-    for (i, (class, status, error)) in cases.into_iter().enumerate() {
-        let answer = provision(&rt, &format!("e-{i}"), json!({"raise": class})).await;
-        assert_eq!(answer.status.as_u16(), status, "{class}: {:?}", answer.body);
-        assert_eq!(
-            answer.body["error"].as_str(),
-            error,
-            "{class}: {:?}",
-            answer.body
-        );
-        let description = answer.body["description"].as_str().unwrap();
-        assert!(
-            description.contains(&format!("raised {class}")),
-            "{class}: {description}"
-        );
-    }
+    assert_error_classes(&rt, "python-rules", ("raise", "raised"), &cases).await;
     // Any other exception names its type.
-    let answer = provision(&rt, "e-type", json!({"raise": "KeyError"})).await;
+    let answer = provision(&rt, "python-rules", "e-type", json!({"raise": "KeyError"})).await;
     assert!(answer.body["description"]
         .as_str()
         .unwrap()
         .starts_with("KeyError"));
 
     // What a Python broker does at call time: its config, kv, and a long operation.
-    let answer = provision(&rt, "cfg", json!({"config": "GREETING"})).await;
+    let answer = provision(&rt, "python-rules", "cfg", json!({"config": "GREETING"})).await;
     assert_eq!(answer.body["dashboard_url"], "hi", "{:?}", answer.body);
-    let answer = provision(&rt, "kv", json!({"kv": {"nested": [1, 2]}})).await;
+    let answer = provision(&rt, "python-rules", "kv", json!({"kv": {"nested": [1, 2]}})).await;
     assert_eq!(answer.status, StatusCode::CREATED);
     let bind = json!({"service_id": "python-rules-service", "plan_id": "python-rules-plan"});
     let bound = rt
@@ -330,7 +340,7 @@ async fn each_python_exception_class_gives_its_osb_error() {
 async fn a_python_infinite_loop_and_memory_bomb_are_cut_by_the_limits() {
     let rt = rules().await;
     let started = std::time::Instant::now();
-    let looped = provision(&rt, "loop", json!({"loop": true})).await;
+    let looped = provision(&rt, "python-rules", "loop", json!({"loop": true})).await;
     assert_eq!(looped.status, StatusCode::INTERNAL_SERVER_ERROR);
     let description = looped.body["description"].as_str().unwrap();
     assert!(
@@ -339,7 +349,7 @@ async fn a_python_infinite_loop_and_memory_bomb_are_cut_by_the_limits() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 
-    let bomb = provision(&rt, "bomb", json!({"bomb": true})).await;
+    let bomb = provision(&rt, "python-rules", "bomb", json!({"bomb": true})).await;
     assert_eq!(bomb.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(
         bomb.body["description"]
@@ -351,16 +361,13 @@ async fn a_python_infinite_loop_and_memory_bomb_are_cut_by_the_limits() {
     );
 
     // Neither left the broker unable to serve.
-    let fine = provision(&rt, "after", json!({})).await;
+    let fine = provision(&rt, "python-rules", "after", json!({})).await;
     assert_eq!(fine.status, StatusCode::CREATED, "{:?}", fine.body);
 }
 
 #[tokio::test]
 async fn python_http_reaches_only_the_granted_host() {
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = api.local_addr().unwrap().port();
-    let app = axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
-    tokio::spawn(async move { axum::serve(api, app).await });
+    let port = brokerbox_tests::ping_api().await;
     let extra = format!("[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\n");
     let rt = runtime(&[(
         "python-rules",
@@ -369,11 +376,11 @@ async fn python_http_reaches_only_the_granted_host() {
     )])
     .await;
     let url = format!("http://127.0.0.1:{port}/ping");
-    let fetched = provision(&rt, "h-1", json!({"fetch": url})).await;
+    let fetched = provision(&rt, "python-rules", "h-1", json!({"fetch": url})).await;
     assert_eq!(fetched.status, StatusCode::CREATED, "{:?}", fetched.body);
     assert_eq!(fetched.body["dashboard_url"], "200 pong");
     let denied = format!("http://127.0.0.1:{}/ping", port + 1);
-    let refused = provision(&rt, "h-2", json!({"fetch": denied})).await;
+    let refused = provision(&rt, "python-rules", "h-2", json!({"fetch": denied})).await;
     assert_eq!(
         refused.status,
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -412,68 +419,34 @@ async fn a_python_long_operation_gets_its_operation_data_back_as_a_dict() {
     assert_eq!(done.body["description"], "done after 2 polls");
 }
 
-async fn js_provision(rt: &TestRuntime, id: &str, parameters: Value) -> brokerbox::client::Answer {
-    let body = json!({
-        "service_id": "js-rules-service",
-        "plan_id": "js-rules-plan",
-        "parameters": parameters,
-    });
-    rt.osb(
-        Method::PUT,
-        "js-rules",
-        &format!("/v2/service_instances/{id}"),
-        Some(body),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn javascript_errors_limits_and_outbound_fetch() {
     // A local "cloud API" on 127.0.0.1, allowlisted by host and port.
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = api.local_addr().unwrap().port();
-    let app = axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
-    tokio::spawn(async move { axum::serve(api, app).await });
+    let port = brokerbox_tests::ping_api().await;
     let extra = format!(
         "[limits]\ncall_timeout_ms = 3000\n[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\n"
     );
     let rt = runtime(&[("js-rules", guests::JS_RULES, &manifest("js-rules", &extra))]).await;
 
-    for (i, (class, status, error)) in [
+    let cases = [
         ("BadRequest", 400, None),
         ("Gone", 410, None),
         ("RequiresApp", 422, Some("RequiresApp")),
         ("Unprocessable", 422, None),
         ("TypeError", 500, None),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let answer = js_provision(&rt, &format!("e-{i}"), json!({"throw": class})).await;
-        assert_eq!(answer.status.as_u16(), status, "{class}: {:?}", answer.body);
-        assert_eq!(
-            answer.body["error"].as_str(),
-            error,
-            "{class}: {:?}",
-            answer.body
-        );
-        let description = answer.body["description"].as_str().unwrap();
-        assert!(
-            description.contains(&format!("threw {class}")),
-            "{class}: {description}"
-        );
-    }
+    ];
+    assert_error_classes(&rt, "js-rules", ("throw", "threw"), &cases).await;
 
     // An async operation with `fetch`: the granted host answers, another port is refused.
     let url = format!("http://127.0.0.1:{port}/ping");
-    let fetched = js_provision(&rt, "f-1", json!({"fetch": url})).await;
+    let fetched = provision(&rt, "js-rules", "f-1", json!({"fetch": url})).await;
     assert_eq!(fetched.status, StatusCode::CREATED, "{:?}", fetched.body);
     assert_eq!(
         fetched.body["metadata"],
         json!({"labels": {"status": "200"}, "attributes": {"body": "pong"}})
     );
     let denied = format!("http://127.0.0.1:{}/ping", port + 1);
-    let refused = js_provision(&rt, "f-2", json!({"fetch": denied})).await;
+    let refused = provision(&rt, "js-rules", "f-2", json!({"fetch": denied})).await;
     assert_eq!(
         refused.status,
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -482,7 +455,7 @@ async fn javascript_errors_limits_and_outbound_fetch() {
     );
 
     // An infinite loop ends at the CPU budget.
-    let looped = js_provision(&rt, "loop", json!({"loop": true})).await;
+    let looped = provision(&rt, "js-rules", "loop", json!({"loop": true})).await;
     assert_eq!(looped.status, StatusCode::INTERNAL_SERVER_ERROR);
     let description = looped.body["description"].as_str().unwrap();
     assert!(

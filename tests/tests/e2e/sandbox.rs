@@ -472,10 +472,7 @@ async fn outbound_http_reaches_only_allowlisted_hosts() {
     );
 
     // A local "cloud API" on 127.0.0.1, allowlisted by host and port.
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = api.local_addr().unwrap().port();
-    let app = axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
-    tokio::spawn(async move { axum::serve(api, app).await });
+    let port = brokerbox_tests::ping_api().await;
     let extra = format!("[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\n");
     let rt = TestRuntime::start(&[("caps", guests::CAPABILITY_BROKER, &manifest("caps", &extra))])
         .await
