@@ -77,7 +77,9 @@ export interface LastOperationRequest {
 }
 
 export interface InstanceResult { dashboardUrl?: string; metadata?: Json }
+/** What `binding(...)` makes: a finished bind with more than credentials. */
 export interface Binding {
+  __binding: true;
   credentials?: Json; syslogDrainUrl?: string; routeServiceUrl?: string;
   volumeMounts?: { driver: string; containerDir: string; mode: "r" | "rw"; volumeId: string; deviceType?: string; mountConfig?: Json }[];
   endpoints?: { host: string; ports: string[]; protocol?: string }[];
@@ -89,6 +91,8 @@ export type OperationState =
   | { __state: "succeeded"; description?: string; binding?: Binding | Json; instance?: InstanceResult }
   | { __state: "failed"; description: string; instanceUsable?: boolean; updateRepeatable?: boolean };
 
+/** A finished bind with more than credentials; a plain object from `bind` is the credentials. */
+export function binding(fields: Omit<Binding, "__binding">): Binding;
 /** A long operation: the runtime answers 202 and polls `lastOperation`. */
 export function accepted(operationData?: unknown, instance?: InstanceResult): Accepted;
 export function inProgress(description?: string, operationData?: unknown): OperationState;

@@ -45,6 +45,11 @@ export const Internal = errorClass("Internal", "internal");
 export function accepted(operationData = "", { dashboardUrl, metadata } = {}) {
   return { __accepted: true, operationData, dashboardUrl, metadata };
 }
+/** A finished bind with more than credentials (`endpoints`, `volumeMounts`, `expiresAt`, ...);
+ *  a plain object returned from `bind` is the credentials alone. */
+export function binding(fields) {
+  return { __binding: true, ...fields };
+}
 /** A long operation still running. */
 export function inProgress(description, operationData) {
   return { __state: "in-progress", description, operationData };
@@ -226,14 +231,13 @@ function witInstanceResponse(answer) {
   return { tag: "done", val: witInstance(answer) };
 }
 function witBinding(b) {
-  const binding = b && (b.credentials !== undefined || b.endpoints || b.volumeMounts || b.syslogDrainUrl || b.routeServiceUrl)
-    ? b
-    : { credentials: b };
+  // A plain object is the credentials, whatever its keys; `binding(...)` says more.
+  const full = b && b.__binding ? b : { credentials: b };
   return {
-    credentials: dumps(binding.credentials),
-    syslogDrainUrl: binding.syslogDrainUrl,
-    routeServiceUrl: binding.routeServiceUrl,
-    volumeMounts: (binding.volumeMounts ?? []).map((m) => ({
+    credentials: dumps(full.credentials),
+    syslogDrainUrl: full.syslogDrainUrl,
+    routeServiceUrl: full.routeServiceUrl,
+    volumeMounts: (full.volumeMounts ?? []).map((m) => ({
       driver: m.driver,
       containerDir: m.containerDir,
       mode: m.mode === "rw" ? "rw" : "r",
@@ -241,9 +245,9 @@ function witBinding(b) {
       volumeId: m.volumeId,
       mountConfig: dumps(m.mountConfig),
     })),
-    endpoints: (binding.endpoints ?? []).map((e) => ({ host: e.host, ports: e.ports ?? [], protocol: e.protocol })),
-    expiresAt: binding.expiresAt,
-    renewBefore: binding.renewBefore,
+    endpoints: (full.endpoints ?? []).map((e) => ({ host: e.host, ports: e.ports ?? [], protocol: e.protocol })),
+    expiresAt: full.expiresAt,
+    renewBefore: full.renewBefore,
   };
 }
 function witDelete(answer) {

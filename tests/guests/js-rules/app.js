@@ -2,7 +2,7 @@
 // end-to-end tests can check the JavaScript SDK's errors, async operations and outbound HTTP:
 // {"throw": "Conflict"} throws that SDK error class (or "TypeError");
 // {"fetch": URL} fetches URL (an async operation) and answers its status and body as metadata;
-// {"loop": true} spins forever.
+// {"loop": true} spins forever. bind answers credentials with a key named `endpoints`.
 import * as sdk from "brokerbox";
 import { Broker, exportBroker } from "brokerbox";
 
@@ -33,6 +33,11 @@ class Rules extends Broker {
       })();
     }
     return undefined;
+  }
+
+  // Credentials whose keys look like a binding's own fields are still only credentials.
+  bind({ instanceId }) {
+    return { endpoints: "a credential named endpoints", instance: instanceId };
   }
 
   deprovision() {}

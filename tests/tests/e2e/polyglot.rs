@@ -437,6 +437,18 @@ async fn javascript_errors_limits_and_outbound_fetch() {
     ];
     assert_error_classes(&rt, "js-rules", ("throw", "threw"), &cases).await;
 
+    // A plain object from `bind` is the credentials, whatever its keys.
+    let created = provision(&rt, "js-rules", "b-1", json!({})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let bind = json!({"service_id": "js-rules-service", "plan_id": "js-rules-plan"});
+    let path = "/v2/service_instances/b-1/service_bindings/b";
+    let bound = rt.osb(Method::PUT, "js-rules", path, Some(bind)).await;
+    assert_eq!(bound.status, StatusCode::CREATED, "{:?}", bound.body);
+    assert_eq!(
+        bound.body["credentials"],
+        json!({"endpoints": "a credential named endpoints", "instance": "b-1"})
+    );
+
     // An async operation with `fetch`: the granted host answers, another port is refused.
     let url = format!("http://127.0.0.1:{port}/ping");
     let fetched = provision(&rt, "js-rules", "f-1", json!({"fetch": url})).await;
