@@ -50,6 +50,30 @@ enum Command {
         /// Basic-auth password.
         #[arg(long, env = "BROKERBOX_CHECK_PASSWORD")]
         password: String,
+        /// Also run the `[[examples]]` of this manifest (NAME.toml) as acceptance tests: each
+        /// one's provision, bind, credentials schema, unbind and deprovision.
+        #[arg(long, value_name = "MANIFEST")]
+        examples: Option<std::path::PathBuf>,
+    },
+    /// Makes a new broker project (manifest, source, build config, README) that builds and
+    /// passes `brokerbox check --examples` as generated.
+    New(crate::author::new::NewArgs),
+    /// Builds the broker project in DIR with its language's pinned tool, checks the result as
+    /// the runtime would, and writes build/NAME.wasm and build/NAME.toml.
+    Build {
+        /// The project's directory.
+        #[arg(default_value = ".")]
+        dir: std::path::PathBuf,
+    },
+    /// Builds and serves the project on localhost, rebuilding and reloading on every save.
+    Dev(crate::author::dev::DevArgs),
+    /// Checks a component and its manifest offline, as the runtime does before a version goes
+    /// live (world, catalog and schemas, manifest, limits, examples).
+    Validate {
+        /// The component, NAME.wasm.
+        wasm: std::path::PathBuf,
+        /// Its manifest (default: NAME.toml beside it).
+        manifest: Option<std::path::PathBuf>,
     },
 }
 
@@ -70,13 +94,19 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let command = Cli::parse_from(args).command;
+    // The runtime's own lines matter when it serves; the tools print their own results.
+    let default_level = match command {
+        Command::Serve(_) | Command::Dev(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse_from(args).command {
+    match command {
         Command::Serve(mut config) => {
             config.read_config_file()?;
             serve(config).await
@@ -100,12 +130,43 @@ where
             url,
             user,
             password,
+            examples,
         } => {
-            let report = crate::check::run(&url, &user, &password).await?;
+            let examples = match examples {
+                Some(path) => crate::manifest::Manifest::load(&path)?.examples,
+                None => Vec::new(),
+            };
+            let report = crate::check::run(&url, &user, &password, &examples).await?;
             print!("{}", report.render());
             if report.failed() > 0 {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::New(args) => {
+            let dir = crate::author::new::create(&args)?;
+            println!(
+                "made {} ({}) in {}",
+                args.name,
+                args.lang.title(),
+                dir.display()
+            );
+            println!("next: cd {} && brokerbox dev", dir.display());
+            Ok(())
+        }
+        Command::Build { dir } => {
+            let project = crate::author::Project::find(&dir)?;
+            let valid = crate::author::build::build(&project).await?;
+            println!("{valid}");
+            println!("wrote {} and its manifest", project.wasm().display());
+            Ok(())
+        }
+        Command::Dev(args) => crate::author::dev::run(args).await,
+        Command::Validate { wasm, manifest } => {
+            let manifest =
+                manifest.unwrap_or_else(|| crate::author::validate::manifest_beside(&wasm));
+            let valid = crate::author::validate::validate(&wasm, &manifest, None, None).await?;
+            println!("{valid}");
             Ok(())
         }
     }
@@ -127,7 +188,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

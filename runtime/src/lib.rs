@@ -23,6 +23,7 @@
 
 pub(crate) mod admin;
 pub mod auth;
+pub mod author;
 pub mod catalog;
 pub mod check;
 pub mod cli;

@@ -28,6 +28,97 @@ pub struct Manifest {
     /// environment reaches it.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// Acceptance tests: `brokerbox check --examples` runs each one's whole life cycle.
+    #[serde(default)]
+    pub examples: Vec<Example>,
+}
+
+/// One `[[examples]]` entry: a life cycle that must work (provision with these parameters,
+/// bind, credentials matching the schema, unbind, deprovision).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Example {
+    /// Names the example in reports.
+    pub name: String,
+    /// The plan, by name or id.
+    pub plan: String,
+    /// The service, by name or id (needed only when several services have a plan so named).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The provision's `parameters`.
+    #[serde(default)]
+    pub provision_parameters: Option<serde_json::Value>,
+    /// The bind's `parameters`.
+    #[serde(default)]
+    pub bind_parameters: Option<serde_json::Value>,
+    /// A JSON Schema the binding's credentials must satisfy.
+    #[serde(default)]
+    pub credentials_schema: Option<serde_json::Value>,
+}
+
+impl Example {
+    /// The `(service id, plan id)` this example provisions, found in `catalog` (the OSB
+    /// catalog JSON).
+    ///
+    /// # Errors
+    /// A sentence naming what is not in the catalog, or what is ambiguous.
+    pub fn find_plan(&self, catalog: &serde_json::Value) -> Result<(String, String), String> {
+        let id_or_name = |v: &serde_json::Value, wanted: &str| {
+            v["id"].as_str() == Some(wanted) || v["name"].as_str() == Some(wanted)
+        };
+        let mut found = Vec::new();
+        for service in catalog["services"].as_array().into_iter().flatten() {
+            if self
+                .service
+                .as_deref()
+                .is_some_and(|s| !id_or_name(service, s))
+            {
+                continue;
+            }
+            for plan in service["plans"].as_array().into_iter().flatten() {
+                if id_or_name(plan, &self.plan) {
+                    let id =
+                        |v: &serde_json::Value| v["id"].as_str().unwrap_or_default().to_string();
+                    found.push((id(service), id(plan)));
+                }
+            }
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(format!(
+                "example {:?}: no plan {:?}{} in the catalog",
+                self.name,
+                self.plan,
+                self.service
+                    .as_deref()
+                    .map(|s| format!(" of service {s:?}"))
+                    .unwrap_or_default()
+            )),
+            _ => Err(format!(
+                "example {:?}: several services have a plan {:?}: name one with `service`",
+                self.name, self.plan
+            )),
+        }
+    }
+}
+
+/// The ways `value` breaks the JSON Schema `schema` (none when it satisfies it).
+pub fn schema_problems(schema: &serde_json::Value, value: &serde_json::Value) -> Vec<String> {
+    match jsonschema::validator_for(schema) {
+        Err(e) => vec![format!("the schema is not a valid JSON Schema: {e}")],
+        Ok(validator) => validator
+            .iter_errors(value)
+            .take(10)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
+            })
+            .collect(),
+    }
 }
 
 /// Default time an asynchronous request waits for the guest before answering 202: quick
@@ -207,6 +298,23 @@ impl Manifest {
         manifest.operations.validate().map_err(anyhow::Error::msg)?;
         if manifest.grants.files_quota_bytes == 0 || manifest.grants.files_quota_count == 0 {
             bail!("grants.files_quota_bytes and grants.files_quota_count must be positive");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for example in &manifest.examples {
+            if !names.insert(example.name.as_str()) {
+                bail!(
+                    "two examples are named {:?}: give each its own name",
+                    example.name
+                );
+            }
+            if let Some(schema) = &example.credentials_schema {
+                jsonschema::validator_for(schema).map_err(|e| {
+                    anyhow::anyhow!(
+                        "example {:?}: credentials_schema is not a valid JSON Schema: {e}",
+                        example.name
+                    )
+                })?;
+            }
         }
         Ok(manifest)
     }

@@ -293,6 +293,11 @@ impl Loader {
             .map_err(|e| anyhow::anyhow!("broker {name}: catalog failed: {e}"))?;
         let catalog = CheckedCatalog::new(catalog)
             .map_err(|e| anyhow::anyhow!("broker {name}: invalid catalog: {e}"))?;
+        for example in &manifest.examples {
+            example
+                .find_plan(catalog.json())
+                .map_err(|e| anyhow::anyhow!("broker {name}: invalid manifest: {e}"))?;
+        }
         tracing::info!(broker = %name, %version, "loaded broker");
         Ok(LoadedBroker {
             name,

@@ -61,14 +61,20 @@ impl Report {
     }
 }
 
-/// Checks the broker at `url` (the URL a platform registers, before `/v2`).
+/// Checks the broker at `url` (the URL a platform registers, before `/v2`), then runs each of
+/// `examples` (a manifest's `[[examples]]`) as an acceptance test.
 ///
 /// # Errors
 /// Only when the broker cannot be reached at all or its catalog is unusable; every rule it
 /// breaks is a failed case in the report instead.
-pub async fn run(url: &str, username: &str, password: &str) -> anyhow::Result<Report> {
+pub async fn run(
+    url: &str,
+    username: &str,
+    password: &str,
+    examples: &[crate::manifest::Example],
+) -> anyhow::Result<Report> {
     let client = Client::new(url, username, password)?;
     let mut report = Report::default();
-    cases::run_all(&client, &mut report).await?;
+    cases::run_all(&client, &mut report, examples).await?;
     Ok(report)
 }

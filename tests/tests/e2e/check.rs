@@ -13,7 +13,7 @@ async fn check_reports_no_failure_for_the_examples() {
 /// Runs `brokerbox check` against broker `name` of `rt` (credentials `NAME`/`NAME-secret`) and
 /// asserts it found no failure in at least `cases` cases.
 pub(crate) async fn assert_check_passes(rt: &TestRuntime, name: &str, cases: usize) {
-    let report = brokerbox::check::run(&rt.url(name), name, &format!("{name}-secret"))
+    let report = brokerbox::check::run(&rt.url(name), name, &format!("{name}-secret"), &[])
         .await
         .unwrap();
     let rendered = report.render();
@@ -30,7 +30,7 @@ async fn check_passes_on_a_broker_with_schemas_maintenance_info_and_required_app
     let rt = TestRuntime::start(&[("rules", guests::RULES_BROKER, &manifest("rules", ""))])
         .await
         .unwrap();
-    let report = brokerbox::check::run(&rt.url("rules"), "rules", "rules-secret")
+    let report = brokerbox::check::run(&rt.url("rules"), "rules", "rules-secret", &[])
         .await
         .unwrap();
     assert_eq!(report.failed(), 0, "{}", report.render());
@@ -44,7 +44,7 @@ async fn check_passes_on_a_broker_with_schemas_maintenance_info_and_required_app
 async fn check_finds_a_broken_broker() {
     // A "broker" that answers 200 with an empty object to everything.
     let app = axum_like_server().await;
-    let report = brokerbox::check::run(&app, "u", "p").await;
+    let report = brokerbox::check::run(&app, "u", "p", &[]).await;
     assert!(report.is_err() || report.unwrap().failed() > 0);
 }
 

@@ -4,6 +4,7 @@
 
 mod bindings;
 mod catalog;
+mod examples;
 mod life_cycle;
 mod refusals;
 
@@ -102,13 +103,18 @@ pub(super) fn expect_success(
     ok
 }
 
-/// Runs every case against the broker behind `c`.
-pub async fn run_all(c: &Client, r: &mut Report) -> anyhow::Result<()> {
+/// Runs every case against the broker behind `c`, then each of `examples`.
+pub async fn run_all(
+    c: &Client,
+    r: &mut Report,
+    examples: &[crate::manifest::Example],
+) -> anyhow::Result<()> {
     let catalog = catalog::catalog(c, r).await?;
     catalog::headers(c, r).await?;
     let target = pick(&catalog).context("the catalog has no service with a plan")?;
     refusals::refused_provisions(c, r, &target).await?;
-    life_cycle::life_cycle(c, r, &target).await
+    life_cycle::life_cycle(c, r, &target).await?;
+    examples::run_examples(c, r, &catalog, examples).await
 }
 
 /// Whether `plan` can be provisioned without parameters (its create schema requires none).
