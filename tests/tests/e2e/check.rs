@@ -1,6 +1,6 @@
 //! `brokerbox check` against the example brokers, over real HTTP: it must find 0 failures.
 
-use brokerbox_tests::{guests, manifest, TestRuntime};
+use brokerbox_tests::{guests, manifest, repo_root, TestRuntime};
 
 #[tokio::test]
 async fn check_reports_no_failure_for_the_examples() {
@@ -10,13 +10,34 @@ async fn check_reports_no_failure_for_the_examples() {
     }
 }
 
-/// Runs `brokerbox check` against broker `name` of `rt` (credentials `NAME`/`NAME-secret`) and
-/// asserts it found no failure in at least `cases` cases.
+/// Runs `brokerbox check` against broker `name` of `rt` (credentials `NAME`/`NAME-secret`),
+/// with the `[[examples]]` of `examples/NAME/NAME.toml`, and asserts it found no failure in at
+/// least `cases` cases, every example's whole life cycle among them.
 pub(crate) async fn assert_check_passes(rt: &TestRuntime, name: &str, cases: usize) {
-    let report = brokerbox::check::run(&rt.url(name), name, &format!("{name}-secret"), &[])
+    let manifest = repo_root().join(format!("examples/{name}/{name}.toml"));
+    let examples = brokerbox::manifest::Manifest::load(&manifest)
+        .unwrap()
+        .examples;
+    assert!(!examples.is_empty(), "{name} ships no [[examples]]");
+    let report = brokerbox::check::run(&rt.url(name), name, &format!("{name}-secret"), &examples)
         .await
         .unwrap();
     let rendered = report.render();
+    for example in &examples {
+        for step in [
+            "provision",
+            "bind",
+            "credentials match the schema",
+            "unbind",
+            "deprovision",
+        ] {
+            let case = format!("example {}: {step}", example.name);
+            assert!(
+                report.cases.iter().any(|c| c.name == case && c.passed),
+                "{name}: no passed case {case:?}:\n{rendered}"
+            );
+        }
+    }
     assert_eq!(report.failed(), 0, "{name}:\n{rendered}");
     assert!(
         report.passed() >= cases,
@@ -38,6 +59,54 @@ async fn check_passes_on_a_broker_with_schemas_maintenance_info_and_required_app
     assert!(names.contains(&"update: plan change on a plan that is not plan_updateable → 422"));
     assert!(names
         .contains(&"provision: foreign maintenance_info.version → 422 MaintenanceInfoConflict"));
+}
+
+#[tokio::test]
+async fn an_example_whose_credentials_break_its_schema_or_whose_plan_is_missing_fails() {
+    let rt = TestRuntime::examples().await.unwrap();
+    let examples = brokerbox::manifest::Manifest::parse(
+        r#"
+[credentials]
+username = "u"
+password = "p"
+
+[[examples]]
+name = "wants a password"
+plan = "small"
+credentials_schema = { type = "object", required = ["password"] }
+
+[[examples]]
+name = "no such plan"
+plan = "huge"
+"#,
+    )
+    .unwrap()
+    .examples;
+    let report = brokerbox::check::run(
+        &rt.url("file-broker"),
+        "file-broker",
+        "file-broker-secret",
+        &examples,
+    )
+    .await
+    .unwrap();
+    let rendered = report.render();
+    let failed: Vec<_> = report.cases.iter().filter(|c| !c.passed).collect();
+    assert_eq!(failed.len(), 2, "{rendered}");
+    assert_eq!(
+        failed[0].name, "example wants a password: credentials match the schema",
+        "{rendered}"
+    );
+    assert!(failed[0].detail.contains("password"), "{rendered}");
+    assert!(failed[1].detail.contains("no plan \"huge\""), "{rendered}");
+    // The failing example still cleaned up after itself: its unbind and deprovision passed.
+    for step in ["unbind", "deprovision"] {
+        let case = format!("example wants a password: {step}");
+        assert!(
+            report.cases.iter().any(|c| c.name == case && c.passed),
+            "{rendered}"
+        );
+    }
 }
 
 #[tokio::test]

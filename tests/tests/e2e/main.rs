@@ -2,6 +2,7 @@
 //! binary (modules below) keeps link time down.
 
 mod admin;
+mod author;
 mod book;
 mod check;
 mod conformance;
