@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Where the Rust SDK crate is when `--sdk` is not given: the repository this binary was built
 /// from (`cargo install --path runtime` keeps pointing at it).
-const DEFAULT_RUST_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk");
+const DEFAULT_RUST_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk/rust");
 
 /// Options of `brokerbox new`.
 #[derive(Debug, Clone, clap::Args)]
@@ -100,7 +100,7 @@ pub fn create(args: &NewArgs) -> anyhow::Result<PathBuf> {
             .with_context(|| {
                 format!(
                 "the Rust SDK (crate brokerbox-sdk) is not at {}: pass --sdk PATH to its directory \
-                 (guest-sdk/ in the brokerbox repository)",
+                 (guest-sdk/rust in the brokerbox repository)",
                 sdk.display()
             )
             })?;

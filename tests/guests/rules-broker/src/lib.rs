@@ -15,7 +15,6 @@ use serde_json::json;
 struct RulesBroker;
 
 fn strict_plan() -> Plan {
-    let mut plan = Plan::new("strict-plan", "strict", "Checked parameters");
     let schema = |properties: serde_json::Value, required: &[&str]| {
         let mut schema = json!({ "$schema": "http://json-schema.org/draft-04/schema#",
                                  "type": "object", "properties": properties });
@@ -24,8 +23,8 @@ fn strict_plan() -> Plan {
         }
         schema
     };
-    plan.schemas = Some(
-        json!({
+    Plan::new("strict-plan", "strict", "Checked parameters")
+        .schemas(json!({
             "service_instance": {
                 "create": { "parameters": schema(json!({ "size": { "type": "integer", "minimum": 1, "maximum": 10 } }), &["size"]) },
                 "update": { "parameters": schema(json!({ "size": { "type": "integer" } }), &[]) },
@@ -33,34 +32,27 @@ fn strict_plan() -> Plan {
             "service_binding": {
                 "create": { "parameters": schema(json!({ "role": { "enum": ["r", "rw"] } }), &[]) },
             },
-        })
-        .to_string(),
-    );
-    plan.maintenance_info = Some(MaintenanceInfo {
-        version: "1.2.0".into(),
-        description: None,
-    });
-    plan.binding_rotatable = Some(true);
-    plan
+        }))
+        .maintenance_info(MaintenanceInfo::new("1.2.0"))
+        .binding_rotatable(true)
 }
 
 impl Broker for RulesBroker {
     fn catalog() -> Result<ServiceCatalog, BrokerError> {
-        let mut stuck = Plan::new("stuck-plan", "stuck", "Never finishes");
-        stuck.maximum_polling_duration = Some(1);
+        let stuck = Plan::new("stuck-plan", "stuck", "Never finishes").maximum_polling_duration(1);
         let rules = Service::new("rules-service", "rules", "Rules")
             .bindable(true)
             .retrievable(true, true)
             .plan(strict_plan())
             .plan(Plan::new("other-plan", "other", "Plain"))
             .plan(stuck);
-        let mut flexible = Service::new("flexible-service", "flexible", "Updates freely")
+        let flexible = Service::new("flexible-service", "flexible", "Updates freely")
             .bindable(true)
             .plan_updateable(true)
             .retrievable(true, true)
+            .allow_context_updates(true)
             .plan(Plan::new("one-plan", "one", "One"))
             .plan(Plan::new("two-plan", "two", "Two"));
-        flexible.allow_context_updates = true;
         Ok(ServiceCatalog::new(vec![rules, flexible]))
     }
 

@@ -52,14 +52,18 @@ pub mod log;
 pub use builders::{config, files_dir};
 pub use json::{to_json, RequestJson};
 
-/// The wit-bindgen output for the `brokerbox:broker/broker` world. Not a stable API: use the
+/// The wit-bindgen output for the `brokerbox:broker/broker-http` world (the contract plus the
+/// `wasi:http` import the [`http`] helper uses; the WIT is vendored in the crate's `wit/`). Not a stable API: use the
 /// re-exports at the crate root.
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "broker",
-        path: "../wit",
+        world: "broker-http",
+        path: "wit",
+        // The WASI interfaces the world imports (wasi:http and what it uses) get bindings
+        // of their own here: the SDK needs no other WASI crate.
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_broker_world",
         default_bindings_module: "::brokerbox_sdk::bindings",
