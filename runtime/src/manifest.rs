@@ -339,4 +339,59 @@ mod tests {
         assert!(Manifest::parse("[credentials]\nusername = \"\"\npassword = \"p\"\n").is_err());
         assert!(Manifest::parse("").is_err());
     }
+
+    #[test]
+    fn examples_need_unique_names_and_valid_schemas_and_find_their_plan() {
+        let base = "[credentials]\nusername = \"u\"\npassword = \"p\"\n";
+        let example = |name: &str, extra: &str| {
+            format!("[[examples]]\nname = \"{name}\"\nplan = \"small\"\n{extra}")
+        };
+        let twice = format!("{base}{}{}", example("a", ""), example("a", ""));
+        let error = Manifest::parse(&twice).unwrap_err().to_string();
+        assert!(error.contains("two examples are named \"a\""), "{error}");
+        let bad = format!(
+            "{base}{}",
+            example("b", "credentials_schema = { type = 5 }\n")
+        );
+        let error = Manifest::parse(&bad).unwrap_err().to_string();
+        assert!(
+            error.contains("credentials_schema is not a valid JSON Schema"),
+            "{error}"
+        );
+
+        let good = format!(
+            "{base}{}",
+            example("c", "provision_parameters = { size = 2 }\n")
+        );
+        let manifest = Manifest::parse(&good).unwrap();
+        let example = &manifest.examples[0];
+        assert_eq!(
+            example.provision_parameters,
+            Some(serde_json::json!({ "size": 2 }))
+        );
+        let catalog = serde_json::json!({ "services": [
+            { "id": "s1", "name": "one", "plans": [{ "id": "p1", "name": "small" }] },
+            { "id": "s2", "name": "two", "plans": [{ "id": "p2", "name": "small" }] },
+        ]});
+        let error = example.find_plan(&catalog).unwrap_err();
+        assert!(error.contains("several services"), "{error}");
+        let mut pinned = example.clone();
+        pinned.service = Some("two".into());
+        assert_eq!(
+            pinned.find_plan(&catalog).unwrap(),
+            ("s2".into(), "p2".into())
+        );
+        pinned.plan = "huge".into();
+        let error = pinned.find_plan(&catalog).unwrap_err();
+        assert!(
+            error.contains("no plan \"huge\" of service \"two\""),
+            "{error}"
+        );
+        assert!(schema_problems(
+            &serde_json::json!({ "required": ["x"] }),
+            &serde_json::json!({})
+        )
+        .iter()
+        .any(|p| p.contains("x")));
+    }
 }

@@ -119,7 +119,7 @@ fn with_hint(error: anyhow::Error, lang: Option<Lang>) -> anyhow::Error {
                 .to_string(),
         })
     } else if text.contains("is not a valid WebAssembly component")
-        && (text.contains("core module") || text.contains("component-model"))
+        && text.contains("wasm module with a component parser")
     {
         Some(
             "this is a core WebAssembly module, not a component: build for the \

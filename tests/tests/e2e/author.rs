@@ -190,6 +190,16 @@ async fn validate_gives_the_runtimes_reasons() {
     );
     assert!(text.contains("2 example(s)"), "{text}");
 
+    // A core module (built for the wrong target) is not a component.
+    std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    std::fs::copy(&shipped, dir.path().join("core.toml")).unwrap();
+    let (output, text) = run(dir.path(), &["validate", "core.wasm"]).await;
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("not a component: build for the wasm32-wasip2 target"),
+        "{text}"
+    );
+
     let manifest = std::fs::read_to_string(&shipped).unwrap();
     let broken = [
         (
