@@ -97,8 +97,16 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         let engine = new_engine_with(variant.allocation)?;
         tickers.push(EpochTicker::start(engine.clone()));
         let sandbox = Sandbox::with_engine(engine, ComponentCache::in_memory());
+        // As a manifest's `files = true` grants it: the directory with its quota (whose file
+        // calls write on the calling thread).
+        let quota = brokerbox::sandbox::files_quota::FilesQuota::new(
+            files.path().to_path_buf(),
+            brokerbox::sandbox::files_quota::DEFAULT_QUOTA_BYTES,
+            brokerbox::sandbox::files_quota::DEFAULT_QUOTA_COUNT,
+        );
         let grants = Grants {
             files_dir: Some(files.path().to_path_buf()),
+            files_quota: Some(std::sync::Arc::new(quota)),
             ..Grants::default()
         };
         let guest = Guest::load(
