@@ -5,6 +5,23 @@ use super::life_cycle::finish;
 use super::*;
 use crate::manifest::Example;
 
+/// Sends one step of an example (`accepts_incomplete=true`), follows a 202 at `poll`, and
+/// records `WHAT: step`. Returns the answer when the step succeeded.
+async fn step(
+    c: &Client,
+    r: &mut Report,
+    name: String,
+    request: (Method, String),
+    body: Option<&Value>,
+    poll: &str,
+) -> anyhow::Result<Option<Answer>> {
+    let (method, path) = request;
+    let answer = c.call(method, &path, body).await?;
+    let ok = finish(c, r, &name, &answer, poll).await?;
+    r.record(name, ok, answer.summary());
+    Ok(ok.then_some(answer))
+}
+
 /// Runs every example against the broker whose catalog is `catalog`.
 pub(in crate::check) async fn run_examples(
     c: &Client,
@@ -43,28 +60,26 @@ async fn run_one(
     if let Some(parameters) = &example.provision_parameters {
         body["parameters"] = parameters.clone();
     }
-    let provisioned = c
-        .call(
-            Method::PUT,
-            &format!("{instance}?accepts_incomplete=true"),
-            Some(&body),
-        )
-        .await?;
-    let ok = finish(c, r, &format!("{what}: provision"), &provisioned, &instance).await?;
-    r.record(format!("{what}: provision"), ok, provisioned.summary());
-    if !ok {
+    let put = (Method::PUT, format!("{instance}?accepts_incomplete=true"));
+    let provision = format!("{what}: provision");
+    if step(c, r, provision, put, Some(&body), &instance)
+        .await?
+        .is_none()
+    {
         return Ok(());
     }
     bind_unbind(c, r, what, example, service, plan, &instance).await?;
-    let deleted = c
-        .call(
-            Method::DELETE,
-            &format!("{instance}?accepts_incomplete=true&service_id={service}&plan_id={plan}"),
-            None,
-        )
-        .await?;
-    let ok = finish(c, r, &format!("{what}: deprovision"), &deleted, &instance).await?;
-    r.record(format!("{what}: deprovision"), ok, deleted.summary());
+    let query = format!("accepts_incomplete=true&service_id={service}&plan_id={plan}");
+    let delete = (Method::DELETE, format!("{instance}?{query}"));
+    step(
+        c,
+        r,
+        format!("{what}: deprovision"),
+        delete,
+        None,
+        &instance,
+    )
+    .await?;
     Ok(())
 }
 
@@ -83,18 +98,10 @@ async fn bind_unbind(
     if let Some(parameters) = &example.bind_parameters {
         body["parameters"] = parameters.clone();
     }
-    let bound = c
-        .call(
-            Method::PUT,
-            &format!("{binding}?accepts_incomplete=true"),
-            Some(&body),
-        )
-        .await?;
-    let done = finish(c, r, &format!("{what}: bind"), &bound, &binding).await?;
-    r.record(format!("{what}: bind"), done, bound.summary());
-    if !done {
+    let put = (Method::PUT, format!("{binding}?accepts_incomplete=true"));
+    let Some(bound) = step(c, r, format!("{what}: bind"), put, Some(&body), &binding).await? else {
         return Ok(());
-    }
+    };
     // A binding made asynchronously hands its credentials out on GET.
     let result = if bound.status == StatusCode::ACCEPTED {
         c.call(Method::GET, &binding, None).await?
@@ -114,14 +121,8 @@ async fn bind_unbind(
             format!("{} in {credentials}", problems.join("; ")),
         );
     }
-    let unbound = c
-        .call(
-            Method::DELETE,
-            &format!("{binding}?accepts_incomplete=true&service_id={service}&plan_id={plan}"),
-            None,
-        )
-        .await?;
-    let ok = finish(c, r, &format!("{what}: unbind"), &unbound, &binding).await?;
-    r.record(format!("{what}: unbind"), ok, unbound.summary());
+    let query = format!("accepts_incomplete=true&service_id={service}&plan_id={plan}");
+    let delete = (Method::DELETE, format!("{binding}?{query}"));
+    step(c, r, format!("{what}: unbind"), delete, None, &binding).await?;
     Ok(())
 }
