@@ -4,7 +4,6 @@
 use crate::{Runtime, ServeConfig};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// Hosts Open Service Broker brokers compiled to WebAssembly components.
 #[derive(Parser)]
@@ -12,6 +11,15 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr are written: text, or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "BROKERBOX_LOG_FORMAT"
+    )]
+    log_format: crate::telemetry::logs::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -94,22 +102,30 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let command = Cli::parse_from(args).command;
+    let cli = Cli::parse_from(args);
+    let command = cli.command;
     // The runtime's own lines matter when it serves; the tools print their own results.
     let default_level = match command {
         Command::Serve(_) | Command::Dev(_) => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let traces = match &command {
+        Command::Serve(config) => (config.otlp_endpoint.as_deref())
+            .filter(|e| !e.is_empty())
+            .map(crate::telemetry::traces::Traces::start)
+            .transpose()?,
+        _ => None,
+    };
+    crate::telemetry::logs::init(cli.log_format, default_level, traces.as_ref());
     match command {
         Command::Serve(mut config) => {
             config.read_config_file()?;
-            serve(config).await
+            let served = serve(config).await;
+            if let Some(traces) = traces {
+                // Sends the last batch; blocking, so off the async threads.
+                let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+            }
+            served
         }
         Command::HashPassword => {
             let mut password = String::new();
@@ -180,11 +196,23 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let listen = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
     for broker in runtime.generation().all() {
         let url = format!("http://{listen}/brokers/{}", broker.name);
         tracing::info!(broker = %broker.name, %url, "serving");
     }
-    runtime.serve(listener, shutdown_signal()).await
+    runtime.log_summary(listen, metrics_listener.as_ref());
+    runtime
+        .serve_with(listener, metrics_listener, shutdown_signal())
+        .await
 }
 
 /// Completes on Ctrl-C or SIGTERM.

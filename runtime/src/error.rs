@@ -16,9 +16,10 @@ pub enum ApiError {
     /// 400: malformed or invalid request.
     #[error("{0}")]
     BadRequest(String),
-    /// 401: missing or wrong credentials.
+    /// 401: missing or wrong credentials. The reason is logged, never sent (a client learns
+    /// nothing about which part was wrong, or whether the broker exists).
     #[error("missing or invalid credentials for this broker")]
-    Unauthorized,
+    Unauthorized(&'static str),
     /// 401 on the admin API: missing or unknown bearer token.
     #[error("missing or invalid admin token: send Authorization: Bearer TOKEN with an operator or tenant token of the runtime's config")]
     BadToken,
@@ -68,7 +69,7 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, Option<&'static str>) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
-            ApiError::Unauthorized | ApiError::BadToken => (StatusCode::UNAUTHORIZED, None),
+            ApiError::Unauthorized(_) | ApiError::BadToken => (StatusCode::UNAUTHORIZED, None),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, None),
@@ -91,6 +92,11 @@ impl ApiError {
     }
 }
 
+/// Why a request failed, as the request's log line tells it: the description sent, and for a
+/// 401 what was wrong with the credentials. Carried on the response as an extension.
+#[derive(Debug, Clone)]
+pub struct Reason(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
@@ -102,9 +108,14 @@ impl IntoResponse for ApiError {
             Some(code) => json!({ "error": code, "description": description }),
             None => json!({ "description": description }),
         };
+        let reason = match &self {
+            ApiError::Unauthorized(why) => format!("{description}: {why}"),
+            _ => description,
+        };
         let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(Reason(reason));
         let challenge = match self {
-            ApiError::Unauthorized => Some("Basic realm=\"brokerbox\""),
+            ApiError::Unauthorized(_) => Some("Basic realm=\"brokerbox\""),
             ApiError::BadToken => Some("Bearer realm=\"brokerbox-admin\""),
             _ => None,
         };

@@ -19,7 +19,8 @@
 //!
 //! Around them: [`config`] (every setting), [`server`] and [`cli`] (starting a runtime),
 //! [`watch`] (`--watch`), [`catalog`] and [`manifest`] (what a broker declares), [`auth`],
-//! [`client`] (the one OSB client) and [`check`] (the conformance checker).
+//! [`client`] (the one OSB client), [`check`] (the conformance checker) and [`telemetry`]
+//! (health, metrics, logs and traces: each layer owns its counters, registered together).
 
 pub(crate) mod admin;
 pub mod auth;
@@ -38,6 +39,7 @@ pub mod reload;
 pub mod sandbox;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod watch;
 
 pub use server::{RunningServer, Runtime, ServeConfig};

@@ -272,6 +272,7 @@ impl Loader {
             manifest.limits.clone(),
         );
         let guest_name = name.clone();
+        let tenant = manifest.tenant.clone();
         // Compiling takes CPU for a while: keep it off the threads that answer requests, and
         // take turns with other brokers' compiles (the permit goes with the compile, so it is
         // released when the compile ends even if this load is dropped).
@@ -279,6 +280,7 @@ impl Loader {
         let guest = tokio::task::spawn_blocking(move || {
             let _turn = turn;
             Guest::load(&sandbox, &guest_name, &label, &wasm, limits, grants)
+                .map(|guest| guest.with_tenant(tenant.as_deref()))
         })
         .await??;
         // Under a load-time deadline of its own: a catalog that stalls fails the load quickly

@@ -25,6 +25,9 @@ pub struct Runtime {
     brokers_dir: PathBuf,
     _ticker: crate::sandbox::EpochTicker,
     shutdown_grace: Duration,
+    telemetry: crate::telemetry::TelemetryState,
+    /// What the start-up summary says about the state store (no credentials).
+    store_label: String,
 }
 
 /// The admin API's state, when the config file has an `[admin]` table.
@@ -81,6 +84,8 @@ impl Runtime {
             (config.artifacts_dir.clone()).unwrap_or_else(|| data_dir.join("artifacts"));
         let components = crate::sandbox::cache::ComponentCache::on_disk(&artifacts)?;
         let sandbox = crate::sandbox::Sandbox::new(components, config.max_instances)?;
+        let (calls, lanes) = (sandbox.calls.clone(), sandbox.lanes.metrics.clone());
+        let engine = sandbox.engine.clone();
         let ticker = crate::sandbox::EpochTicker::start(sandbox.engine.clone());
         let tenants = &config.runtime_config.tenants;
         let loader = Loader {
@@ -94,6 +99,25 @@ impl Runtime {
         let dir = config.brokers_dir.clone();
         let reloader = Arc::new(Reloader::new(loader, brokers.clone(), dir, id.clone()));
         reloader.start_up(config.strict).await?;
+        let requests = crate::telemetry::metrics::RequestMetrics::default();
+        let metrics = crate::telemetry::metrics::Metrics::new(crate::telemetry::metrics::Parts {
+            requests: requests.clone(),
+            calls,
+            lanes,
+            reloads: reloader.metrics.clone(),
+            store: store.metrics(),
+        });
+        let health = crate::telemetry::health::Health::new(
+            store.clone(),
+            brokers.clone(),
+            reloader.clone(),
+            engine,
+        )?;
+        let telemetry = crate::telemetry::TelemetryState {
+            health: Arc::new(health),
+            metrics: Arc::new(metrics),
+            metrics_token: config.runtime_config.metrics.token.clone(),
+        };
         let ops = ops::OpsState {
             brokers,
             store,
@@ -104,7 +128,10 @@ impl Runtime {
             state: AppState {
                 ops,
                 config: config.edge(),
+                requests,
             },
+            telemetry,
+            store_label: store_label(&url),
             reloader,
             watch: config.watch,
             brokers_dir: config.brokers_dir.clone(),
@@ -123,6 +150,33 @@ impl Runtime {
         self.reloader.clone()
     }
 
+    /// Logs what an operator checks first: where it listens, the store, the brokers serving
+    /// and quarantined, and whether watch, the admin API, metrics and traces are on.
+    pub fn log_summary(&self, listen: SocketAddr, metrics: Option<&TcpListener>) {
+        let metrics_at = match metrics.and_then(|l| l.local_addr().ok()) {
+            Some(addr) => format!("http://{addr}/metrics"),
+            None => format!("http://{listen}/metrics"),
+        };
+        let quarantined = self.reloader.problems().len();
+        tracing::info!(
+            listen = %listen,
+            store = %self.store_label,
+            brokers = self.generation().all().count(),
+            quarantined,
+            watch = self.watch,
+            admin = self.admin.is_some(),
+            metrics = %metrics_at,
+            metrics_token = self.telemetry.metrics_token.is_some(),
+            "brokerbox {} ready",
+            env!("CARGO_PKG_VERSION")
+        );
+        if quarantined > 0 {
+            for (name, problem) in self.reloader.problems() {
+                tracing::warn!(broker = %name, "quarantined or refused: {}", problem.error);
+            }
+        }
+    }
+
     /// Serves the OSB API on `listener` until `shutdown` completes: then stops accepting,
     /// lets running requests and guest calls finish up to the shutdown grace, and leaves what
     /// is still running to recovery (its operations stay in progress, leased to this runtime).
@@ -132,6 +186,20 @@ impl Runtime {
     pub async fn serve(
         self,
         listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// [`Runtime::serve`], with `/metrics`, `/healthz` and `/readyz` on `metrics_listener`
+    /// instead of `listener` when given.
+    ///
+    /// # Errors
+    /// When a listener fails.
+    pub async fn serve_with(
+        self,
+        listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let stop_worker = CancellationToken::new();
@@ -153,9 +221,25 @@ impl Runtime {
             None => crate::admin::disabled_router(),
         };
         router = router.merge(admin.layer(axum::middleware::from_fn(osb::json_errors)));
+        let separate = metrics_listener.is_some();
+        router = router.merge(crate::telemetry::router(self.telemetry.clone(), !separate));
+        let stopping = CancellationToken::new();
+        let metrics_server = metrics_listener.map(|listener| {
+            let app = crate::telemetry::router(self.telemetry.clone(), true);
+            let stop = stopping.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        });
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
+        stopping.cancel();
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
         stop_worker.cancel();
         let _ = worker.await;
         let tasks = &self.state.ops.runtime.tasks;
@@ -173,10 +257,24 @@ impl Runtime {
     }
 }
 
+/// The state store's URL as logs show it: the backend and where, never a password.
+fn store_label(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.starts_with("postgres") => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let host = host.split_once('?').map_or(host, |(host, _)| host);
+            format!("{scheme}://{host}")
+        }
+        _ => url.split_once('?').map_or(url, |(url, _)| url).to_string(),
+    }
+}
+
 /// A runtime serving in the background (for tests and embedding).
 pub struct RunningServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when `metrics_listen` moved it off `addr`.
+    pub metrics_addr: Option<SocketAddr>,
     /// Its reloader.
     pub reloader: Arc<Reloader>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -193,12 +291,18 @@ impl RunningServer {
         let reloader = runtime.reloader();
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(runtime.serve(listener, async {
+        let task = tokio::spawn(runtime.serve_with(listener, metrics, async {
             let _ = rx.await;
         }));
         Ok(RunningServer {
             addr,
+            metrics_addr,
             reloader,
             shutdown: Some(tx),
             task,

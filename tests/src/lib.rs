@@ -258,3 +258,90 @@ pub async fn send_osb(
         .expect("the runtime answers");
     (answer.status, answer.body)
 }
+
+/// A TCP proxy on loopback in front of `upstream` (a database, say) that a test can cut off
+/// and restore, to see how the runtime lives through an outage.
+pub struct CutProxy {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The generation of connections: bumping it closes every older one.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl CutProxy {
+    /// Starts forwarding to `upstream` (`HOST:PORT`).
+    pub async fn start(upstream: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let accepting = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut generation = rx.clone();
+                let born = *generation.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = generation.wait_for(|g| *g != born) => {}
+                    }
+                });
+            }
+        });
+        CutProxy {
+            addr,
+            open,
+            generation: tx,
+        }
+    }
+
+    /// Closes every forwarded connection and refuses new ones until [`CutProxy::restore`].
+    pub fn cut_off(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The value of the Prometheus sample `name` whose labels are exactly `labels`, in the text
+/// `metrics` (0 when there is no such series).
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    wanted.sort();
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        let mut have: Vec<String> = if series_labels.is_empty() {
+            Vec::new()
+        } else {
+            series_labels.split(',').map(str::to_string).collect()
+        };
+        have.sort();
+        if have == wanted {
+            return value.parse().expect("a number");
+        }
+    }
+    0.0
+}

@@ -14,6 +14,26 @@ pub struct RuntimeConfig {
     /// The tenants.
     #[serde(default)]
     pub tenants: Vec<Tenant>,
+    /// `/metrics` settings.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` table.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// When set, `/metrics` answers only `Authorization: Bearer TOKEN` with this token.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.token.as_ref().map(|_| "<redacted>");
+        f.debug_struct("MetricsConfig")
+            .field("token", &token)
+            .finish()
+    }
 }
 
 /// The `[admin]` table.

@@ -75,6 +75,14 @@ pub struct ServeConfig {
     /// pipelines), instead of quarantining it and serving the others.
     #[arg(long)]
     pub strict: bool,
+    /// Serve `/metrics` (and `/healthz`, `/readyz`) on this address only, not on the OSB
+    /// listener: e.g. an address only the monitoring network reaches.
+    #[arg(long, env = "BROKERBOX_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Export traces to the OpenTelemetry collector at this URL, over OTLP/HTTP with protobuf
+    /// (e.g. http://127.0.0.1:4318; `/v1/traces` is added unless given).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// The config file's contents (see [`ServeConfig::read_config_file`]).
     #[arg(skip)]
     pub runtime_config: RuntimeConfig,
@@ -96,6 +104,8 @@ impl ServeConfig {
             max_instances: MAX_LIVE_INSTANCES,
             config_file: None,
             strict: false,
+            metrics_listen: None,
+            otlp_endpoint: None,
             runtime_config: RuntimeConfig::default(),
         }
     }

@@ -6,6 +6,7 @@
 use super::run::joined;
 use super::{execute, OpContext, OpError, Settled, StoredCall};
 use crate::store::{BindingRecord, InstanceRecord, ResourceState, StoreError};
+use tracing::Instrument as _;
 
 /// A resource to create, as it is stored while its create runs.
 pub enum NewResource {
@@ -46,7 +47,7 @@ pub async fn create(
     stored: StoredCall,
 ) -> Result<Created, OpError> {
     let tasks = ctx.state.runtime.tasks.clone();
-    joined(tasks.spawn(create_now(ctx, resource, stored))).await
+    joined(tasks.spawn(create_now(ctx, resource, stored).in_current_span())).await
 }
 
 async fn create_now(
@@ -103,7 +104,7 @@ pub async fn change(
     target_plan: Option<String>,
 ) -> Result<Settled, OpError> {
     let tasks = ctx.state.runtime.tasks.clone();
-    joined(tasks.spawn(change_now(ctx, stored, state, target_plan))).await
+    joined(tasks.spawn(change_now(ctx, stored, state, target_plan).in_current_span())).await
 }
 
 async fn change_now(

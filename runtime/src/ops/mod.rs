@@ -27,3 +27,20 @@ pub use lifecycle::{change, create, Created, Existing, NewResource};
 pub use outcome::{failure_effect, Settled};
 pub use poll::{expire_if_overdue, poll_guest};
 pub use run::{execute, run};
+
+/// The span of one step (`run` or `poll`) of operation `op`: its broker, kind, id and
+/// attempt, so a trace shows each operation and the guest calls it made.
+pub(crate) fn operation_span(
+    op: &crate::store::OperationRecord,
+    step: &'static str,
+) -> tracing::Span {
+    tracing::info_span!(
+        "operation",
+        otel.name = %format_args!("{} {step}", op.kind.as_str()),
+        broker = %op.broker,
+        kind = op.kind.as_str(),
+        operation = %op.id,
+        attempt = op.attempts,
+        step,
+    )
+}

@@ -5,6 +5,7 @@ use super::outcome::{failure_effect, Answer, Settled};
 use super::{calls, OpContext, OpError, StoredCall};
 use crate::store::{OperationRecord, OperationState, Outcome, StoreError};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 /// How often a request waiting for an operation it cannot answer asynchronously re-reads it.
 const WAIT_INTERVAL: Duration = Duration::from_millis(20);
@@ -29,7 +30,8 @@ pub async fn execute(
         settings.sync_deadline() + Duration::from_secs(5)
     };
     let id = op.id.clone();
-    let task = ctx.state.runtime.tasks.spawn(run(ctx.clone(), op, stored));
+    // The task keeps the request's span as its parent (one trace per request).
+    let task = (ctx.state.runtime.tasks).spawn(run(ctx.clone(), op, stored).in_current_span());
     match tokio::time::timeout(window, joined(task)).await {
         Ok(settled) => settled,
         // The call goes on in the background; the platform polls for it.
@@ -51,8 +53,17 @@ pub(super) async fn joined<T>(
     })
 }
 
-/// Makes the guest call of `op` and persists its outcome.
+/// Makes the guest call of `op` and persists its outcome, in an `operation` span.
 pub async fn run(
+    ctx: OpContext,
+    op: OperationRecord,
+    stored: StoredCall,
+) -> Result<Settled, OpError> {
+    let span = super::operation_span(&op, "run");
+    run_in_span(ctx, op, stored).instrument(span).await
+}
+
+async fn run_in_span(
     ctx: OpContext,
     op: OperationRecord,
     stored: StoredCall,

@@ -11,6 +11,7 @@ use super::{failure_effect, poll_guest, run, OpContext, OpsState, StoredCall};
 use crate::store::{OperationRecord, Outcome};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// How often the worker looks for due polls and orphaned operations (it also wakes when an
 /// operation is accepted).
@@ -76,9 +77,10 @@ async fn sweep(state: &OpsState, dead_owner: Option<&str>, started_at: i64) -> a
             .await?
         {
             let state = state.clone();
+            let span = super::operation_span(&op, "poll");
             runtime
                 .tasks
-                .spawn(async move { poll_one(state, op).await });
+                .spawn(async move { poll_one(state, op).await }.instrument(span));
         }
     }
     for op in state

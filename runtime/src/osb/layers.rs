@@ -1,10 +1,14 @@
-//! Layers around every OSB route: the request identity (log span and echo), and a last
-//! guard that turns any error answered without a JSON body into an OSB error body.
+//! Layers around every OSB route: each request's identity (the platform's, or one made up),
+//! span, log line and metrics; and a last guard that turns any error answered without a JSON
+//! body into an OSB error body.
 
 use super::request::REQUEST_IDENTITY;
-use crate::error::ApiError;
-use axum::extract::Request;
+use super::AppState;
+use crate::error::{ApiError, Reason};
+use crate::telemetry::metrics::EndpointLabels;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -12,28 +16,93 @@ use tracing::Instrument;
 /// Most of a non-JSON error body kept as the OSB description: as much as of a guest's.
 use crate::sandbox::MAX_DESCRIPTION_BYTES;
 
-/// Puts the request identity and broker on the request's log span and echoes the identity on
-/// the response.
-pub async fn request_identity(request: Request, next: Next) -> Response {
-    let identity = request.headers().get(REQUEST_IDENTITY).cloned();
-    let shown = identity
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
-    let broker = request
-        .uri()
-        .path()
-        .strip_prefix("/brokers/")
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("-")
-        .to_string();
-    let span = tracing::info_span!("osb", %broker, request = %shown, method = %request.method(), path = %request.uri().path());
-    let mut response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| tracing::info!(status = response.status().as_u16(), "answered"));
-    if let Some(identity) = identity {
-        response.headers_mut().insert(REQUEST_IDENTITY, identity);
+/// The OSB endpoint a request is for, from its method and route template.
+fn endpoint(method: &Method, route: &str) -> &'static str {
+    let resource = if route.ends_with("/catalog") {
+        "catalog"
+    } else if route.ends_with("/service_bindings/{binding_id}/last_operation") {
+        "binding_last_operation"
+    } else if route.ends_with("/last_operation") {
+        "instance_last_operation"
+    } else if route.ends_with("/service_bindings/{binding_id}") {
+        "binding"
+    } else if route.ends_with("/service_instances/{instance_id}") {
+        "instance"
+    } else {
+        return "other";
+    };
+    match (resource, method.as_str()) {
+        ("instance", "PUT") => "provision",
+        ("instance", "PATCH") => "update",
+        ("instance", "DELETE") => "deprovision",
+        ("instance", "GET") => "fetch_instance",
+        ("binding", "PUT") => "bind",
+        ("binding", "DELETE") => "unbind",
+        ("binding", "GET") => "fetch_binding",
+        ("instance" | "binding", _) => "other",
+        (resource, _) => resource,
     }
+}
+
+/// Runs an OSB request in its span (broker, tenant, request identity, route), logs one line
+/// when it is answered (status, duration and, for an error, why), counts it, and echoes the
+/// request identity, made up when the platform sent none (the guest and the logs see the same).
+pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let identity = match request.headers().get(REQUEST_IDENTITY) {
+        Some(identity) => identity.clone(),
+        None => {
+            let made = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a valid header value");
+            request.headers_mut().insert(REQUEST_IDENTITY, made.clone());
+            made
+        }
+    };
+    let shown = identity.to_str().unwrap_or("(not ASCII)").to_string();
+    let name = (request.uri().path().strip_prefix("/brokers/"))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    // Only the names of brokers that serve become labels: any other name is "".
+    let (broker, tenant) = match state.ops.brokers.get(name) {
+        Some(b) => (
+            b.name.clone(),
+            b.manifest.tenant.clone().unwrap_or_default(),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let route = (request.extensions().get::<MatchedPath>())
+        .map_or_else(|| "-".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    let endpoint = endpoint(&method, &route);
+    let span = tracing::info_span!(
+        "osb",
+        otel.name = %format_args!("{method} {endpoint}"),
+        otel.kind = "server",
+        broker = %broker,
+        tenant = %tenant,
+        request = %shown,
+        method = %method,
+        route = %route,
+        status = tracing::field::Empty,
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    span.record("status", status);
+    let duration_ms = took.as_secs_f64() * 1000.0;
+    let reason = response.extensions().get::<Reason>().map(|r| r.0.as_str());
+    span.in_scope(|| match reason {
+        Some(reason) if status >= 500 => tracing::warn!(status, duration_ms, reason, "answered"),
+        Some(reason) => tracing::info!(status, duration_ms, reason, "answered"),
+        None => tracing::info!(status, duration_ms, "answered"),
+    });
+    let labels = EndpointLabels {
+        broker,
+        tenant,
+        endpoint,
+    };
+    state.requests.observe(labels, status, took);
+    response.headers_mut().insert(REQUEST_IDENTITY, identity);
     response
 }
 

@@ -32,6 +32,8 @@ pub struct AppState {
     pub ops: crate::ops::OpsState,
     /// Edge settings.
     pub config: EdgeConfig,
+    /// Where requests are counted.
+    pub requests: crate::telemetry::metrics::RequestMetrics,
 }
 
 /// The router of the OSB API of every hosted broker.
@@ -68,7 +70,10 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(middleware::from_fn(layers::json_errors))
-        .layer(middleware::from_fn(layers::request_identity))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            layers::observe,
+        ))
         .with_state(state)
 }
 

@@ -41,7 +41,8 @@ impl FromRequestParts<AppState> for Osb {
             .strip_prefix("/brokers/")
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_default();
-        let broker = state.ops.brokers.get(name).ok_or(ApiError::Unauthorized)?;
+        let broker = (state.ops.brokers.get(name))
+            .ok_or(ApiError::Unauthorized("no broker of this name serves"))?;
         check_auth(&parts.headers, &broker).await?;
         check_version(&parts.headers)?;
         let params = RawPathParams::from_request_parts(parts, state)
@@ -101,15 +102,18 @@ async fn check_auth(headers: &HeaderMap, broker: &LoadedBroker) -> Result<(), Ap
     let encoded = header(headers, "authorization")
         .ok()
         .flatten()
-        .and_then(|v| v.strip_prefix("Basic "))
-        .ok_or(ApiError::Unauthorized)?;
+        .ok_or(ApiError::Unauthorized("no Authorization header"))?
+        .strip_prefix("Basic ")
+        .ok_or(ApiError::Unauthorized(
+            "the Authorization header is not Basic",
+        ))?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
-        .map_err(|_| ApiError::Unauthorized)?;
+        .map_err(|_| ApiError::Unauthorized("the Basic credentials are not base64"))?;
     if crate::auth::verify(&broker.manifest.credentials, &broker.verified, decoded).await {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized)
+        Err(ApiError::Unauthorized("wrong user name or password"))
     }
 }
 

@@ -91,6 +91,8 @@ pub struct Reloader {
     /// Held only for the swap of a new generation (no guest call or compile under it).
     swap: Mutex<()>,
     problems: Mutex<BTreeMap<String, Problem>>,
+    /// Versions accepted and refused.
+    pub metrics: crate::telemetry::metrics::ReloadMetrics,
 }
 
 /// A version refused (now or before); the message says how to force it.
@@ -118,6 +120,7 @@ impl Reloader {
             locks: Mutex::default(),
             swap: Mutex::default(),
             problems: Mutex::default(),
+            metrics: crate::telemetry::metrics::ReloadMetrics::default(),
         }
     }
 
@@ -277,6 +280,7 @@ impl Reloader {
             Ok(files) => self.offer_locked(name, files, source, force).await,
             Err(error) => Err(error),
         };
+        self.count(name, &result);
         match &result {
             Ok(_) => self.set_problem(name, None),
             Err(error) => {
@@ -304,6 +308,25 @@ impl Reloader {
             }
         }
         result
+    }
+
+    /// Counts a decision under the broker's name when it serves (or `""`: names that never
+    /// served are not kept as series, whatever uploads come).
+    fn count(&self, name: &str, result: &anyhow::Result<Reloaded>) {
+        let result = match result {
+            Ok(Reloaded::Unchanged) => return,
+            Ok(_) => "accepted",
+            Err(_) => "refused",
+        };
+        let serving = self.brokers.current().get(name);
+        let labels = crate::telemetry::metrics::ReloadLabels {
+            broker: serving.as_ref().map_or("", |b| &b.name).to_string(),
+            tenant: (serving.as_ref())
+                .and_then(|b| b.manifest.tenant.clone())
+                .unwrap_or_default(),
+            result,
+        };
+        self.metrics.reloads.get_or_create(&labels).inc();
     }
 
     async fn offer_locked(

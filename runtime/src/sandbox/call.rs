@@ -47,6 +47,33 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The outcome label of a call that ended with this error.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            CallError::Broker(_) => "broker_error",
+            CallError::FuelExhausted(_) => "fuel",
+            CallError::Timeout(_) => "deadline",
+            CallError::MemoryLimit(_) => "memory",
+            CallError::TooMuchData(_) => "output_cap",
+            CallError::StackOverflow | CallError::Trap(_) => "trap",
+            CallError::Busy(_) => "busy",
+            CallError::Host(_) => "host_error",
+        }
+    }
+
+    /// The limit that stopped the call, when one did.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            CallError::FuelExhausted(_) => Some("fuel"),
+            CallError::Timeout(_) => Some("deadline"),
+            CallError::MemoryLimit(_) => Some("memory"),
+            CallError::TooMuchData(_) => Some("output_cap"),
+            CallError::StackOverflow => Some("stack"),
+            CallError::Busy(_) => Some("concurrency"),
+            _ => None,
+        }
+    }
+
     /// Classifies an error from wasmtime into the limit or fault that caused it.
     /// `fuel` and `hostcall_bytes` are the call's limits, named in the errors they cause.
     pub fn from_wasmtime(error: &wasmtime::Error, fuel: u64, hostcall_bytes: usize) -> Self {

@@ -27,6 +27,10 @@ pub struct Guest {
     live: super::slots::LiveSlots,
     /// Where long-running calls take turns.
     lanes: super::lanes::Lanes,
+    /// The broker and tenant its metrics are labelled with.
+    labels: crate::telemetry::metrics::BrokerLabels,
+    /// Where its calls are counted.
+    metrics: crate::telemetry::metrics::CallMetrics,
 }
 
 /// One call into the guest's `osb` interface: the one call type between the operation layer
@@ -136,7 +140,16 @@ impl Guest {
             slots,
             live: sandbox.live.clone(),
             lanes: sandbox.lanes.clone(),
+            labels: crate::telemetry::metrics::BrokerLabels::new(name, None),
+            metrics: sandbox.calls.clone(),
         })
+    }
+
+    /// This guest, its calls counted under `tenant`.
+    #[must_use]
+    pub fn with_tenant(mut self, tenant: Option<&str>) -> Self {
+        self.labels = crate::telemetry::metrics::BrokerLabels::new(&self.name, tenant);
+        self
     }
 
     /// The limits applied to every call.
@@ -168,12 +181,57 @@ impl Guest {
     operation!(/// Asks how a long operation is going.
         last_operation(LastOperationRequest) -> OperationState, Operation via LastOperation);
 
-    /// Runs one request in a fresh store under the broker's limits.
+    /// Runs one request in a fresh store under the broker's limits, in a `guest_call` span,
+    /// counted by outcome with its duration and fuel.
     ///
     /// # Errors
     /// [`CallError::Broker`] when the broker refused; another [`CallError`] when a limit or a
     /// fault stopped the call.
     pub async fn call(&self, info: &CallInfo, request: Request) -> Result<Response, CallError> {
+        use tracing::Instrument;
+        let call = request.name();
+        let span = tracing::info_span!(
+            "guest_call",
+            broker = %self.name,
+            tenant = %self.labels.tenant,
+            call,
+            request = info.request_identity.as_deref().unwrap_or("-"),
+            outcome = tracing::field::Empty,
+        );
+        // Counts the call even when it is dropped half-way (a client that went away).
+        let mut record = CallRecord {
+            guest: self,
+            call,
+            started: std::time::Instant::now(),
+            outcome: "cancelled",
+            fuel: None,
+        };
+        let result = self
+            .run(info, request, &mut record.fuel)
+            .instrument(span.clone())
+            .await;
+        record.outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.outcome(),
+        };
+        span.record("outcome", record.outcome);
+        if let Err(error) = &result {
+            if let Some(limit) = error.limit() {
+                span.in_scope(|| tracing::warn!(limit, "guest call stopped: {error}"));
+            } else if !matches!(error, CallError::Broker(_)) {
+                span.in_scope(|| tracing::warn!("guest call failed: {error}"));
+            }
+        }
+        result
+    }
+
+    /// [`Guest::call`] itself; sets `fuel` to what the call used once it ran.
+    async fn run(
+        &self,
+        info: &CallInfo,
+        request: Request,
+        fuel: &mut Option<u64>,
+    ) -> Result<Response, CallError> {
         // Bounds what the host allocates lifting one host call's arguments or the result.
         let hostcall_bytes = match request {
             Request::ServiceCatalog => MAX_CATALOG_HOSTCALL_BYTES,
@@ -191,17 +249,22 @@ impl Guest {
             .map_err(|_| CallError::Busy(deadline_ms))?;
         let deadline = deadline.saturating_sub(waiting.elapsed());
         let outcome = tokio::time::timeout(deadline, invoke(&self.pre, &mut store, request)).await;
+        *fuel = Some(
+            self.limits
+                .fuel
+                .saturating_sub(store.get_fuel().unwrap_or(0)),
+        );
         self.forward_output(&mut store);
         match outcome {
             Err(_elapsed) => Err(CallError::Timeout(deadline_ms)),
             Ok(Err(_)) if store.data().limits.memory_refused => {
                 Err(CallError::MemoryLimit(self.limits.memory_mib))
             }
-            Ok(Err(error)) => {
-                let error = CallError::from_wasmtime(&error, self.limits.fuel, hostcall_bytes);
-                tracing::warn!(broker = %self.name, "guest call failed: {error}");
-                Err(error)
-            }
+            Ok(Err(error)) => Err(CallError::from_wasmtime(
+                &error,
+                self.limits.fuel,
+                hostcall_bytes,
+            )),
             // Guest text is capped here, where it enters the host.
             Ok(Ok(Err(refusal))) => Err(CallError::Broker(super::call::cap_refusal(refusal))),
             Ok(Ok(Ok(Response::Operation(state)))) => {
@@ -264,6 +327,56 @@ impl Guest {
         let log = &mut store.data_mut().log;
         for line in text.lines() {
             log.write(super::bindings::brokerbox::broker::log::Level::Info, line);
+        }
+    }
+}
+
+/// Counts a guest call when dropped: by then it has ended, or was dropped half-way
+/// (`cancelled`).
+struct CallRecord<'a> {
+    guest: &'a Guest,
+    call: &'static str,
+    started: std::time::Instant,
+    outcome: &'static str,
+    fuel: Option<u64>,
+}
+
+impl Drop for CallRecord<'_> {
+    fn drop(&mut self) {
+        use crate::telemetry::metrics::{CallLabels, OutcomeLabels};
+        let (labels, metrics) = (&self.guest.labels, &self.guest.metrics);
+        let outcome = OutcomeLabels {
+            broker: labels.broker.clone(),
+            tenant: labels.tenant.clone(),
+            call: self.call,
+            outcome: self.outcome,
+        };
+        metrics.calls.get_or_create(&outcome).inc();
+        let call = CallLabels {
+            broker: outcome.broker,
+            tenant: outcome.tenant,
+            call: self.call,
+        };
+        (metrics.seconds.get_or_create(&call)).observe(self.started.elapsed().as_secs_f64());
+        if let Some(fuel) = self.fuel {
+            // Fuel counts are far below 2^53: exact as f64.
+            #[allow(clippy::cast_precision_loss)]
+            metrics.fuel.get_or_create(labels).observe(fuel as f64);
+        }
+    }
+}
+
+impl Request {
+    /// The guest function this request calls.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::ServiceCatalog => "catalog",
+            Request::Provision(_) => "provision",
+            Request::Update(_) => "update",
+            Request::Deprovision(_) => "deprovision",
+            Request::Bind(_) => "bind",
+            Request::Unbind(_) => "unbind",
+            Request::LastOperation(_) => "last_operation",
         }
     }
 }

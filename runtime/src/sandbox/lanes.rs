@@ -22,6 +22,8 @@ pub const LONG_CALL_SLICE_FUEL: u64 = 100_000;
 #[derive(Clone)]
 pub struct Lanes {
     permits: Arc<Semaphore>,
+    /// How long calls waited for a lane.
+    pub metrics: crate::telemetry::metrics::LaneMetrics,
 }
 
 impl Lanes {
@@ -29,6 +31,7 @@ impl Lanes {
     pub fn new(count: usize) -> Self {
         Lanes {
             permits: Arc::new(Semaphore::new(count.max(1))),
+            metrics: crate::telemetry::metrics::LaneMetrics::default(),
         }
     }
 
@@ -74,10 +77,13 @@ impl CallTurns {
         }
         let permits = lanes.permits.clone();
         let held = self.held.clone();
+        let waits = lanes.metrics.waits.clone();
         UpdateDeadline::YieldCustom(
             1,
             Box::pin(async move {
+                let started = std::time::Instant::now();
                 if let Ok(permit) = permits.acquire_owned().await {
+                    waits.observe(started.elapsed().as_secs_f64());
                     *held.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
                 }
             }),

@@ -45,6 +45,8 @@ pub struct Sandbox {
     /// Compiles that may run at once (one per core): reloads of different brokers run side
     /// by side, so many uploads at once must not take every core and much memory each.
     pub compiles: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Every guest call's outcome, duration and fuel.
+    pub calls: crate::telemetry::metrics::CallMetrics,
 }
 
 impl Sandbox {
@@ -72,6 +74,7 @@ impl Sandbox {
             components: std::sync::Arc::new(components),
             lanes: lanes::Lanes::for_this_machine(),
             compiles: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
+            calls: crate::telemetry::metrics::CallMetrics::default(),
         }
     }
 }

@@ -195,10 +195,33 @@ pub trait BrokerBook: Send + Sync {
     async fn purge_broker(&self, broker: &str) -> Result<Purged, StoreError>;
 }
 
-/// Durable state of all brokers: every part of the store, behind one object.
-pub trait StateStore: ResourceStore + OperationStore + KvStore + BrokerBook {}
+/// What the operator's view reads: whether the store answers, and how much each broker holds.
+#[async_trait::async_trait]
+pub trait StoreHealth: Send + Sync {
+    /// Answers once the database answers one trivial query.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Instances, bindings and operations of every broker.
+    async fn census(&self) -> Result<Census, StoreError>;
+    /// The store's latency and operation-duration metrics (shared: updating them updates
+    /// the store's).
+    fn metrics(&self) -> crate::telemetry::metrics::StoreMetrics;
+}
 
-impl<T: ResourceStore + OperationStore + KvStore + BrokerBook> StateStore for T {}
+/// How much each broker holds, as [`StoreHealth::census`] read it.
+#[derive(Debug, Clone, Default)]
+pub struct Census {
+    /// Instances per broker.
+    pub instances: Vec<(String, u64)>,
+    /// Bindings per broker.
+    pub bindings: Vec<(String, u64)>,
+    /// Operations per broker, kind and state.
+    pub operations: Vec<(String, OperationKind, OperationState, u64)>,
+}
+
+/// Durable state of all brokers: every part of the store, behind one object.
+pub trait StateStore: ResourceStore + OperationStore + KvStore + BrokerBook + StoreHealth {}
+
+impl<T: ResourceStore + OperationStore + KvStore + BrokerBook + StoreHealth> StateStore for T {}
 
 /// Now, in milliseconds since the Unix epoch (the stores' timestamps).
 pub fn now_ms() -> i64 {

@@ -15,3 +15,4 @@ mod reload;
 mod rules;
 mod sandbox;
 mod schema;
+mod telemetry;

@@ -18,6 +18,10 @@ pub struct RuntimeProcess {
     brokers_dir: PathBuf,
     state_url: Option<String>,
     extra: Vec<String>,
+    /// Environment variables set for the process.
+    envs: Vec<(String, String)>,
+    /// Where its stderr goes (inherited when `None`).
+    log: Option<PathBuf>,
 }
 
 /// A free loopback port (bound, then released for the process to take).
@@ -38,6 +42,19 @@ impl RuntimeProcess {
         state_url: Option<String>,
         extra: &[&str],
     ) -> Self {
+        Self::start_logged(data_dir, brokers_dir, state_url, extra, &[], None).await
+    }
+
+    /// [`RuntimeProcess::start`] with environment variables `envs` set and stderr written to
+    /// `log` (appended, across restarts).
+    pub async fn start_logged(
+        data_dir: &Path,
+        brokers_dir: &Path,
+        state_url: Option<String>,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
         let mut process = RuntimeProcess {
             child: None,
             addr: String::new(),
@@ -45,6 +62,10 @@ impl RuntimeProcess {
             brokers_dir: brokers_dir.to_path_buf(),
             state_url,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            envs: (envs.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            log: log.map(Path::to_path_buf),
         };
         process.spawn().await;
         process
@@ -63,8 +84,17 @@ impl RuntimeProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .kill_on_drop(true);
+        if let Some(log) = &self.log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("the log file opens");
+            command.stderr(file);
+        }
         if let Some(url) = &self.state_url {
             command.args(["--state", url]);
         }

@@ -243,6 +243,7 @@ impl Conn {
 pub(super) struct Pg {
     pool: sqlx::PgPool,
     relaxed: sqlx::PgPool,
+    metrics: crate::telemetry::metrics::StoreMetrics,
 }
 
 impl Pg {
@@ -268,6 +269,9 @@ pub(super) enum Durability {
     Committed,
 }
 
+/// How long a pooled PostgreSQL connection may sit idle before it is pinged on its next use.
+const PING_WHEN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A database the store runs on.
 pub(super) enum Db {
     /// Embedded SQLite.
@@ -290,9 +294,19 @@ impl Db {
                 sqlx::postgres::PgPoolOptions::new()
                     .max_connections(connections)
                     .acquire_timeout(std::time::Duration::from_secs(30))
-                    // No ping before each use (a round trip per query): a connection the
-                    // server closed fails its next query, and the pool replaces it.
+                    // No ping before each use (a round trip per query) while connections
+                    // are busy; one idle for a second is pinged first, so connections the
+                    // database (or the network) dropped during an outage are replaced
+                    // before a request meets them.
                     .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PING_WHEN_IDLE {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
             };
             let pool = options(16).connect(url).await?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
@@ -305,14 +319,38 @@ impl Db {
                 })
                 .connect(url)
                 .await?;
-            Ok(Db::Postgres(Pg { pool, relaxed }))
+            Ok(Db::Postgres(Pg {
+                pool,
+                relaxed,
+                metrics: crate::telemetry::metrics::StoreMetrics::default(),
+            }))
         } else {
             anyhow::bail!("unsupported state store {url:?}: use sqlite://PATH or postgres://...")
         }
     }
 
+    /// The store's metrics.
+    pub(super) fn metrics(&self) -> &crate::telemetry::metrics::StoreMetrics {
+        match self {
+            Db::Sqlite(sqlite) => &sqlite.metrics,
+            Db::Postgres(pg) => &pg.metrics,
+        }
+    }
+
     /// Runs one read-only query outside any write transaction.
     pub(super) async fn query<T>(
+        &self,
+        sql: &str,
+        args: &[Value<'_>],
+        decode: Decode<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let started = std::time::Instant::now();
+        let rows = self.query_untimed(sql, args, decode).await;
+        self.metrics().observe(false, started.elapsed());
+        rows
+    }
+
+    async fn query_untimed<T>(
         &self,
         sql: &str,
         args: &[Value<'_>],
@@ -341,6 +379,17 @@ impl Db {
         R: Send + 'static,
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<R, StoreError>> + Send + 'static,
     {
+        let started = std::time::Instant::now();
+        let result = self.write_untimed(durability, write).await;
+        self.metrics().observe(true, started.elapsed());
+        result
+    }
+
+    async fn write_untimed<R, F>(&self, durability: Durability, write: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<R, StoreError>> + Send + 'static,
+    {
         match self {
             Db::Sqlite(sqlite) => sqlite.write(durability, write).await,
             Db::Postgres(pg) => {
@@ -364,11 +413,16 @@ impl Db {
         args: Vec<Value<'static>>,
     ) -> Result<u64, StoreError> {
         match self {
-            Db::Postgres(pg) => pg_query(sql, &args)
-                .execute(pg.pool(durability))
-                .await
-                .map(|done| done.rows_affected())
-                .map_err(pg_error),
+            Db::Postgres(pg) => {
+                let started = std::time::Instant::now();
+                let done = pg_query(sql, &args)
+                    .execute(pg.pool(durability))
+                    .await
+                    .map(|done| done.rows_affected())
+                    .map_err(pg_error);
+                pg.metrics.observe(true, started.elapsed());
+                done
+            }
             Db::Sqlite(_) => {
                 self.write(durability, move |conn| {
                     Box::pin(async move { conn.execute(sql, &args).await })

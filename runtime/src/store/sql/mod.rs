@@ -9,13 +9,14 @@ use super::{
     BindingRecord, CurrentVersion, Effect, InstanceRecord, OperationKind, OperationRecord,
     OperationState, Outcome, Purged, ResourceState, StoreError, VersionRecord, VersionState,
 };
-use super::{BrokerBook, KvStore, OperationStore, ResourceStore};
+use super::{BrokerBook, Census, KvStore, OperationStore, ResourceStore, StoreHealth};
 
 use super::now_ms as now;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 mod book;
+mod census;
 mod db;
 mod kv;
 mod operations;

@@ -109,7 +109,16 @@ impl OperationStore for SqlStore {
         one(self
             .db
             .write_chain(Durability::OnDisk, finish, effects)
-            .await?)
+            .await?)?;
+        let took = u64::try_from(now().saturating_sub(op.created_at)).unwrap_or(0);
+        let labels = crate::telemetry::metrics::OperationLabels {
+            broker: op.broker.clone(),
+            kind: op.kind.as_str(),
+            state: outcome.state.as_str(),
+        };
+        (self.db.metrics().operation_seconds.get_or_create(&labels))
+            .observe(std::time::Duration::from_millis(took).as_secs_f64());
+        Ok(())
     }
 
     async fn claim(

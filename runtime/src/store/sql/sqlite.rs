@@ -132,6 +132,8 @@ pub(super) struct Sqlite {
     /// Transactions the writer committed (each covering one batch), for tests and logs.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(super) commits: Arc<Commits>,
+    /// Latency and operation durations.
+    pub(super) metrics: crate::telemetry::metrics::StoreMetrics,
 }
 
 /// Transactions the writer committed: all of them, and those synced to disk.
@@ -182,6 +184,7 @@ impl Sqlite {
             .name("sqlite-writer".into())
             .spawn(move || write_batches(writer, queue, &counted))?;
         Ok(Sqlite {
+            metrics: crate::telemetry::metrics::StoreMetrics::default(),
             path,
             jobs,
             readers: Mutex::new(Vec::new()),

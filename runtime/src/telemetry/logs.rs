@@ -1,0 +1,94 @@
+//! The runtime's log lines: text or JSON on stderr, colours only on a terminal, the noisy
+//! targets of dependencies (cranelift's timings, sqlx's statements) quiet unless `RUST_LOG`
+//! names them, and spans exported as traces when a collector is set.
+
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields (`message`,
+    /// `status`, `duration_ms`, `reason`, ...) and its span's (`broker`, `tenant`, `request`,
+    /// `method`, `route`).
+    Json,
+}
+
+/// Dependencies whose debug lines drown the runtime's own (cranelift alone writes thousands
+/// per compile): kept at `warn` unless `RUST_LOG` names them.
+const NOISY: &[&str] = &[
+    "cranelift_codegen",
+    "cranelift_frontend",
+    "cranelift_entity",
+    "regalloc2",
+    "wasmtime_cranelift",
+    "wasmtime_internal_cranelift",
+    "wasmtime_environ",
+    "wasmtime_internal_cache",
+    "wasmparser",
+    "sqlx",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "opentelemetry_http",
+];
+
+/// The filter: `RUST_LOG` if set (else `default_level`), with [`NOISY`] targets at `warn`
+/// unless it names them.
+pub fn filter(default_level: &str) -> EnvFilter {
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    let base = if asked.trim().is_empty() {
+        default_level.to_string()
+    } else {
+        asked.clone()
+    };
+    let quiet = NOISY
+        .iter()
+        .filter(|target| !asked.contains(*target))
+        .map(|target| format!("{target}=warn"));
+    let directives = std::iter::once(base).chain(quiet).collect::<Vec<_>>();
+    EnvFilter::try_new(directives.join(",")).unwrap_or_else(|error| {
+        eprintln!("brokerbox: RUST_LOG is invalid ({error}); logging at {default_level}");
+        EnvFilter::new(default_level)
+    })
+}
+
+/// Installs the process's logger (and the trace exporter, when `traces` is given): every
+/// event passing [`filter`] goes to stderr as `format` says; every `brokerbox` span at INFO or
+/// above goes to the exporter whatever the filter.
+pub fn init(format: LogFormat, default_level: &str, traces: Option<&super::traces::Traces>) {
+    use std::io::IsTerminal as _;
+    let ansi = std::io::stderr().is_terminal();
+    let fmt = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let fmt = fmt.with_filter(filter(default_level));
+    let otel = traces.map(|traces| {
+        let spans = tracing_subscriber::filter::Targets::new()
+            .with_target("brokerbox", tracing::Level::INFO);
+        traces.layer().with_filter(spans)
+    });
+    // A second init (tests run several commands in one process) keeps the first logger.
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
+}

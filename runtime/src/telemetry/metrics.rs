@@ -1,0 +1,379 @@
+//! Prometheus metrics: each layer owns the counters it updates (the edge its requests, the
+//! sandbox its guest calls and lane waits, the reloader its decisions, the store its latency
+//! and operation durations), and [`Metrics`] registers them all in one registry per runtime.
+//!
+//! Labels name a broker and its tenant, never an instance or binding id, so the number of
+//! series grows with the brokers an operator hosts, not with what clients send: a request for
+//! a broker that does not serve is counted under `broker=""`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// A family of histograms built by a plain function (the bucket layout).
+pub type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Buckets for durations in seconds: 0.5 ms to ~65 s.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+/// Buckets for fuel units: 10 thousand to ~40 billion.
+fn fuel_units() -> Histogram {
+    Histogram::new(exponential_buckets(10_000.0, 4.0, 12))
+}
+
+/// A broker and the tenant it belongs to (`""` when none).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BrokerLabels {
+    /// The broker's name.
+    pub broker: String,
+    /// Its tenant.
+    pub tenant: String,
+}
+
+impl BrokerLabels {
+    /// The labels of broker `name` of `tenant`.
+    pub fn new(name: &str, tenant: Option<&str>) -> Self {
+        BrokerLabels {
+            broker: name.to_string(),
+            tenant: tenant.unwrap_or_default().to_string(),
+        }
+    }
+}
+
+/// An OSB request's broker and endpoint.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// The broker's name.
+    pub broker: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Which OSB endpoint (`catalog`, `provision`, `bind`, ...).
+    pub endpoint: &'static str,
+}
+
+/// An OSB request's broker, endpoint and answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// The broker's name.
+    pub broker: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Which OSB endpoint.
+    pub endpoint: &'static str,
+    /// The HTTP status answered.
+    pub status: u16,
+}
+
+/// Requests on the OSB API.
+#[derive(Clone, Debug)]
+pub struct RequestMetrics {
+    /// Requests by broker, endpoint and status.
+    pub requests: Family<StatusLabels, Counter>,
+    /// Their durations by broker and endpoint.
+    pub seconds: Histograms<EndpointLabels>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        RequestMetrics {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(seconds),
+        }
+    }
+}
+
+impl RequestMetrics {
+    /// Counts one answered request.
+    pub fn observe(&self, labels: EndpointLabels, status: u16, took: Duration) {
+        self.seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        let labels = StatusLabels {
+            broker: labels.broker,
+            tenant: labels.tenant,
+            endpoint: labels.endpoint,
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+    }
+}
+
+/// A guest call's broker and function.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// The broker's name.
+    pub broker: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// The function called (`catalog`, `provision`, ..., `last_operation`).
+    pub call: &'static str,
+}
+
+/// A guest call's broker, function and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The broker's name.
+    pub broker: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// The function called.
+    pub call: &'static str,
+    /// How it ended: `ok`, `broker_error`, or the limit or fault that stopped it (`fuel`,
+    /// `deadline`, `memory`, `output_cap`, `trap`, `busy`, `host_error`).
+    pub outcome: &'static str,
+}
+
+/// Guest calls of every broker.
+#[derive(Clone, Debug)]
+pub struct CallMetrics {
+    /// Calls by broker, function and outcome.
+    pub calls: Family<OutcomeLabels, Counter>,
+    /// Their durations (from asking for a slot to the end) by broker and function.
+    pub seconds: Histograms<CallLabels>,
+    /// Fuel used per call, by broker.
+    pub fuel: Histograms<BrokerLabels>,
+}
+
+impl Default for CallMetrics {
+    fn default() -> Self {
+        CallMetrics {
+            calls: Family::default(),
+            seconds: Family::new_with_constructor(seconds),
+            fuel: Family::new_with_constructor(fuel_units),
+        }
+    }
+}
+
+/// Waits of long-running guest calls for a CPU lane.
+#[derive(Clone, Debug)]
+pub struct LaneMetrics {
+    /// How long each wait took.
+    pub waits: Histogram,
+}
+
+impl Default for LaneMetrics {
+    fn default() -> Self {
+        LaneMetrics { waits: seconds() }
+    }
+}
+
+/// A reload decision's broker and result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// The broker (`""` for a refused version of a broker that does not serve).
+    pub broker: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// `accepted` or `refused`.
+    pub result: &'static str,
+}
+
+/// Versions offered to the reloader.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadMetrics {
+    /// Decisions by broker and result (an unchanged version is not counted).
+    pub reloads: Family<ReloadLabels, Counter>,
+}
+
+/// A state store call's kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabels {
+    /// `read` or `write`.
+    pub op: &'static str,
+}
+
+/// An ended operation's broker, kind and result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// The broker's name.
+    pub broker: String,
+    /// provision, update, deprovision, bind or unbind.
+    pub kind: &'static str,
+    /// in progress, succeeded or failed (the OSB `last_operation` states).
+    pub state: &'static str,
+}
+
+/// The state store's own figures.
+#[derive(Clone, Debug)]
+pub struct StoreMetrics {
+    /// Latency of reads and of writes (a write's transaction, committed and as durable as it
+    /// asked).
+    pub seconds: Histograms<StoreOpLabels>,
+    /// Durations of ended operations (start to outcome) by broker, kind and result.
+    pub operation_seconds: Histograms<OperationLabels>,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        StoreMetrics {
+            seconds: Family::new_with_constructor(seconds),
+            operation_seconds: Family::new_with_constructor(seconds),
+        }
+    }
+}
+
+impl StoreMetrics {
+    /// Records a read (`write` false) or write that took `took`.
+    pub fn observe(&self, write: bool, took: Duration) {
+        let op = if write { "write" } else { "read" };
+        self.seconds
+            .get_or_create(&StoreOpLabels { op })
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// What a scrape reads from the state store: how much each broker holds.
+#[derive(Clone, Debug, Default)]
+pub struct CensusMetrics {
+    /// Instances per broker.
+    pub instances: Family<BrokerLabels, Gauge>,
+    /// Bindings per broker.
+    pub bindings: Family<BrokerLabels, Gauge>,
+    /// Operations in the store, by broker, kind and state.
+    pub operations: Family<OperationLabels, Gauge>,
+    /// One series per serving broker: its tenant and version, value 1.
+    pub brokers: Family<BrokerInfoLabels, Gauge>,
+    /// Brokers quarantined (listed, not serving).
+    pub quarantined: Gauge,
+}
+
+/// A serving broker's identity.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BrokerInfoLabels {
+    /// The broker's name.
+    pub broker: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// The version serving.
+    pub version: String,
+}
+
+/// Every metric of a runtime, registered under `brokerbox_`.
+pub struct Metrics {
+    registry: Registry,
+    /// The gauges each scrape refreshes from the store.
+    pub census: CensusMetrics,
+    /// One scrape at a time: a burst of scrapes queries the store once each, in turn.
+    pub scraping: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// The metrics a runtime's parts own, to register together.
+pub struct Parts {
+    /// The OSB edge's.
+    pub requests: RequestMetrics,
+    /// The sandbox's guest calls.
+    pub calls: CallMetrics,
+    /// The sandbox's CPU lanes.
+    pub lanes: LaneMetrics,
+    /// The reloader's.
+    pub reloads: ReloadMetrics,
+    /// The state store's.
+    pub store: StoreMetrics,
+}
+
+impl Metrics {
+    /// A registry holding `parts` and the census gauges.
+    pub fn new(parts: Parts) -> Self {
+        let mut registry = Registry::with_prefix("brokerbox");
+        let census = CensusMetrics::default();
+        let r = &mut registry;
+        r.register(
+            "osb_requests",
+            "OSB requests answered, by broker, endpoint and status",
+            parts.requests.requests,
+        );
+        r.register(
+            "osb_request_duration_seconds",
+            "Time to answer an OSB request, by broker and endpoint",
+            parts.requests.seconds,
+        );
+        r.register(
+            "guest_calls",
+            "Calls into broker components, by broker, function and outcome",
+            parts.calls.calls,
+        );
+        r.register(
+            "guest_call_duration_seconds",
+            "Duration of guest calls (waiting for a slot included), by broker and function",
+            parts.calls.seconds,
+        );
+        r.register(
+            "guest_call_fuel",
+            "Fuel (wasm CPU units) used per guest call, by broker",
+            parts.calls.fuel,
+        );
+        r.register(
+            "lane_wait_duration_seconds",
+            "Time long-running guest calls waited for a CPU lane",
+            parts.lanes.waits,
+        );
+        r.register(
+            "reloads",
+            "Broker versions decided, by broker and result (accepted or refused)",
+            parts.reloads.reloads,
+        );
+        r.register(
+            "store_duration_seconds",
+            "State store latency, by op (read, or a durable write's transaction)",
+            parts.store.seconds,
+        );
+        r.register(
+            "operation_duration_seconds",
+            "Duration of ended operations, start to outcome, by broker, kind and state",
+            parts.store.operation_seconds,
+        );
+        r.register(
+            "operations",
+            "Operations in the state store, by broker, kind and state (read at scrape)",
+            census.operations.clone(),
+        );
+        r.register(
+            "instances",
+            "Service instances per broker (read at scrape)",
+            census.instances.clone(),
+        );
+        r.register(
+            "bindings",
+            "Service bindings per broker (read at scrape)",
+            census.bindings.clone(),
+        );
+        r.register(
+            "broker_info",
+            "Each serving broker: its tenant and version (value 1)",
+            census.brokers.clone(),
+        );
+        r.register(
+            "brokers_quarantined",
+            "Brokers that do not serve: no version of theirs loads",
+            census.quarantined.clone(),
+        );
+        Metrics {
+            registry,
+            census,
+            scraping: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String does not fail");
+        text
+    }
+}
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
