@@ -100,6 +100,13 @@ impl Runtime {
         let reloader = Arc::new(Reloader::new(loader, brokers.clone(), dir, id.clone()));
         reloader.start_up(config.strict).await?;
         let requests = crate::telemetry::metrics::RequestMetrics::default();
+        let _ = reloader.forget.set(crate::telemetry::metrics::Forget {
+            requests: requests.clone(),
+            calls: calls.clone(),
+            reloads: reloader.metrics.clone(),
+            store: store.metrics(),
+            tenants: tenants.iter().map(|t| t.name.clone()).collect(),
+        });
         let metrics = crate::telemetry::metrics::Metrics::new(crate::telemetry::metrics::Parts {
             requests: requests.clone(),
             calls,

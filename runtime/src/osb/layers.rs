@@ -92,7 +92,17 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     let duration_ms = took.as_secs_f64() * 1000.0;
     let reason = response.extensions().get::<Reason>().map(|r| r.0.as_str());
     span.in_scope(|| match reason {
-        Some(reason) if status >= 500 => tracing::warn!(status, duration_ms, reason, "answered"),
+        // Whole on its own: at RUST_LOG=warn the span (broker, route, request) is not kept.
+        Some(reason) if status >= 500 => tracing::warn!(
+            status,
+            duration_ms,
+            reason,
+            broker = %broker,
+            %method,
+            route = %route,
+            request = %shown,
+            "answered"
+        ),
         Some(reason) => tracing::info!(status, duration_ms, reason, "answered"),
         None => tracing::info!(status, duration_ms, "answered"),
     });
@@ -183,6 +193,38 @@ mod tests {
         let (status, body) = call(router).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["description"], "Service Unavailable");
+    }
+
+    #[test]
+    fn every_route_and_method_has_an_endpoint_label_of_the_list() {
+        use crate::telemetry::metrics::ENDPOINTS;
+        let instance = "/brokers/{broker}/v2/service_instances/{instance_id}";
+        let binding = format!("{instance}/service_bindings/{{binding_id}}");
+        let routes = [
+            "/brokers/{broker}/v2/catalog".to_string(),
+            instance.to_string(),
+            format!("{instance}/last_operation"),
+            binding.clone(),
+            format!("{binding}/last_operation"),
+            "-".to_string(),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for route in &routes {
+            for method in [
+                Method::GET,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::POST,
+            ] {
+                let label = endpoint(&method, route);
+                assert!(ENDPOINTS.contains(&label), "{method} {route}: {label}");
+                seen.insert(label);
+            }
+        }
+        assert_eq!(seen.len(), ENDPOINTS.len(), "every label is used: {seen:?}");
+        assert_eq!(endpoint(&Method::PATCH, instance), "update");
+        assert_eq!(endpoint(&Method::DELETE, &binding), "unbind");
     }
 
     #[tokio::test]

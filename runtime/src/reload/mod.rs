@@ -93,6 +93,8 @@ pub struct Reloader {
     problems: Mutex<BTreeMap<String, Problem>>,
     /// Versions accepted and refused.
     pub metrics: crate::telemetry::metrics::ReloadMetrics,
+    /// Drops a removed broker's metrics, once the runtime has registered them.
+    pub forget: std::sync::OnceLock<crate::telemetry::metrics::Forget>,
 }
 
 /// A version refused (now or before); the message says how to force it.
@@ -121,6 +123,7 @@ impl Reloader {
             swap: Mutex::default(),
             problems: Mutex::default(),
             metrics: crate::telemetry::metrics::ReloadMetrics::default(),
+            forget: std::sync::OnceLock::new(),
         }
     }
 
@@ -395,6 +398,9 @@ impl Reloader {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        if let Some(forget) = self.forget.get() {
+            forget.forget(name);
+        }
         tracing::info!(broker = name, ?purged, "removed broker");
         Ok(purged)
     }

@@ -215,11 +215,15 @@ impl Guest {
             Err(error) => error.outcome(),
         };
         span.record("outcome", record.outcome);
+        // The broker is named on the line itself: at RUST_LOG=warn its span is not kept.
         if let Err(error) = &result {
+            let broker = &self.name;
             if let Some(limit) = error.limit() {
-                span.in_scope(|| tracing::warn!(limit, "guest call stopped: {error}"));
+                span.in_scope(
+                    || tracing::warn!(broker = %broker, limit, "guest call stopped: {error}"),
+                );
             } else if !matches!(error, CallError::Broker(_)) {
-                span.in_scope(|| tracing::warn!("guest call failed: {error}"));
+                span.in_scope(|| tracing::warn!(broker = %broker, "guest call failed: {error}"));
             }
         }
         result

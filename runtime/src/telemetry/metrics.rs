@@ -375,5 +375,208 @@ impl Metrics {
     }
 }
 
+/// Every `endpoint` label value.
+pub const ENDPOINTS: [&str; 11] = [
+    "catalog",
+    "provision",
+    "update",
+    "deprovision",
+    "fetch_instance",
+    "instance_last_operation",
+    "bind",
+    "unbind",
+    "fetch_binding",
+    "binding_last_operation",
+    "other",
+];
+/// Every `call` label value.
+pub const CALLS: [&str; 7] = [
+    "catalog",
+    "provision",
+    "update",
+    "deprovision",
+    "bind",
+    "unbind",
+    "last_operation",
+];
+/// Every `outcome` label value.
+pub const OUTCOMES: [&str; 10] = [
+    "ok",
+    "broker_error",
+    "fuel",
+    "deadline",
+    "memory",
+    "output_cap",
+    "trap",
+    "busy",
+    "host_error",
+    "cancelled",
+];
+/// Every operation `kind` label value.
+pub const KINDS: [&str; 5] = ["provision", "update", "deprovision", "bind", "unbind"];
+/// Every operation `state` label value.
+pub const STATES: [&str; 3] = ["in progress", "succeeded", "failed"];
+
+/// Drops the series of a broker that was removed, so brokers coming and going (a tenant's
+/// uploads under ever new names, say) do not grow the metrics without end. It walks every
+/// label set the broker can have: a removal is rare, a scrape is not.
+#[derive(Clone, Debug)]
+pub struct Forget {
+    /// The edge's requests.
+    pub requests: RequestMetrics,
+    /// The guest calls.
+    pub calls: CallMetrics,
+    /// The reloads.
+    pub reloads: ReloadMetrics,
+    /// Operation durations.
+    pub store: StoreMetrics,
+    /// The tenants a broker may belong to (besides none).
+    pub tenants: Vec<String>,
+}
+
+impl Forget {
+    /// Removes every series of broker `broker`.
+    pub fn forget(&self, broker: &str) {
+        let tenants = self.tenants.iter().map(String::as_str).chain([""]);
+        for tenant in tenants {
+            let who = BrokerLabels::new(broker, Some(tenant));
+            for endpoint in ENDPOINTS {
+                let labels = EndpointLabels {
+                    broker: who.broker.clone(),
+                    tenant: who.tenant.clone(),
+                    endpoint,
+                };
+                self.requests.seconds.remove(&labels);
+                for status in 100..600 {
+                    self.requests.requests.remove(&StatusLabels {
+                        broker: who.broker.clone(),
+                        tenant: who.tenant.clone(),
+                        endpoint,
+                        status,
+                    });
+                }
+            }
+            for call in CALLS {
+                let labels = CallLabels {
+                    broker: who.broker.clone(),
+                    tenant: who.tenant.clone(),
+                    call,
+                };
+                self.calls.seconds.remove(&labels);
+                for outcome in OUTCOMES {
+                    self.calls.calls.remove(&OutcomeLabels {
+                        broker: who.broker.clone(),
+                        tenant: who.tenant.clone(),
+                        call,
+                        outcome,
+                    });
+                }
+            }
+            self.calls.fuel.remove(&who);
+            for result in ["accepted", "refused"] {
+                self.reloads.reloads.remove(&ReloadLabels {
+                    broker: who.broker.clone(),
+                    tenant: who.tenant.clone(),
+                    result,
+                });
+            }
+        }
+        for kind in KINDS {
+            for state in STATES {
+                self.store.operation_seconds.remove(&OperationLabels {
+                    broker: broker.to_string(),
+                    kind,
+                    state,
+                });
+            }
+        }
+    }
+}
+
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{OperationKind, OperationState};
+
+    #[test]
+    fn the_label_lists_hold_every_value_the_runtime_uses() {
+        use OperationKind::*;
+        let kinds = [Provision, Update, Deprovision, Bind, Unbind].map(OperationKind::as_str);
+        assert_eq!(kinds, KINDS);
+        let states = [
+            OperationState::InProgress,
+            OperationState::Succeeded,
+            OperationState::Failed,
+        ];
+        assert_eq!(states.map(OperationState::as_str), STATES);
+        use crate::sandbox::CallError::*;
+        let errors = [
+            Broker(crate::sandbox::bindings::types::BrokerError::Gone(
+                String::new(),
+            )),
+            FuelExhausted(1),
+            Timeout(1),
+            MemoryLimit(1),
+            TooMuchData(1),
+            StackOverflow,
+            Trap(String::new()),
+            Busy(1),
+            Host(String::new()),
+        ];
+        for error in errors {
+            assert!(OUTCOMES.contains(&error.outcome()), "{}", error.outcome());
+        }
+    }
+
+    #[test]
+    fn forgetting_a_broker_drops_all_its_series_and_keeps_the_others() {
+        let requests = RequestMetrics::default();
+        let calls = CallMetrics::default();
+        let forget = Forget {
+            requests: requests.clone(),
+            calls: calls.clone(),
+            reloads: ReloadMetrics::default(),
+            store: StoreMetrics::default(),
+            tenants: vec!["team-a".into()],
+        };
+        for (broker, tenant) in [("gone", Some("team-a")), ("stays", None)] {
+            let labels = |endpoint| EndpointLabels {
+                broker: broker.into(),
+                tenant: tenant.unwrap_or_default().into(),
+                endpoint,
+            };
+            requests.observe(labels("provision"), 201, Duration::from_millis(3));
+            requests.observe(labels("catalog"), 401, Duration::from_millis(1));
+            let call = OutcomeLabels {
+                broker: broker.into(),
+                tenant: tenant.unwrap_or_default().into(),
+                call: "bind",
+                outcome: "fuel",
+            };
+            calls.calls.get_or_create(&call).inc();
+        }
+        let render = || {
+            let mut registry = Registry::default();
+            registry.register("requests", "", requests.requests.clone());
+            registry.register("seconds", "", requests.seconds.clone());
+            registry.register("calls", "", calls.calls.clone());
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text
+        };
+        let series = |text: &str, broker: &str| {
+            let label = format!("broker=\"{broker}\"");
+            text.lines().filter(|l| l.contains(&label)).count()
+        };
+        let before = render();
+        assert!(series(&before, "gone") > 0);
+        let kept = series(&before, "stays");
+        forget.forget("gone");
+        let after = render();
+        assert_eq!(series(&after, "gone"), 0, "{after}");
+        assert_eq!(series(&after, "stays"), kept);
+    }
+}

@@ -227,6 +227,24 @@ async fn metrics_count_each_request_and_guest_call_by_broker_and_outcome() {
         .expect("hostile's info series");
     assert!(info.ends_with("\"} 1"), "{info}");
     assert_eq!(count("brokerbox_brokers_quarantined", &[]), 0.0);
+
+    // A removed broker's series go with it; the others stay.
+    rt.server().reloader.remove("file-broker").await.unwrap();
+    let (_, text) = get(client, format!("{base}/metrics")).await;
+    assert!(!text.contains("broker=\"file-broker\""), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            calls,
+            &[
+                ("broker", "hostile"),
+                ("tenant", ""),
+                ("call", "provision"),
+                ("outcome", "fuel")
+            ]
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -473,6 +491,8 @@ async fn json_logs_give_each_request_its_line_with_a_reason_and_name_the_limit_h
         .find(|l| l["limit"] == "deadline")
         .expect("a line naming the limit");
     assert_eq!(stopped["level"], "WARN");
+    // Named on the line itself too: at RUST_LOG=warn no span is kept.
+    assert_eq!(stopped["broker"], "hostile");
     assert_eq!(stopped["span"]["broker"], "hostile");
     assert_eq!(stopped["span"]["call"], "provision");
     let failed = lines
@@ -481,6 +501,8 @@ async fn json_logs_give_each_request_its_line_with_a_reason_and_name_the_limit_h
         .expect("the 500's line");
     assert_eq!(failed["level"], "WARN");
     assert!(failed["reason"].as_str().unwrap().contains("deadline"));
+    assert_eq!(failed["broker"], "hostile");
+    assert_eq!(failed["route"], "/brokers/{broker}/v2/service_instances/{instance_id}");
     // Dependencies' debug chatter stays out by default.
     assert!(lines.iter().all(|l| !l["target"]
         .as_str()
