@@ -148,6 +148,8 @@ fn operation(instance_id: &str, binding_id: Option<&str>, kind: OperationKind) -
         next_poll_at: None,
         polls: 0,
         broker_version: None,
+        actor: None,
+        tenant: None,
     }
 }
 

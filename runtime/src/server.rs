@@ -36,6 +36,7 @@ fn admin_state(
     ops: &ops::OpsState,
     reloader: &Arc<Reloader>,
     data_dir: &Path,
+    requests: &crate::telemetry::metrics::RequestMetrics,
 ) -> Option<crate::admin::AdminState> {
     config.runtime_config.admin.as_ref()?;
     Some(crate::admin::AdminState {
@@ -43,6 +44,9 @@ fn admin_state(
         reloader: reloader.clone(),
         brokers: ops.brokers.clone(),
         store: ops.store.clone(),
+        ops: ops.clone(),
+        requests: requests.clone(),
+        sessions: Arc::default(),
         brokers_dir: config.brokers_dir.clone(),
         versions_dir: data_dir.join("versions"),
     })
@@ -131,7 +135,7 @@ impl Runtime {
             runtime: Arc::new(OpsRuntime::new(id, config.lease())),
         };
         Ok(Runtime {
-            admin: admin_state(config, &ops, &reloader, &data_dir),
+            admin: admin_state(config, &ops, &reloader, &data_dir, &requests),
             state: AppState {
                 ops,
                 config: config.edge(),
@@ -228,6 +232,10 @@ impl Runtime {
             None => crate::admin::disabled_router(),
         };
         router = router.merge(admin.layer(axum::middleware::from_fn(osb::json_errors)));
+        if let Some(admin) = &self.admin {
+            // HTML pages: outside the JSON error layer.
+            router = router.merge(crate::admin::ui::router(admin.clone()));
+        }
         let separate = metrics_listener.is_some();
         router = router.merge(crate::telemetry::router(self.telemetry.clone(), !separate));
         let stopping = CancellationToken::new();

@@ -114,10 +114,26 @@ pub(super) async fn remove(
     // In a task of its own: a client that hangs up does not leave the broker unserved with
     // its state not yet purged.
     let (reloader, removing) = (state.reloader.clone(), name.clone());
-    let purged = tokio::spawn(async move { reloader.remove(&removing).await })
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let (store, mut entry) = (state.store.clone(), caller.audit_entry("remove", &name));
+    entry.tenant = tenant_of(&state, &name).flatten();
+    entry.resource = Some(format!("broker {name}"));
+    let purged = tokio::spawn(async move {
+        let removed = reloader.remove(&removing).await;
+        match &removed {
+            Ok(purged) => entry.detail = Some(format!("{purged:?}")),
+            Err(error) => {
+                entry.outcome = "failed".into();
+                entry.detail = Some(format!("{error:#}"));
+            }
+        }
+        if let Err(error) = store.append_audit(&entry).await {
+            tracing::error!("cannot write the audit trail: {error}");
+        }
+        removed
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
     Ok(Json(json!({ "removed": name, "purged": purged })))
 }
 

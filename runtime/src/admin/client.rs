@@ -54,6 +54,52 @@ pub enum AdminAction {
         #[arg(long)]
         force: bool,
     },
+    /// Shows the audit trail, newest first (a tenant's token: only its own entries).
+    Audit {
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Only entries before this seq (to page back).
+        #[arg(long)]
+        before: Option<i64>,
+    },
+    /// Lists operations in progress and those failed in the last day.
+    Operations,
+    /// Removes an instance (with its bindings) or a binding from the state without calling
+    /// the broker; refused while an operation runs on it unless forced.
+    Purge {
+        /// The broker.
+        name: String,
+        /// The instance to purge.
+        #[arg(long, conflicts_with = "binding", required_unless_present = "binding")]
+        instance: Option<String>,
+        /// The binding to purge.
+        #[arg(long)]
+        binding: Option<String>,
+        /// Purge even while an operation runs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Ends a stuck operation as failed; refused while a runtime runs it unless forced.
+    Fail {
+        /// The broker.
+        name: String,
+        /// The operation's id (from `operations`).
+        operation: String,
+        /// What the platform is told.
+        #[arg(long)]
+        description: Option<String>,
+        /// Fail it even while a runtime runs it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Runs a failed operation again, as a new operation with the same request.
+    Retry {
+        /// The broker.
+        name: String,
+        /// The failed operation's id (from `operations`).
+        operation: String,
+    },
     /// Serves a kept version of a broker again.
     Rollback {
         /// The broker.
@@ -72,8 +118,45 @@ pub enum AdminAction {
 /// When the runtime cannot be reached or refuses (the message holds its description).
 pub async fn run(url: &str, token: &str, action: AdminAction) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    let base = format!("{}/admin/brokers", url.trim_end_matches('/'));
+    let root = format!("{}/admin", url.trim_end_matches('/'));
+    let base = format!("{root}/brokers");
     let request = match action {
+        AdminAction::Audit { limit, before } => {
+            let before = before.map(|b| format!("&before={b}")).unwrap_or_default();
+            http.get(format!("{root}/audit?limit={limit}{before}"))
+        }
+        AdminAction::Operations => http.get(format!("{root}/operations")),
+        AdminAction::Purge {
+            name,
+            instance,
+            binding,
+            force,
+        } => {
+            let target = match (instance, binding) {
+                (Some(instance), _) => format!("instances/{instance}"),
+                (None, Some(binding)) => format!("bindings/{binding}"),
+                (None, None) => bail!("name the --instance or the --binding to purge"),
+            };
+            http.post(format!("{base}/{name}/{target}/purge"))
+                .query(&[("force", force)])
+        }
+        AdminAction::Fail {
+            name,
+            operation,
+            description,
+            force,
+        } => {
+            let request = http
+                .post(format!("{base}/{name}/operations/{operation}/fail"))
+                .query(&[("force", force)]);
+            match description {
+                Some(description) => request.query(&[("description", description)]),
+                None => request,
+            }
+        }
+        AdminAction::Retry { name, operation } => {
+            http.post(format!("{base}/{name}/operations/{operation}/retry"))
+        }
         AdminAction::List => http.get(&base),
         AdminAction::Show { name } => http.get(format!("{base}/{name}")),
         AdminAction::Add {

@@ -1,13 +1,17 @@
 //! The admin API under `/admin` (bearer tokens from the runtime's config file; never on the
 //! OSB routes): add or upgrade a broker by upload, list and show brokers, remove one, list its
-//! versions, roll back. The operator's token reaches every broker; a tenant's token only the
-//! brokers whose manifest names that tenant.
+//! versions, roll back; repair state (purge, fail, retry) and read the audit trail. The
+//! operator's token reaches every broker; a tenant's token only the brokers whose manifest
+//! names that tenant, and only its own audit entries.
 
 mod brokers;
 pub mod client;
+mod repair;
+pub mod ui;
 mod versions;
 
 use brokers::{list, remove, show};
+use repair::{audit, fail, operations, purge_binding, purge_instance, retry};
 use versions::{rollback, upload, versions};
 
 use crate::config::RuntimeConfig;
@@ -35,8 +39,14 @@ pub struct AdminState {
     pub reloader: Arc<Reloader>,
     /// The brokers serving now.
     pub brokers: Arc<Brokers>,
-    /// Durable state (instance counts).
+    /// Durable state (instance counts, the audit trail).
     pub store: Arc<dyn StateStore>,
+    /// The operation layer, for repairs.
+    pub ops: crate::ops::OpsState,
+    /// The OSB edge's request counts (the operator page shows them per broker).
+    pub requests: crate::telemetry::metrics::RequestMetrics,
+    /// The operator page's sessions.
+    pub sessions: Arc<ui::Sessions>,
     /// Where `NAME.wasm` + `NAME.toml` live.
     pub brokers_dir: PathBuf,
     /// Where uploads are staged before the reloader decides them.
@@ -53,6 +63,18 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/admin/brokers/{name}/versions", get(versions))
         .route("/admin/brokers/{name}/rollback", post(rollback))
+        .route(
+            "/admin/brokers/{name}/instances/{id}/purge",
+            post(purge_instance),
+        )
+        .route(
+            "/admin/brokers/{name}/bindings/{id}/purge",
+            post(purge_binding),
+        )
+        .route("/admin/brokers/{name}/operations/{id}/fail", post(fail))
+        .route("/admin/brokers/{name}/operations/{id}/retry", post(retry))
+        .route("/admin/operations", get(operations))
+        .route("/admin/audit", get(audit))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .with_state(state)
 }
@@ -111,6 +133,27 @@ impl FromRequestParts<AdminState> for Caller {
 }
 
 impl Caller {
+    /// How the audit trail names the caller: `operator` or `tenant:NAME`.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Operator => "operator".into(),
+            Caller::Tenant(name) => format!("tenant:{name}"),
+        }
+    }
+
+    /// An audit entry of `action` on `broker` by the caller, outcome `ok`.
+    fn audit_entry(&self, action: &str, broker: &str) -> crate::store::AuditEntry {
+        crate::store::AuditEntry {
+            actor: self.actor(),
+            tenant: None,
+            action: action.into(),
+            broker: Some(broker.into()),
+            resource: None,
+            outcome: "ok".into(),
+            detail: None,
+        }
+    }
+
     /// Whether the caller may manage a broker of `tenant`.
     fn may(&self, tenant: Option<&str>) -> bool {
         match self {

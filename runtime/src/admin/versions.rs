@@ -48,15 +48,31 @@ pub(super) async fn upload(
     let version = version_of(&wasm, manifest_text.as_bytes());
     let staged = Staged::new(&state, &name, &version, &wasm, &manifest_text)?;
     let files = staged.files.clone();
+    let audit = Audit::of(&caller, manifest.tenant.clone());
     publish(
         &state,
         &name,
         &files,
-        Source::Upload,
-        upload.force,
+        (Source::Upload, upload.force),
         Some(staged),
+        audit,
     )
     .await
+}
+
+/// Who offered a version, for its audit entry.
+pub(super) struct Audit {
+    actor: String,
+    tenant: Option<String>,
+}
+
+impl Audit {
+    fn of(caller: &Caller, tenant: Option<String>) -> Self {
+        Audit {
+            actor: caller.actor(),
+            tenant,
+        }
+    }
 }
 
 /// The manifest with a clear-text `credentials.password` replaced by its argon2
@@ -174,19 +190,45 @@ async fn publish(
     state: &AdminState,
     name: &str,
     files: &(PathBuf, PathBuf),
-    source: Source,
-    force: bool,
+    (source, force): (Source, bool),
     staged: Option<Staged>,
+    audit: Audit,
 ) -> Result<Json<Value>, ApiError> {
     // In a task of its own: a client that hangs up does not cut a decision half-way (the
-    // version written in the book but not published).
+    // version written in the book but not published, or not in the audit trail).
     let offered = {
         let (reloader, name, files) = (state.reloader.clone(), name.to_string(), files.clone());
+        let store = state.store.clone();
+        let version = crate::registry::version_of(
+            &std::fs::read(&files.0).unwrap_or_default(),
+            &std::fs::read(&files.1).unwrap_or_default(),
+        );
         tokio::spawn(async move {
             let offered = reloader
                 .offer(&name, &files.0, &files.1, source, force)
                 .await;
             drop(staged);
+            let (outcome, detail) = match &offered {
+                Ok(_) => ("ok", force.then(|| "forced".to_string())),
+                Err(error) => ("refused", Some(format!("{error:#}"))),
+            };
+            let entry = crate::store::AuditEntry {
+                actor: audit.actor,
+                tenant: audit.tenant,
+                action: if source == Source::Upload {
+                    "upload"
+                } else {
+                    "rollback"
+                }
+                .into(),
+                broker: Some(name),
+                resource: Some(format!("version {version}")),
+                outcome: outcome.into(),
+                detail,
+            };
+            if let Err(error) = store.append_audit(&entry).await {
+                tracing::error!("cannot write the audit trail: {error}");
+            }
             offered
         })
     };
@@ -271,5 +313,7 @@ pub(super) async fn rollback(
             body.version
         )));
     }
-    publish(&state, &name, &files, Source::Rollback, body.force, None).await
+    let audit = Audit::of(&caller, tenant_of(&state, &name).flatten());
+    let source = (Source::Rollback, body.force);
+    publish(&state, &name, &files, source, None, audit).await
 }

@@ -50,7 +50,27 @@ struct DeleteBody {
     plan_id: String,
 }
 
+/// Longest actor name kept in the audit trail (platforms send short ids; the header is the
+/// client's to fill).
+const MAX_ACTOR_CHARS: usize = 128;
+
 impl StoredCall {
+    /// Who asked, as the audit trail names them: `PLATFORM:USER` from the originating identity
+    /// (Cloud Foundry's `user_id`, Kubernetes' `username`, else the whole value), or
+    /// `platform` when the platform sent none.
+    pub fn actor(&self) -> String {
+        let Some(identity) = &self.identity else {
+            return "platform".into();
+        };
+        let value: Value = serde_json::from_str(&identity.value).unwrap_or(Value::Null);
+        let user = ["user_id", "username", "user"]
+            .iter()
+            .find_map(|key| value[key].as_str().map(str::to_string))
+            .unwrap_or_else(|| identity.value.clone());
+        let actor = format!("{}:{user}", identity.platform);
+        actor.chars().take(MAX_ACTOR_CHARS).collect()
+    }
+
     /// What the guest is told about attempt `attempt` of this call.
     pub fn call_info(&self, attempt: u32) -> wit::CallInfo {
         wit::CallInfo {

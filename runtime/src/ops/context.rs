@@ -127,6 +127,8 @@ impl OpContext {
             next_poll_at: None,
             polls: 0,
             broker_version: Some(self.broker.version.clone()),
+            actor: Some(stored.actor()),
+            tenant: self.broker.manifest.tenant.clone(),
         }
     }
 }

@@ -16,6 +16,7 @@ mod context;
 pub mod lifecycle;
 mod outcome;
 mod poll;
+pub mod repair;
 pub mod results;
 mod run;
 pub mod wire;

@@ -8,8 +8,8 @@ mod records;
 mod sql;
 
 pub use records::{
-    BindingRecord, CurrentVersion, Effect, InstanceRecord, OperationKind, OperationRecord,
-    OperationState, Outcome, Purged, ResourceState, VersionRecord, VersionState,
+    AuditEntry, AuditRecord, BindingRecord, CurrentVersion, Effect, InstanceRecord, OperationKind,
+    OperationRecord, OperationState, Outcome, Purged, ResourceState, VersionRecord, VersionState,
 };
 pub use sql::SqlStore;
 
@@ -218,10 +218,60 @@ pub struct Census {
     pub operations: Vec<(String, OperationKind, OperationState, u64)>,
 }
 
-/// Durable state of all brokers: every part of the store, behind one object.
-pub trait StateStore: ResourceStore + OperationStore + KvStore + BrokerBook + StoreHealth {}
+/// The audit trail, what repairs look at, and the repairs themselves (each written in the
+/// trail in the same transaction as what it changes).
+#[async_trait::async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends `entry` to the trail (on disk when this returns).
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The newest `limit` entries before `before` (a `seq`), newest first; only `tenant`'s
+    /// when given.
+    async fn audit(
+        &self,
+        tenant: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The operations in progress on an instance (and its bindings), or on one binding.
+    async fn in_progress_on(
+        &self,
+        broker: &str,
+        instance_id: &str,
+        binding_id: Option<&str>,
+    ) -> Result<Vec<OperationRecord>, StoreError>;
+    /// Operations in progress, and those failed since `failed_since` (ms), newest first.
+    async fn recent_operations(
+        &self,
+        failed_since: i64,
+        limit: i64,
+    ) -> Result<Vec<OperationRecord>, StoreError>;
+    /// Removes an instance, its bindings and their operations from the state (the guest is
+    /// not called) and appends `entry`, in one transaction.
+    async fn purge_instance(
+        &self,
+        broker: &str,
+        instance_id: &str,
+        entry: &AuditEntry,
+    ) -> Result<Purged, StoreError>;
+    /// Removes a binding and its operations and appends `entry`, in one transaction.
+    async fn purge_binding(
+        &self,
+        broker: &str,
+        binding_id: &str,
+        entry: &AuditEntry,
+    ) -> Result<Purged, StoreError>;
+}
 
-impl<T: ResourceStore + OperationStore + KvStore + BrokerBook + StoreHealth> StateStore for T {}
+/// Durable state of all brokers: every part of the store, behind one object.
+pub trait StateStore:
+    ResourceStore + OperationStore + KvStore + BrokerBook + StoreHealth + AuditLog
+{
+}
+
+impl<T: ResourceStore + OperationStore + KvStore + BrokerBook + StoreHealth + AuditLog> StateStore
+    for T
+{
+}
 
 /// Now, in milliseconds since the Unix epoch (the stores' timestamps).
 pub fn now_ms() -> i64 {

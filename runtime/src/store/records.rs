@@ -135,6 +135,10 @@ pub struct OperationRecord {
     pub polls: u32,
     /// The version of the broker that started it.
     pub broker_version: Option<String>,
+    /// Who asked for it, as the audit trail names them (see [`AuditEntry::actor`]).
+    pub actor: Option<String>,
+    /// The tenant of its broker when it started.
+    pub tenant: Option<String>,
 }
 
 /// How an operation ended.
@@ -254,6 +258,39 @@ pub struct CurrentVersion {
     pub version: String,
     /// Since when the broker has had an accepted version (who came first in a conflict).
     pub since: i64,
+}
+
+/// One entry of the audit trail: an admin action, a repair, or an OSB operation that ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    /// Who: `operator`, `tenant:NAME` (an admin token), or for OSB operations the platform's
+    /// originating identity (`PLATFORM:USER`), else `platform`.
+    pub actor: String,
+    /// The tenant the entry belongs to (the broker's), shown to that tenant's token.
+    pub tenant: Option<String>,
+    /// What: `upload`, `rollback`, `remove`, `purge-instance`, `purge-binding`,
+    /// `fail-operation`, `retry-operation`, or an OSB operation's kind (`provision`, ...).
+    pub action: String,
+    /// The broker acted on.
+    pub broker: Option<String>,
+    /// The instance, binding, operation or version acted on.
+    pub resource: Option<String>,
+    /// How it ended: `ok`, `refused`, `succeeded`, `failed`.
+    pub outcome: String,
+    /// A short explanation (a refusal's reason, an operation's description). Never secrets.
+    pub detail: Option<String>,
+}
+
+/// An entry as the trail holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRecord {
+    /// Its place in the trail (ascending).
+    pub seq: i64,
+    /// When, in ms since the epoch.
+    pub at: i64,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
 }
 
 /// What removing a broker's state removed.

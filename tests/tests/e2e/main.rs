@@ -7,6 +7,7 @@ mod book;
 mod check;
 mod conformance;
 mod isolation;
+mod operator;
 mod osb;
 mod polyglot;
 mod process;

@@ -502,7 +502,10 @@ async fn json_logs_give_each_request_its_line_with_a_reason_and_name_the_limit_h
     assert_eq!(failed["level"], "WARN");
     assert!(failed["reason"].as_str().unwrap().contains("deadline"));
     assert_eq!(failed["broker"], "hostile");
-    assert_eq!(failed["route"], "/brokers/{broker}/v2/service_instances/{instance_id}");
+    assert_eq!(
+        failed["route"],
+        "/brokers/{broker}/v2/service_instances/{instance_id}"
+    );
     // Dependencies' debug chatter stays out by default.
     assert!(lines.iter().all(|l| !l["target"]
         .as_str()

@@ -15,6 +15,7 @@ use super::now_ms as now;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod audit;
 mod book;
 mod census;
 mod db;
@@ -110,6 +111,8 @@ mod tests {
             next_poll_at: None,
             polls: 0,
             broker_version: None,
+            actor: None,
+            tenant: None,
         };
         store.create_instance(&instance, &op).await.unwrap();
         store

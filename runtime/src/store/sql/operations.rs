@@ -105,10 +105,15 @@ impl OperationStore for SqlStore {
                 &op.id,
             ]),
         };
-        let effects = effect_statements(&Target::of(op), effect);
+        // The audit entry goes with the outcome, in its transaction (only when it ends it).
+        let mut then = effect_statements(&Target::of(op), effect);
+        then.push(super::audit::insert_audit(
+            &super::audit::operation_entry(op, outcome),
+            now(),
+        ));
         one(self
             .db
-            .write_chain(Durability::OnDisk, finish, effects)
+            .write_chain(Durability::OnDisk, finish, then)
             .await?)?;
         let took = u64::try_from(now().saturating_sub(op.created_at)).unwrap_or(0);
         let labels = crate::telemetry::metrics::OperationLabels {

@@ -52,6 +52,8 @@ pub(super) fn operation_row(row: &dyn RowLike) -> Result<OperationRecord, StoreE
         next_poll_at: get(row, "next_poll_at")?,
         polls: count(get(row, "polls")?),
         broker_version: get(row, "broker_version")?,
+        actor: get(row, "actor")?,
+        tenant: get(row, "tenant")?,
     })
 }
 
@@ -60,8 +62,9 @@ pub(super) fn insert_operation(op: &OperationRecord) -> Statement {
     // `seq` orders the operations of one resource even within one millisecond.
     const SQL: &str = "INSERT INTO operations (id, broker, instance_id, binding_id, kind, state, \
         description, guest_data, target_plan, attempts, created_at, updated_at, request, owner, \
-        lease_until, broker_version, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-        $12, $13, $14, $15, $16, (SELECT COALESCE(MAX(seq), 0) + 1 FROM operations))";
+        lease_until, broker_version, actor, tenant, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+        $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+        (SELECT COALESCE(MAX(seq), 0) + 1 FROM operations))";
     Statement {
         sql: SQL,
         args: owned(args![
@@ -81,6 +84,8 @@ pub(super) fn insert_operation(op: &OperationRecord) -> Statement {
             &op.owner,
             op.lease_until,
             &op.broker_version,
+            &op.actor,
+            &op.tenant,
         ]),
     }
 }
