@@ -128,6 +128,8 @@ impl Runtime {
             health: Arc::new(health),
             metrics: Arc::new(metrics),
             metrics_token: config.runtime_config.metrics.token.clone(),
+            operator_token: (config.runtime_config.admin.as_ref())
+                .map(|admin| admin.operator_token.clone()),
         };
         let ops = ops::OpsState {
             brokers,

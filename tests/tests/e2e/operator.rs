@@ -511,10 +511,13 @@ async fn sign_in(page: &fantoccini::Client, base: &str, token: &str) {
         .unwrap();
 }
 
+/// The text of the element `css`, waiting (up to 10 s) for a page being loaded to show it.
 async fn text_of(page: &fantoccini::Client, css: &str) -> String {
-    page.find(fantoccini::Locator::Css(css))
+    page.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(fantoccini::Locator::Css(css))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{css} never showed: {e}"))
         .text()
         .await
         .unwrap()

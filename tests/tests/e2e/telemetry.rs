@@ -251,7 +251,12 @@ async fn metrics_count_each_request_and_guest_call_by_broker_and_outcome() {
 async fn metrics_can_require_a_token_or_move_to_their_own_listener() {
     let rt = TestRuntime::start_with(
         &[("file-broker", guests::FILE_BROKER, &file_manifest())],
-        |config| config.runtime_config.metrics.token = Some("scrape-me".into()),
+        |config| {
+            config.runtime_config.metrics.token = Some("scrape-me".into());
+            config.runtime_config.admin = Some(brokerbox::config::AdminConfig {
+                operator_token: "the-operator".into(),
+            });
+        },
     )
     .await
     .unwrap();
@@ -277,6 +282,14 @@ async fn metrics_can_require_a_token_or_move_to_their_own_listener() {
     assert_eq!(status, StatusCode::OK);
     assert!(text.contains("brokerbox_guest_calls_total"), "{text}");
     assert!(text.ends_with("# EOF\n"));
+    // The operator's token opens it too.
+    let a = client
+        .get(&url)
+        .bearer_auth("the-operator")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), StatusCode::OK);
 
     let rt = TestRuntime::start_with(
         &[("file-broker", guests::FILE_BROKER, &file_manifest())],

@@ -40,9 +40,19 @@ struct Session {
 }
 
 /// The sessions of the operator page, in memory (a restart signs everyone out).
-#[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
+    /// When the runtime started: request rates are averaged since.
+    started: Instant,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            map: Mutex::default(),
+            started: Instant::now(),
+        }
+    }
 }
 
 /// A random token: two v4 UUIDs (244 random bits from the OS's generator).
@@ -455,6 +465,12 @@ async fn page_context(
         let instances = state.store.count_instances(&name).await?;
         let tenant = tenant.unwrap_or_default();
         let (requests, client_errors, server_errors) = request_counts(state, &name, &tenant);
+        // Counts are exact; rates are per minute, averaged since start.
+        let minutes = (state.sessions.started.elapsed().as_secs_f64() / 60.0).max(1.0 / 60.0);
+        #[allow(clippy::cast_precision_loss)]
+        let rate = |n: u64| format!("{n} ({:.1}/min)", n as f64 / minutes);
+        let (requests, client_errors, server_errors) =
+            (rate(requests), rate(client_errors), rate(server_errors));
         let row = match state.brokers.get(&name) {
             Some(b) => {
                 let (l, g) = (&b.manifest.limits, &b.manifest.grants);
