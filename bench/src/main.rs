@@ -141,13 +141,18 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     let args = Args::parse();
-    // The runtimes under test log to stderr when RUST_LOG asks for it.
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    // The runtimes under test log as `brokerbox serve` does (INFO, a line per request) and pay
+    // for it: into /dev/null, or to stderr when RUST_LOG is set.
+    use brokerbox::telemetry::logs::{init_with, LogFormat};
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    let writer = match std::env::var("RUST_LOG") {
+        Ok(_) => BoxMakeWriter::new(std::io::stderr),
+        Err(_) => {
+            let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+            BoxMakeWriter::new(std::sync::Mutex::new(null))
+        }
+    };
+    init_with(LogFormat::Text, "info", None, (writer, false));
     for section in &args.only {
         anyhow::ensure!(
             SECTIONS.contains(&section.as_str()),

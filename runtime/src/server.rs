@@ -89,7 +89,7 @@ impl Runtime {
         let components = crate::sandbox::cache::ComponentCache::on_disk(&artifacts)?;
         let sandbox = crate::sandbox::Sandbox::new(components, config.max_instances)?;
         let (calls, lanes) = (sandbox.calls.clone(), sandbox.lanes.metrics.clone());
-        let engine = sandbox.engine.clone();
+        let probe_sandbox = sandbox.clone();
         let ticker = crate::sandbox::EpochTicker::start(sandbox.engine.clone());
         let tenants = &config.runtime_config.tenants;
         let loader = Loader {
@@ -122,7 +122,7 @@ impl Runtime {
             store.clone(),
             brokers.clone(),
             reloader.clone(),
-            engine,
+            &probe_sandbox,
         )?;
         let telemetry = crate::telemetry::TelemetryState {
             health: Arc::new(health),

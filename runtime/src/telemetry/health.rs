@@ -20,6 +20,8 @@ pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a readiness verdict is reused: a flood of `/readyz` costs the store one query
 /// per second, not one per request.
 pub const VERDICT_TTL: Duration = Duration::from_secs(1);
+/// How long the engine probe waits for a live instance slot.
+pub const SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// The smallest component there is (no imports, no code): what `/readyz` instantiates to
 /// know the engine and its instance pool work.
@@ -33,11 +35,15 @@ pub struct Health {
     reloader: Arc<Reloader>,
     engine: wasmtime::Engine,
     probe: wasmtime::component::Component,
+    /// The probe holds a live instance slot like any call (the instance pool has room for
+    /// exactly the slots there are): one of its own, so it never waits behind a broker.
+    live: crate::sandbox::slots::LiveSlots,
+    slot: crate::sandbox::slots::BrokerSlots,
     verdict: tokio::sync::Mutex<Option<(Instant, StatusCode, Value)>>,
 }
 
 impl Health {
-    /// Health of a runtime serving `brokers` from `store`, on `engine`.
+    /// Health of a runtime serving `brokers` from `store`, on `sandbox`'s engine.
     ///
     /// # Errors
     /// When the engine cannot compile the empty probe component.
@@ -45,9 +51,12 @@ impl Health {
         store: Arc<dyn StateStore>,
         brokers: Arc<Brokers>,
         reloader: Arc<Reloader>,
-        engine: wasmtime::Engine,
+        sandbox: &crate::sandbox::Sandbox,
     ) -> anyhow::Result<Self> {
+        let engine = sandbox.engine.clone();
         let probe = wasmtime::component::Component::new(&engine, EMPTY_COMPONENT)?;
+        // Not a broker name (those are a-z, 0-9, '-' and '_'): a share of its own.
+        let slot = sandbox.live.broker("(readiness probe)", 1);
         Ok(Health {
             started: Instant::now(),
             store,
@@ -55,6 +64,8 @@ impl Health {
             reloader,
             engine,
             probe,
+            live: sandbox.live.clone(),
+            slot,
             verdict: tokio::sync::Mutex::new(None),
         })
     }
@@ -64,14 +75,20 @@ impl Health {
         self.started.elapsed().as_secs()
     }
 
-    /// Whether the engine can instantiate a component now.
-    async fn engine_ok(&self) -> Result<(), String> {
+    /// Whether the engine can instantiate a component now. `Ok(false)`: every live instance
+    /// slot stayed busy for [`SLOT_WAIT`], so the probe did not run. That is load, not a
+    /// fault: the runtime stays ready (taking it out of a load balancer would only move the
+    /// load elsewhere), and the answer says `busy`.
+    async fn engine_ok(&self) -> Result<bool, String> {
+        let Ok(_slot) = tokio::time::timeout(SLOT_WAIT, self.live.acquire(&self.slot)).await else {
+            return Ok(false);
+        };
         let mut store = wasmtime::Store::new(&self.engine, ());
         store.set_fuel(1_000).map_err(|e| e.to_string())?;
         store.set_epoch_deadline(1_000);
         let linker = wasmtime::component::Linker::<()>::new(&self.engine);
         (linker.instantiate_async(&mut store, &self.probe).await)
-            .map(drop)
+            .map(|_| true)
             .map_err(|e| format!("{e:#}"))
     }
 
@@ -91,6 +108,8 @@ impl Health {
         };
         let store_ms = checked.elapsed().as_millis();
         let engine = self.engine_ok().await;
+        let busy = matches!(engine, Ok(false));
+        let engine = engine.map(drop);
         let generation = self.brokers.current();
         let quarantined: Vec<String> = self
             .reloader
@@ -103,6 +122,8 @@ impl Health {
             Ok(()) => json!({ "ok": true }),
             Err(error) => json!({ "ok": false, "error": error }),
         };
+        let mut engine_check = check(&engine);
+        engine_check["busy"] = json!(busy);
         let mut store_check = check(&store);
         store_check["ms"] = json!(store_ms);
         let body = json!({
@@ -111,7 +132,7 @@ impl Health {
             "uptime_seconds": self.uptime(),
             "checks": {
                 "store": store_check,
-                "engine": check(&engine),
+                "engine": engine_check,
                 "brokers": { "ok": true, "serving": generation.all().count(), "quarantined": quarantined },
             },
         });

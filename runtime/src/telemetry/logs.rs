@@ -2,6 +2,7 @@
 //! targets of dependencies (cranelift's timings, sqlx's statements) quiet unless `RUST_LOG`
 //! names them, and spans exported as traces when a collector is set.
 
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -67,9 +68,21 @@ pub fn filter(default_level: &str) -> EnvFilter {
 pub fn init(format: LogFormat, default_level: &str, traces: Option<&super::traces::Traces>) {
     use std::io::IsTerminal as _;
     let ansi = std::io::stderr().is_terminal();
+    let stderr = BoxMakeWriter::new(std::io::stderr);
+    init_with(format, default_level, traces, (stderr, ansi));
+}
+
+/// [`init`], writing to `writer` (with colours when `ansi`): the bench logs into `/dev/null`
+/// to pay what a runtime pays for its lines.
+pub fn init_with(
+    format: LogFormat,
+    default_level: &str,
+    traces: Option<&super::traces::Traces>,
+    (writer, ansi): (BoxMakeWriter, bool),
+) {
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_ansi(ansi)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -77,7 +90,7 @@ pub fn init(format: LogFormat, default_level: &str, traces: Option<&super::trace
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
     };
     let fmt = fmt.with_filter(filter(default_level));

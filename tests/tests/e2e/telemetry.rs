@@ -623,6 +623,10 @@ async fn traces_reach_an_otlp_receiver_with_a_span_per_request_operation_and_gue
         .find(|s| s.name == "provision run")
         .unwrap_or_else(|| panic!("the operation's span among {:?}", names(&spans)));
     assert_eq!(attribute(operation, "kind").as_deref(), Some("provision"));
+    assert_eq!(
+        operation.parent_span_id, request.span_id,
+        "the operation is inside the request"
+    );
     let call = spans
         .iter()
         .filter(same_trace)
