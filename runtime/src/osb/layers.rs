@@ -3,7 +3,6 @@
 //! body into an OSB error body.
 
 use super::request::REQUEST_IDENTITY;
-use super::AppState;
 use crate::error::{ApiError, Reason};
 use crate::telemetry::metrics::EndpointLabels;
 use axum::extract::{MatchedPath, Request, State};
@@ -44,10 +43,19 @@ fn endpoint(method: &Method, route: &str) -> &'static str {
     }
 }
 
+/// What [`observe`] needs, cloned per request: the brokers (for labels) and the counters.
+#[derive(Clone)]
+pub struct Observed {
+    /// The hosted brokers.
+    pub brokers: std::sync::Arc<crate::registry::Brokers>,
+    /// Where requests are counted.
+    pub requests: crate::telemetry::metrics::RequestMetrics,
+}
+
 /// Runs an OSB request in its span (broker, tenant, request identity, route), logs one line
 /// when it is answered (status, duration and, for an error, why), counts it, and echoes the
 /// request identity, made up when the platform sent none (the guest and the logs see the same).
-pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<Observed>, mut request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let identity = match request.headers().get(REQUEST_IDENTITY) {
         Some(identity) => identity.clone(),
@@ -63,7 +71,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .and_then(|rest| rest.split('/').next())
         .unwrap_or_default();
     // Only the names of brokers that serve become labels: any other name is "".
-    let (broker, tenant) = match state.ops.brokers.get(name) {
+    let (broker, tenant) = match state.brokers.get(name) {
         Some(b) => (
             b.name.clone(),
             b.manifest.tenant.clone().unwrap_or_default(),

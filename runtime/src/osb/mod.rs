@@ -71,7 +71,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(middleware::from_fn(layers::json_errors))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            layers::Observed {
+                brokers: state.ops.brokers.clone(),
+                requests: state.requests.clone(),
+            },
             layers::observe,
         ))
         .with_state(state)

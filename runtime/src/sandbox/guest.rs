@@ -181,8 +181,9 @@ impl Guest {
     operation!(/// Asks how a long operation is going.
         last_operation(LastOperationRequest) -> OperationState, Operation via LastOperation);
 
-    /// Runs one request in a fresh store under the broker's limits, in a `guest_call` span,
-    /// counted by outcome with its duration and fuel.
+    /// Runs one request in a fresh store under the broker's limits, in a `guest_call` span (at
+    /// DEBUG, like the operation's: exported as a trace, not paid for by INFO logs), counted by
+    /// outcome with its duration and fuel.
     ///
     /// # Errors
     /// [`CallError::Broker`] when the broker refused; another [`CallError`] when a limit or a
@@ -190,7 +191,7 @@ impl Guest {
     pub async fn call(&self, info: &CallInfo, request: Request) -> Result<Response, CallError> {
         use tracing::Instrument;
         let call = request.name();
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "guest_call",
             broker = %self.name,
             tenant = %self.labels.tenant,
@@ -215,15 +216,15 @@ impl Guest {
             Err(error) => error.outcome(),
         };
         span.record("outcome", record.outcome);
-        // The broker is named on the line itself: at RUST_LOG=warn its span is not kept.
+        // Broker and call are named on the line itself: its span is kept only at DEBUG.
         if let Err(error) = &result {
             let broker = &self.name;
             if let Some(limit) = error.limit() {
                 span.in_scope(
-                    || tracing::warn!(broker = %broker, limit, "guest call stopped: {error}"),
+                    || tracing::warn!(broker = %broker, call, limit, "guest call stopped: {error}"),
                 );
             } else if !matches!(error, CallError::Broker(_)) {
-                span.in_scope(|| tracing::warn!(broker = %broker, "guest call failed: {error}"));
+                span.in_scope(|| tracing::warn!(broker = %broker, call, "guest call failed: {error}"));
             }
         }
         result

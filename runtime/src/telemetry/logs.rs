@@ -63,8 +63,9 @@ pub fn filter(default_level: &str) -> EnvFilter {
 }
 
 /// Installs the process's logger (and the trace exporter, when `traces` is given): every
-/// event passing [`filter`] goes to stderr as `format` says; every `brokerbox` span at INFO or
-/// above goes to the exporter whatever the filter.
+/// event passing [`filter`] goes to stderr as `format` says; every `brokerbox` span at DEBUG
+/// or above (requests, operations, guest calls) and event at INFO or above goes to the
+/// exporter whatever the filter.
 pub fn init(format: LogFormat, default_level: &str, traces: Option<&super::traces::Traces>) {
     use std::io::IsTerminal as _;
     let ansi = std::io::stderr().is_terminal();
@@ -95,8 +96,14 @@ pub fn init_with(
     };
     let fmt = fmt.with_filter(filter(default_level));
     let otel = traces.map(|traces| {
-        let spans = tracing_subscriber::filter::Targets::new()
-            .with_target("brokerbox", tracing::Level::INFO);
+        let spans = tracing_subscriber::filter::filter_fn(|meta| {
+            let level = if meta.is_span() {
+                tracing::Level::DEBUG
+            } else {
+                tracing::Level::INFO
+            };
+            meta.target().starts_with("brokerbox") && *meta.level() <= level
+        });
         traces.layer().with_filter(spans)
     });
     // A second init (tests run several commands in one process) keeps the first logger.
