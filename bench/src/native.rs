@@ -43,7 +43,8 @@ pub async fn peer(
     authorization: String,
     catalog: &Value,
 ) -> anyhow::Result<Router> {
-    let store: Arc<dyn StateStore> = Arc::new(SqlStore::open(store_url).await?);
+    let store: Arc<dyn StateStore> =
+        Arc::new(SqlStore::open(store_url, brokerbox::store::seal::MasterKey::ephemeral()).await?);
     store.register_broker(BROKER, "native-peer").await?;
     let service = &catalog["services"][0];
     let peer = Peer {

@@ -155,7 +155,9 @@ fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     };
     let state = tempfile::tempdir()?;
     let url = format!("sqlite://{}", state.path().join("kv.db").display());
-    let store = bench.server.block_on(brokerbox::store::open(&url))?;
+    let store = bench
+        .server
+        .block_on(brokerbox::store::open_ephemeral(&url))?;
     let kv_store: std::sync::Arc<dyn brokerbox::store::KvStore> = store.clone();
     let info = CallInfo::default();
     let calls = bench.scaled(300, 5);

@@ -18,6 +18,7 @@
 //! - **store** — [`store`]: the durable state behind narrow traits, SQLite or PostgreSQL.
 //!
 //! Around them: [`config`] (every setting), [`server`] and [`cli`] (starting a runtime),
+//! [`tls`] (HTTPS with certificates reloaded when their files change),
 //! [`watch`] (`--watch`), [`catalog`] and [`manifest`] (what a broker declares), [`auth`],
 //! [`client`] (the one OSB client), [`check`] (the conformance checker) and [`telemetry`]
 //! (health, metrics, logs and traces: each layer owns its counters, registered together).
@@ -40,6 +41,7 @@ pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;
 
 pub use server::{RunningServer, Runtime, ServeConfig};

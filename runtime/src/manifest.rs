@@ -226,6 +226,10 @@ pub struct GrantsConfig {
     /// Hosts the guest may call over `wasi:http`: `host` (any port) or `host:port`.
     #[serde(default)]
     pub outbound_http: Vec<String>,
+    /// Hosts of `outbound_http` that may also reach loopback, link-local, private and
+    /// unique-local addresses (refused by default, whatever a name resolves to).
+    #[serde(default)]
+    pub outbound_http_private: Vec<String>,
     /// The `files` quota: the apparent size of all files together, in bytes.
     #[serde(default = "default_files_quota_bytes")]
     pub files_quota_bytes: u64,
@@ -253,6 +257,7 @@ impl Default for GrantsConfig {
             kv: false,
             kv_quota_bytes: default_kv_quota(),
             outbound_http: Vec::new(),
+            outbound_http_private: Vec::new(),
             files_quota_bytes: default_files_quota_bytes(),
             files_quota_count: default_files_quota_count(),
         }
@@ -298,6 +303,21 @@ impl Manifest {
         manifest.operations.validate().map_err(anyhow::Error::msg)?;
         if manifest.grants.files_quota_bytes == 0 || manifest.grants.files_quota_count == 0 {
             bail!("grants.files_quota_bytes and grants.files_quota_count must be positive");
+        }
+        let granted = |entry: &String| {
+            let entry = entry.trim().to_ascii_lowercase();
+            let host = entry
+                .rsplit_once(':')
+                .map_or(entry.as_str(), |(host, _)| host);
+            (manifest.grants.outbound_http.iter())
+                .map(|g| g.trim().to_ascii_lowercase())
+                .any(|g| g == entry || g == host)
+        };
+        if let Some(stray) = (manifest.grants.outbound_http_private.iter()).find(|e| !granted(e)) {
+            bail!(
+                "grants.outbound_http_private lists {stray:?}, which grants.outbound_http does \
+                 not grant"
+            );
         }
         let mut names = std::collections::BTreeSet::new();
         for example in &manifest.examples {

@@ -343,7 +343,10 @@ impl Loader {
                 store: self.store.clone(),
                 quota_bytes: manifest.grants.kv_quota_bytes,
             }),
-            http: crate::sandbox::http::HttpAllowlist::new(&manifest.grants.outbound_http),
+            http: crate::sandbox::http::HttpAllowlist::new(
+                &manifest.grants.outbound_http,
+                &manifest.grants.outbound_http_private,
+            ),
             ..Grants::default()
         };
         if manifest.grants.files {

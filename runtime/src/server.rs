@@ -28,6 +28,10 @@ pub struct Runtime {
     telemetry: crate::telemetry::TelemetryState,
     /// What the start-up summary says about the state store (no credentials).
     store_label: String,
+    /// TLS on the main listener, when a certificate is given.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// A plain-HTTP listener beside the TLS one.
+    plain_listen: Option<SocketAddr>,
 }
 
 /// The admin API's state, when the config file has an `[admin]` table.
@@ -81,7 +85,14 @@ impl Runtime {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", data_dir.join("brokerbox.db").display()),
         };
-        let store = store::open(&url).await?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(Arc::new(
+                crate::tls::CertFiles::load(cert, key)?,
+            ))?),
+            _ => None,
+        };
+        let keys = store::seal::KeySource::resolve(config.keyring.as_deref(), &data_dir);
+        let store = store::open(&url, &keys).await?;
         let id = runtime_id(&data_dir)?;
         store.register_runtime(&id).await?;
         let artifacts =
@@ -145,6 +156,8 @@ impl Runtime {
             },
             telemetry,
             store_label: store_label(&url),
+            tls,
+            plain_listen: config.plain_listen,
             reloader,
             watch: config.watch,
             brokers_dir: config.brokers_dir.clone(),
@@ -171,8 +184,10 @@ impl Runtime {
             None => format!("http://{listen}/metrics"),
         };
         let quarantined = self.reloader.problems().len();
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(
-            listen = %listen,
+            listen = %format_args!("{scheme}://{listen}"),
+            plain_listen = ?self.plain_listen,
             store = %self.store_label,
             brokers = self.generation().all().count(),
             quarantined,
@@ -220,6 +235,10 @@ impl Runtime {
             self.state.ops.clone(),
             stop_worker.clone(),
         ));
+        let resealer = tokio::spawn(store::reseal::run(
+            self.state.ops.store.clone(),
+            stop_worker.clone(),
+        ));
         if self.watch {
             let dir = self.brokers_dir.clone();
             tokio::spawn(crate::watch::watch(
@@ -250,15 +269,38 @@ impl Runtime {
                     .await
             })
         });
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let plain = match (self.plain_listen, &self.tls) {
+            (Some(addr), Some(_)) => {
+                let plain = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on --plain-listen {addr}"))?;
+                let (app, stop) = (router.clone(), stopping.clone());
+                Some(tokio::spawn(async move {
+                    axum::serve(plain, app)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                }))
+            }
+            _ => None,
+        };
+        let result = match &self.tls {
+            Some(config) => crate::tls::serve(listener, router, config.clone(), shutdown).await,
+            None => {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
         stopping.cancel();
+        if let Some(plain) = plain {
+            let _ = plain.await;
+        }
         if let Some(server) = metrics_server {
             let _ = server.await;
         }
         stop_worker.cancel();
         let _ = worker.await;
+        let _ = resealer.await;
         let tasks = &self.state.ops.runtime.tasks;
         tasks.close();
         if tokio::time::timeout(self.shutdown_grace, tasks.wait())

@@ -110,6 +110,128 @@ impl TestRuntime {
         self.boot().await
     }
 
+    /// Stops the runtime; [`TestRuntime::restart`] starts it again.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(server) = self.server.take() {
+            server.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// The state as it lies at rest: SQLite's database file and its WAL, or the PostgreSQL
+    /// database dumped by `pg_dump` (every table's rows as text when `pg_dump` is missing).
+    pub async fn raw_state(&self) -> Vec<u8> {
+        match &self.state_url {
+            None => {
+                let mut raw = Vec::new();
+                for file in ["brokerbox.db", "brokerbox.db-wal"] {
+                    let path = self.dir.path().join("data").join(file);
+                    raw.extend(std::fs::read(path).unwrap_or_default());
+                }
+                raw
+            }
+            Some(url) => {
+                let dumped = std::process::Command::new("pg_dump")
+                    .args(["--data-only", url])
+                    .output();
+                if let Some(dump) = dumped.ok().filter(|d| d.status.success()) {
+                    return dump.stdout;
+                }
+                let mut raw = Vec::new();
+                for table in [
+                    "instances",
+                    "bindings",
+                    "operations",
+                    "kv",
+                    "audit",
+                    "data_keys",
+                ] {
+                    let sql = format!("SELECT CAST(t AS TEXT) AS r FROM {table} t");
+                    for row in self.state_rows(&sql).await {
+                        raw.extend(row.into_bytes());
+                    }
+                }
+                raw
+            }
+        }
+    }
+
+    /// The text column `r` of each row `sql` selects in the state store.
+    pub async fn state_rows(&self, sql: &str) -> Vec<String> {
+        use sqlx::{Connection as _, Row as _};
+        match &self.state_url {
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+                rows.iter().map(|r| r.get::<String, _>("r")).collect()
+            }
+            None => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.sqlite_url())
+                    .await
+                    .unwrap();
+                let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+                rows.iter().map(|r| r.get::<String, _>("r")).collect()
+            }
+        }
+    }
+
+    /// The count `n` that `sql` answers in the state store.
+    pub async fn state_count(&self, sql: &str) -> i64 {
+        use sqlx::{Connection as _, Row as _};
+        match &self.state_url {
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query(sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+                    .get("n")
+            }
+            None => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.sqlite_url())
+                    .await
+                    .unwrap();
+                sqlx::query(sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+                    .get("n")
+            }
+        }
+    }
+
+    /// Runs the statements of `sql` on the state store (while the runtime is stopped).
+    pub async fn state_execute(&self, sql: &str) {
+        use sqlx::Connection as _;
+        match &self.state_url {
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            }
+            None => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.sqlite_url())
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+
+    /// The PostgreSQL database's URL, when the suite runs on PostgreSQL.
+    pub fn state_url(&self) -> Option<&str> {
+        self.state_url.as_deref()
+    }
+
+    /// Whether the state store is PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.state_url.is_some()
+    }
+
+    fn sqlite_url(&self) -> String {
+        let path = self.dir.path().join("data/brokerbox.db");
+        format!("sqlite://{}", path.display())
+    }
+
     /// The base URL of broker `name`.
     pub fn url(&self, name: &str) -> String {
         format!(
@@ -216,9 +338,18 @@ pub fn originating_identity(platform: &str, value: &Value) -> String {
 /// Starts a local "cloud API" on 127.0.0.1 that answers `GET /ping` with `pong`, for the
 /// outbound-HTTP tests; returns its port.
 pub async fn ping_api() -> u16 {
+    // `/ping` answers `pong`; `/redirect?to=URL` answers a 302 to URL.
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = api.local_addr().unwrap().port();
-    let app = axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
+    let redirect = |axum::extract::Query(to): axum::extract::Query<
+        std::collections::HashMap<String, String>,
+    >| async move {
+        let to = to.get("to").cloned().unwrap_or_default();
+        (axum::http::StatusCode::FOUND, [("location", to)])
+    };
+    let app = axum::Router::new()
+        .route("/ping", axum::routing::get(|| async { "pong" }))
+        .route("/redirect", axum::routing::get(redirect));
     tokio::spawn(async move { axum::serve(api, app).await });
     port
 }

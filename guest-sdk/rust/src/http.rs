@@ -1,6 +1,9 @@
 //! Outbound HTTP over `wasi:http`, for brokers that call a cloud API. The runtime allows only
 //! the hosts listed in the manifest's `[grants] outbound_http`; anything else fails with
-//! [`HttpError::Denied`] before a connection is made.
+//! [`HttpError::Denied`] before a connection is made. A host that resolves to a loopback,
+//! link-local or private address is refused too (`DestinationIpProhibited`) unless the manifest
+//! lists it in `outbound_http_private`. Redirects are followed (up to [`MAX_REDIRECTS`]), each
+//! one checked by the runtime as a new request.
 
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
@@ -13,7 +16,9 @@ use crate::bindings::wasi::io::streams::StreamError;
 pub enum HttpError {
     /// The URL or method cannot be sent (no `http://`/`https://`, a bad authority or path).
     InvalidRequest(String),
-    /// The runtime refused the request: the host is not granted in the manifest.
+    /// The runtime refused the request: the host is not granted in the manifest
+    /// (`HttpRequestDenied`), or resolves to a non-public address it does not allow
+    /// (`DestinationIpProhibited`).
     Denied(String),
     /// The request was sent but failed (DNS, connection, timeout, protocol), as `wasi:http`
     /// reported it.
@@ -44,6 +49,7 @@ impl From<HttpError> for crate::BrokerError {
 fn from_code(code: ErrorCode) -> HttpError {
     match code {
         ErrorCode::HttpRequestDenied => HttpError::Denied("HttpRequestDenied".into()),
+        ErrorCode::DestinationIpProhibited => HttpError::Denied("DestinationIpProhibited".into()),
         other => HttpError::Failed(format!("{other:?}")),
     }
 }
@@ -60,6 +66,9 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+/// Most redirects (301, 302, 303, 307, 308) one request follows.
+pub const MAX_REDIRECTS: usize = 5;
+
 /// Sends a GET request to `url` (`http://` or `https://`).
 ///
 /// # Errors
@@ -69,11 +78,55 @@ pub fn get(url: &str) -> Result<Response, HttpError> {
     request("GET", url, None)
 }
 
-/// Sends a request with `method` (GET, POST, PUT, PATCH, DELETE) and an optional body.
+/// Sends a request with `method` (GET, POST, PUT, PATCH, DELETE) and an optional body;
+/// follows redirects (a 307 or 308 with the same method and body, the others as a GET).
 ///
 /// # Errors
-/// As [`get`].
+/// As [`get`]; [`HttpError::Failed`] after more than [`MAX_REDIRECTS`] redirects.
 pub fn request(method: &str, url: &str, body: Option<&[u8]>) -> Result<Response, HttpError> {
+    let (mut method, mut url, mut body) = (method.to_string(), url.to_string(), body);
+    for _ in 0..=MAX_REDIRECTS {
+        let (response, location) = send(&method, &url, body)?;
+        let Some(location) =
+            location.filter(|_| matches!(response.status, 301 | 302 | 303 | 307 | 308))
+        else {
+            return Ok(response);
+        };
+        url = resolve(&url, &location);
+        if !matches!(response.status, 307 | 308) {
+            method = "GET".into();
+            body = None;
+        }
+    }
+    Err(HttpError::Failed(format!(
+        "more than {MAX_REDIRECTS} redirects"
+    )))
+}
+
+/// `location` (absolute, or a path on the same origin) from `base`.
+fn resolve(base: &str, location: &str) -> String {
+    if location.contains("://") {
+        return location.to_string();
+    }
+    let origin_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|i| start + i))
+        .unwrap_or(base.len());
+    let path = if location.starts_with('/') {
+        location.to_string()
+    } else {
+        format!("/{location}")
+    };
+    format!("{}{path}", &base[..origin_end])
+}
+
+/// One request: the response and its `location` header.
+fn send(
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+) -> Result<(Response, Option<String>), HttpError> {
     let invalid = |what: &str| HttpError::InvalidRequest(format!("{what} in {url}"));
     let (scheme, rest) = url
         .split_once("://")
@@ -130,6 +183,8 @@ pub fn request(method: &str, url: &str, body: Option<&[u8]>) -> Result<Response,
         .map_err(|()| HttpError::Failed("the response was taken".into()))?
         .map_err(from_code)?;
     let status = response.status();
+    let location = (response.headers().get("location").into_iter().next())
+        .map(|value| String::from_utf8_lossy(&value).to_string());
     let incoming = response
         .consume()
         .map_err(|()| HttpError::Failed("the body was taken".into()))?;
@@ -147,5 +202,5 @@ pub fn request(method: &str, url: &str, body: Option<&[u8]>) -> Result<Response,
             return Err(HttpError::TooLarge);
         }
     }
-    Ok(Response { status, body })
+    Ok((Response { status, body }, location))
 }

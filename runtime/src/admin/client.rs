@@ -54,6 +54,12 @@ pub enum AdminAction {
         #[arg(long)]
         force: bool,
     },
+    /// Shows the data keys sealing stored secrets: the primary, how many values each seals,
+    /// and how many are not yet under the primary (operator only).
+    Keys,
+    /// Makes a new primary data key; the older values are resealed in the background and the
+    /// older key retired once none uses it (`keys` shows the progress; operator only).
+    RotateKey,
     /// Shows the audit trail, newest first (a tenant's token: only its own entries).
     Audit {
         /// At most this many entries.
@@ -126,6 +132,8 @@ pub async fn run(url: &str, token: &str, action: AdminAction) -> anyhow::Result<
             http.get(format!("{root}/audit?limit={limit}{before}"))
         }
         AdminAction::Operations => http.get(format!("{root}/operations")),
+        AdminAction::Keys => http.get(format!("{root}/keys")),
+        AdminAction::RotateKey => http.post(format!("{root}/keys/rotate")),
         AdminAction::Purge {
             name,
             instance,

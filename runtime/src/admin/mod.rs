@@ -1,11 +1,13 @@
 //! The admin API under `/admin` (bearer tokens from the runtime's config file; never on the
 //! OSB routes): add or upgrade a broker by upload, list and show brokers, remove one, list its
-//! versions, roll back; repair state (purge, fail, retry) and read the audit trail. The
+//! versions, roll back; repair state (purge, fail, retry), read the audit trail, and (the
+//! operator only) see and rotate the data keys that seal stored secrets. The
 //! operator's token reaches every broker; a tenant's token only the brokers whose manifest
 //! names that tenant, and only its own audit entries.
 
 mod brokers;
 pub mod client;
+mod keys;
 mod repair;
 pub mod ui;
 mod versions;
@@ -75,6 +77,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/brokers/{name}/operations/{id}/retry", post(retry))
         .route("/admin/operations", get(operations))
         .route("/admin/audit", get(audit))
+        .route("/admin/keys", get(keys::status))
+        .route("/admin/keys/rotate", post(keys::rotate))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .with_state(state)
 }

@@ -175,10 +175,13 @@ impl Drop for Staged {
 /// rename), so the brokers dir holds what serves.
 fn install(state: &AdminState, name: &str, version: &str) -> Result<(), ApiError> {
     let (wasm, manifest) = state.reloader.kept(name, version);
-    for (source, ext) in [(manifest, "toml"), (wasm, "wasm")] {
+    // The kept manifest is sealed: the brokers dir gets it as its author wrote it.
+    let manifest = state.reloader.manifest_bytes(&manifest).map_err(internal)?;
+    let wasm = std::fs::read(&wasm).map_err(internal)?;
+    for (bytes, ext) in [(manifest, "toml"), (wasm, "wasm")] {
         let target = state.brokers_dir.join(format!("{name}.{ext}"));
         let tmp = state.brokers_dir.join(format!(".{name}.{ext}.tmp"));
-        std::fs::copy(&source, &tmp).map_err(internal)?;
+        std::fs::write(&tmp, bytes).map_err(internal)?;
         std::fs::rename(&tmp, &target).map_err(internal)?;
     }
     Ok(())
@@ -201,7 +204,7 @@ async fn publish(
         let store = state.store.clone();
         let version = crate::registry::version_of(
             &std::fs::read(&files.0).unwrap_or_default(),
-            &std::fs::read(&files.1).unwrap_or_default(),
+            &reloader.manifest_bytes(&files.1).unwrap_or_default(),
         );
         tokio::spawn(async move {
             let offered = reloader

@@ -64,7 +64,7 @@ pub async fn validate(
     let manifest_text = std::fs::read(manifest)
         .with_context(|| format!("cannot read manifest {}", manifest.display()))?;
     let scratch = tempfile::tempdir()?;
-    let store = crate::store::open(&format!(
+    let store = crate::store::open_ephemeral(&format!(
         "sqlite://{}",
         scratch.path().join("validate.db").display()
     ))

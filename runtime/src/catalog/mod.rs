@@ -240,8 +240,16 @@ mod tests {
             with_schema(json!({ "$schema": draft4, "$ref": "http://example.com/s.json" }));
         assert!(external.err().unwrap().contains("external reference"));
         let checked = with_schema(json!({ "$schema": draft4, "type": "object",
-            "properties": { "n": { "type": "integer" } }, "required": ["n"] }))
+            "properties": { "n": { "type": "integer" },
+                "password": { "type": "string", "format": "password" },
+                "db": { "type": "object", "properties": {
+                    "token": { "type": "string", "writeOnly": true }, "name": {} } } },
+            "required": ["n"] }))
         .unwrap();
+        let mut shown =
+            json!({ "n": 1, "password": "hunter2", "db": { "token": "t", "name": "d" } });
+        checked.plan("s1", "p1").unwrap().schemas.redact(&mut shown);
+        assert_eq!(shown, json!({ "n": 1, "db": { "name": "d" } }));
         let plan = checked.plan("s1", "p1").unwrap();
         assert!(plan
             .schemas
@@ -252,6 +260,7 @@ mod tests {
             .check(SchemaKind::InstanceCreate, &json!({ "n": "x" }))
             .unwrap_err();
         assert!(error.contains("/n"), "{error}");
+        assert!(!error.contains("\"x\""), "the value is masked: {error}");
         assert!(plan
             .schemas
             .check(SchemaKind::BindingCreate, &json!({ "n": "x" }))

@@ -39,6 +39,27 @@ pub struct PlanSchemas {
     instance_create: Option<Validator>,
     instance_update: Option<Validator>,
     binding_create: Option<Validator>,
+    /// Where the instance schemas (create or update) mark a property secret.
+    secret: Vec<Vec<String>>,
+}
+
+/// The paths of the properties `schema` marks secret (`"writeOnly": true` or
+/// `"format": "password"`), following `properties` down.
+fn secret_paths(schema: &Value, at: &mut Vec<String>, found: &mut Vec<Vec<String>>) {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    for (name, property) in properties {
+        at.push(name.clone());
+        let write_only = property.get("writeOnly") == Some(&Value::Bool(true));
+        let password = property.get("format").and_then(Value::as_str) == Some("password");
+        if write_only || password {
+            found.push(at.clone());
+        } else {
+            secret_paths(property, at, found);
+        }
+        at.pop();
+    }
 }
 
 impl PlanSchemas {
@@ -65,11 +86,33 @@ impl PlanSchemas {
                 .map(Some)
                 .map_err(|e| format!("{at} is not a valid JSON Schema: {e}"))
         };
+        let mut secret = Vec::new();
+        for kind in [SchemaKind::InstanceCreate, SchemaKind::InstanceUpdate] {
+            let [a, b, c] = kind.path();
+            if let Some(schema) = schemas.get(a).and_then(|v| v.get(b)).and_then(|v| v.get(c)) {
+                secret_paths(schema, &mut Vec::new(), &mut secret);
+            }
+        }
         Ok(PlanSchemas {
             instance_create: compile(SchemaKind::InstanceCreate)?,
             instance_update: compile(SchemaKind::InstanceUpdate)?,
             binding_create: compile(SchemaKind::BindingCreate)?,
+            secret,
         })
+    }
+
+    /// `parameters` of an instance without the properties its schemas mark secret
+    /// (`"writeOnly": true` or `"format": "password"`): what a fetch shows.
+    pub fn redact(&self, parameters: &mut Value) {
+        for path in &self.secret {
+            let (last, parents) = path.split_last().expect("a path names a property");
+            let parent = parents
+                .iter()
+                .try_fold(&mut *parameters, |value, name| value.get_mut(name));
+            if let Some(Value::Object(parent)) = parent {
+                parent.remove(last);
+            }
+        }
     }
 
     /// Checks `parameters` against the schema of `kind`, if the plan has one.
@@ -91,7 +134,8 @@ impl PlanSchemas {
             .map(|error| {
                 let at = error.instance_path().to_string();
                 let at = if at.is_empty() { "/".to_string() } else { at };
-                format!("{at}: {error}")
+                // Masked: the value may be a secret, and this text reaches logs and clients.
+                format!("{at}: {}", error.masked())
             })
             .collect();
         if violations.is_empty() {

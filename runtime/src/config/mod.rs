@@ -50,6 +50,22 @@ pub struct ServeConfig {
     /// State store URL (default: sqlite://DATA_DIR/brokerbox.db).
     #[arg(long = "state", env = "BROKERBOX_STATE")]
     pub state_url: Option<String>,
+    /// Serve the OSB API (and the admin API) over TLS on --listen with this PEM certificate
+    /// chain (with --tls-key); both files are read again when they change.
+    #[arg(long, env = "BROKERBOX_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "BROKERBOX_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also serve plain HTTP on this address (for loopback setups, e.g. 127.0.0.1:8081) while
+    /// --listen serves TLS.
+    #[arg(long, env = "BROKERBOX_PLAIN_LISTEN", requires = "tls_cert")]
+    pub plain_listen: Option<SocketAddr>,
+    /// The keyring file holding the master key that opens the stored secrets (default:
+    /// DATA_DIR/keyring.toml, made on first start; or the key itself, base64, in
+    /// BROKERBOX_KEYRING_KEY).
+    #[arg(long, env = "BROKERBOX_KEYRING")]
+    pub keyring: Option<PathBuf>,
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -97,6 +113,10 @@ impl ServeConfig {
             brokers_dir: brokers_dir.into(),
             artifacts_dir: None,
             state_url: None,
+            keyring: None,
+            tls_cert: None,
+            tls_key: None,
+            plain_listen: None,
             body_limit: DEFAULT_BODY_LIMIT,
             lease_ms: DEFAULT_LEASE_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,

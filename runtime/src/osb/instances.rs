@@ -127,12 +127,17 @@ pub async fn fetch(
         ResourceState::Updating => Err(ApiError::ConcurrencyError(format!(
             "instance {id} is being updated"
         ))),
-        _ => Ok((StatusCode::OK, fetched(&record)).into()),
+        _ => {
+            let plan = osb.broker.catalog.plan(&record.service_id, &record.plan_id);
+            let schemas = plan.map(|plan| plan.schemas);
+            Ok((StatusCode::OK, fetched(&record, schemas)).into())
+        }
     }
 }
 
-/// The body of a fetched instance.
-fn fetched(record: &InstanceRecord) -> Value {
+/// The body of a fetched instance: its parameters without those the plan's schemas mark
+/// secret.
+fn fetched(record: &InstanceRecord, schemas: Option<&crate::catalog::PlanSchemas>) -> Value {
     let mut body = instance_body(record);
     body["service_id"] = json!(record.service_id);
     body["plan_id"] = json!(record.plan_id);
@@ -140,7 +145,10 @@ fn fetched(record: &InstanceRecord) -> Value {
         text.as_deref()
             .and_then(|t| serde_json::from_str::<Value>(t).ok())
     };
-    if let Some(parameters) = stored(&record.parameters) {
+    if let Some(mut parameters) = stored(&record.parameters) {
+        if let Some(schemas) = schemas {
+            schemas.redact(&mut parameters);
+        }
         body["parameters"] = parameters;
     }
     if let Some(maintenance_info) = stored(&record.maintenance_info) {

@@ -17,11 +17,11 @@ pub(super) struct Files {
 }
 
 impl Files {
-    pub(super) fn read(wasm: &Path, manifest: &Path) -> anyhow::Result<Files> {
-        let manifest_bytes = std::fs::read(manifest)
-            .with_context(|| format!("cannot read manifest {}", manifest.display()))?;
-        let wasm_bytes =
-            std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    fn from_bytes(
+        manifest_bytes: Vec<u8>,
+        wasm_bytes: Vec<u8>,
+        wasm: &Path,
+    ) -> anyhow::Result<Files> {
         let tenant = std::str::from_utf8(&manifest_bytes)
             .ok()
             .and_then(|text| Manifest::parse(text).ok())
@@ -36,7 +36,35 @@ impl Files {
     }
 }
 
+/// How a kept file is named in its seal: `NAME/FILE` (a sealed file moved elsewhere does not
+/// open).
+fn label(path: &Path) -> String {
+    let file = path.file_name().map(|f| f.to_string_lossy().to_string());
+    let dir = (path.parent().and_then(Path::file_name)).map(|d| d.to_string_lossy().to_string());
+    format!("{}/{}", dir.unwrap_or_default(), file.unwrap_or_default())
+}
+
 impl Reloader {
+    /// The manifest at `path` as its author wrote it: a kept manifest is sealed (its `[env]`
+    /// and credentials are secrets), one of the brokers dir is not.
+    ///
+    /// # Errors
+    /// When it cannot be read or does not open.
+    pub fn manifest_bytes(&self, path: &Path) -> anyhow::Result<Vec<u8>> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read manifest {}", path.display()))?;
+        Ok(self.loader.store.open_file(&label(path), bytes)?)
+    }
+
+    /// Reads `wasm` and `manifest` (opening a sealed manifest).
+    pub(super) fn read_files(&self, wasm: &Path, manifest: &Path) -> anyhow::Result<Files> {
+        Files::from_bytes(
+            self.manifest_bytes(manifest)?,
+            std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?,
+            wasm,
+        )
+    }
+
     /// Where kept version `version` of `name` lives: its component and its manifest.
     pub fn kept(&self, name: &str, version: &str) -> (PathBuf, PathBuf) {
         let dir = self.versions_dir.join(name);
@@ -46,7 +74,8 @@ impl Reloader {
         )
     }
 
-    /// Keeps `files` as a version of `name` (written whole, then renamed, then synced).
+    /// Keeps `files` as a version of `name` (written whole, then renamed, then synced; the
+    /// manifest sealed).
     pub(super) fn keep(&self, name: &str, files: &Files) -> anyhow::Result<()> {
         let (wasm, manifest) = self.kept(name, &files.version);
         if wasm.exists() && manifest.exists() {
@@ -55,7 +84,9 @@ impl Reloader {
         let dir = self.versions_dir.join(name);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        write_durably(&manifest, &files.manifest)?;
+        // Sealed: a manifest's `[env]` and credentials are secrets.
+        let sealed = (self.loader.store).seal_file(&label(&manifest), &files.manifest);
+        write_durably(&manifest, &sealed)?;
         write_durably(&wasm, &files.wasm)?;
         sync_dir(&dir);
         Ok(())
@@ -80,7 +111,8 @@ impl Reloader {
         version: &str,
     ) -> anyhow::Result<LoadedBroker> {
         let (wasm, manifest) = self.kept(name, version);
-        let files = Files::read(&wasm, &manifest)
+        let files = self
+            .read_files(&wasm, &manifest)
             .with_context(|| format!("it is not in {}", self.versions_dir.display()))?;
         self.load(name, &files).await
     }

@@ -270,7 +270,7 @@ impl Reloader {
             _ => Ok(()),
         };
         let files = checked
-            .and_then(|()| Files::read(wasm, manifest))
+            .and_then(|()| self.read_files(wasm, manifest))
             .map(|mut files| {
                 if source == Source::Upload {
                     files.label = format!("the uploaded {name}.wasm");

@@ -153,7 +153,7 @@ impl Reloader {
             found.problem = problem(error, None);
             return found;
         }
-        let files = match Files::read(&wasm, &manifest) {
+        let files = match self.read_files(&wasm, &manifest) {
             Ok(files) => files,
             Err(error) => {
                 found.problem = problem(format!("{error:#}"), None);

@@ -224,7 +224,9 @@ impl Guest {
                     || tracing::warn!(broker = %broker, call, limit, "guest call stopped: {error}"),
                 );
             } else if !matches!(error, CallError::Broker(_)) {
-                span.in_scope(|| tracing::warn!(broker = %broker, call, "guest call failed: {error}"));
+                span.in_scope(
+                    || tracing::warn!(broker = %broker, call, "guest call failed: {error}"),
+                );
             }
         }
         result

@@ -37,7 +37,7 @@ pub struct HostState {
     /// The `kv` import's state.
     pub kv: super::kv::KvAccess,
     http: wasmtime_wasi_http::WasiHttpCtx,
-    http_hooks: super::http::HttpAllowlist,
+    http_hooks: super::http::HttpHooks,
     /// How long the call has computed, and its lane when it runs long.
     pub turns: super::lanes::CallTurns,
     /// The quota of the granted files directory.
@@ -88,7 +88,7 @@ impl HostState {
         Ok(HostState {
             kv,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            http_hooks: grants.http.clone(),
+            http_hooks: grants.http.for_call(),
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits,

@@ -4,6 +4,7 @@
 pub mod bindings;
 pub mod cache;
 mod call;
+pub mod egress;
 pub mod files_quota;
 mod guest;
 mod host;

@@ -5,6 +5,8 @@
 //! resource state it puts in progress, and its outcome together with the resource's new state.
 
 mod records;
+pub mod reseal;
+pub mod seal;
 mod sql;
 
 pub use records::{
@@ -262,14 +264,84 @@ pub trait AuditLog: Send + Sync {
     ) -> Result<Purged, StoreError>;
 }
 
+/// A data key, as the key status shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    /// Its id (`k` and 8 hex digits), the one stored with each value it seals.
+    pub id: String,
+    /// When it was made (ms since the epoch).
+    pub created_at: i64,
+    /// Whether new writes use it.
+    pub primary: bool,
+    /// How many values it seals.
+    pub values: u64,
+}
+
+/// The keys that seal the stored secrets, and how far resealing has come.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyStatus {
+    /// The id of the master key (from the keyring) that wraps the data keys.
+    pub master: String,
+    /// The primary data key's id.
+    pub primary: String,
+    /// Every data key, oldest first.
+    pub keys: Vec<KeyInfo>,
+    /// Values still in clear text (from before encryption).
+    pub clear: u64,
+    /// Values not yet under the primary key (clear or under an older key).
+    pub remaining: u64,
+}
+
+/// What one reseal pass did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ResealReport {
+    /// Values moved to the primary key.
+    pub resealed: u64,
+    /// Keys retired (no value used them any more).
+    pub retired: Vec<String>,
+    /// Values not under the primary key when the pass ended.
+    pub remaining: u64,
+    /// Data keys left.
+    pub keys: usize,
+}
+
+/// The data keys that seal secret-bearing values (see [`seal`]).
+#[async_trait::async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Makes a new primary data key (new writes use it at once); returns its id.
+    async fn rotate_key(&self) -> Result<String, StoreError>;
+    /// The keys, and how many values each seals.
+    async fn key_status(&self) -> Result<KeyStatus, StoreError>;
+    /// Reloads the keys (another replica may have rotated); returns how many there are.
+    async fn reload_keys(&self) -> Result<usize, StoreError>;
+    /// Moves every value not under the primary key to it, then retires the older keys no
+    /// value uses (once the primary has been primary long enough for every replica to use it).
+    async fn reseal(&self) -> Result<ResealReport, StoreError>;
+    /// `plain`, a file the runtime keeps (a kept manifest), sealed with the master key; `label`
+    /// names the file (its associated data).
+    fn seal_file(&self, label: &str, plain: &[u8]) -> Vec<u8>;
+    /// The plain bytes of a file sealed by [`SecretStore::seal_file`] (clear bytes pass).
+    ///
+    /// # Errors
+    /// When it is sealed with another master key, or altered.
+    fn open_file(&self, label: &str, stored: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+}
+
 /// Durable state of all brokers: every part of the store, behind one object.
 pub trait StateStore:
-    ResourceStore + OperationStore + KvStore + BrokerBook + StoreHealth + AuditLog
+    ResourceStore + OperationStore + KvStore + BrokerBook + StoreHealth + AuditLog + SecretStore
 {
 }
 
-impl<T: ResourceStore + OperationStore + KvStore + BrokerBook + StoreHealth + AuditLog> StateStore
-    for T
+impl<
+        T: ResourceStore
+            + OperationStore
+            + KvStore
+            + BrokerBook
+            + StoreHealth
+            + AuditLog
+            + SecretStore,
+    > StateStore for T
 {
 }
 
@@ -282,10 +354,23 @@ pub fn now_ms() -> i64 {
 }
 
 /// Opens the state store named by `url`: `sqlite://PATH` (created if missing) or
-/// `postgres://USER@HOST:PORT/DATABASE`; applies pending migrations.
+/// `postgres://USER@HOST:PORT/DATABASE`; applies pending migrations and loads the data keys
+/// with the master key from `keys` (a new keyring file is made only for a database that
+/// holds no keys yet).
 ///
 /// # Errors
-/// When the URL names no supported backend, or the backend cannot be opened or migrated.
-pub async fn open(url: &str) -> anyhow::Result<Arc<dyn StateStore>> {
-    Ok(Arc::new(SqlStore::open(url).await?))
+/// When the URL names no supported backend, the backend cannot be opened or migrated, or the
+/// master key is missing or does not open the database's keys.
+pub async fn open(url: &str, keys: &seal::KeySource) -> anyhow::Result<Arc<dyn StateStore>> {
+    Ok(Arc::new(SqlStore::open_sealed(url, keys).await?))
+}
+
+/// Opens a store whose secrets only this process reads (a check's scratch store).
+///
+/// # Errors
+/// As [`open`].
+pub async fn open_ephemeral(url: &str) -> anyhow::Result<Arc<dyn StateStore>> {
+    Ok(Arc::new(
+        SqlStore::open(url, seal::MasterKey::ephemeral()).await?,
+    ))
 }

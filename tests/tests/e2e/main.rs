@@ -16,4 +16,6 @@ mod reload;
 mod rules;
 mod sandbox;
 mod schema;
+mod secrets;
 mod telemetry;
+mod tls;

@@ -368,7 +368,9 @@ async fn a_python_infinite_loop_and_memory_bomb_are_cut_by_the_limits() {
 #[tokio::test]
 async fn python_http_reaches_only_the_granted_host() {
     let port = brokerbox_tests::ping_api().await;
-    let extra = format!("[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\n");
+    let extra = format!(
+        "[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\noutbound_http_private = [\"127.0.0.1:{port}\"]\n"
+    );
     let rt = runtime(&[(
         "python-rules",
         guests::PYTHON_RULES,
@@ -424,7 +426,7 @@ async fn javascript_errors_limits_and_outbound_fetch() {
     // A local "cloud API" on 127.0.0.1, allowlisted by host and port.
     let port = brokerbox_tests::ping_api().await;
     let extra = format!(
-        "[limits]\ncall_timeout_ms = 3000\n[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\n"
+        "[limits]\ncall_timeout_ms = 3000\n[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\noutbound_http_private = [\"127.0.0.1:{port}\"]\n"
     );
     let rt = runtime(&[("js-rules", guests::JS_RULES, &manifest("js-rules", &extra))]).await;
 

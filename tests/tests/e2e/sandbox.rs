@@ -473,7 +473,9 @@ async fn outbound_http_reaches_only_allowlisted_hosts() {
 
     // A local "cloud API" on 127.0.0.1, allowlisted by host and port.
     let port = brokerbox_tests::ping_api().await;
-    let extra = format!("[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\n");
+    let extra = format!(
+        "[grants]\noutbound_http = [\"127.0.0.1:{port}\"]\noutbound_http_private = [\"127.0.0.1:{port}\"]\n"
+    );
     let rt = TestRuntime::start(&[("caps", guests::CAPABILITY_BROKER, &manifest("caps", &extra))])
         .await
         .unwrap();
@@ -490,11 +492,8 @@ async fn outbound_http_reaches_only_allowlisted_hosts() {
     let fetched = rt
         .osb(Method::GET, "caps", "/v2/service_instances/h-1", None)
         .await;
-    assert_eq!(
-        fetched.status,
-        StatusCode::BAD_REQUEST,
-        "not retrievable; the 201 body carried it"
-    );
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(fetched.body["dashboard_url"], "200 pong");
     assert_eq!(allowed.body["dashboard_url"], "200 pong");
     let other_port = rt
         .osb(
@@ -513,6 +512,85 @@ async fn outbound_http_reaches_only_allowlisted_hosts() {
         "{:?}",
         other_port.body
     );
+}
+
+/// Provisions `id` on `rt`'s broker `caps`, whose guest calls `url`; the answer.
+async fn call_out(rt: &TestRuntime, id: &str, url: String) -> brokerbox_tests::Answer {
+    let body = json!({ "service_id": "capability-service", "plan_id": "capability-plan",
+        "parameters": { "url": url } });
+    rt.osb(
+        Method::PUT,
+        "caps",
+        &format!("/v2/service_instances/{id}"),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_granted_name_that_resolves_to_loopback_is_refused_unless_the_manifest_allows_it() {
+    let port = brokerbox_tests::ping_api().await;
+    let granted = format!("[grants]\noutbound_http = [\"localhost:{port}\"]\n");
+    let rt = TestRuntime::start(&[(
+        "caps",
+        guests::CAPABILITY_BROKER,
+        &manifest("caps", &granted),
+    )])
+    .await
+    .unwrap();
+    // `localhost` is granted, but it resolves to 127.0.0.1 (or ::1): refused by default.
+    let refused = call_out(&rt, "e-1", format!("http://localhost:{port}/ping")).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let said = refused.body["description"].as_str().unwrap();
+    assert!(said.contains("DestinationIpProhibited"), "{said}");
+    drop(rt);
+
+    // Allowed for that host explicitly; a redirect from it to another granted host that is
+    // not allowed private addresses is checked again, and refused.
+    let allowed = format!(
+        "[grants]\noutbound_http = [\"localhost:{port}\", \"127.0.0.1:{port}\"]\n\
+         outbound_http_private = [\"localhost:{port}\"]\n"
+    );
+    let rt = TestRuntime::start(&[(
+        "caps",
+        guests::CAPABILITY_BROKER,
+        &manifest("caps", &allowed),
+    )])
+    .await
+    .unwrap();
+    let reached = call_out(&rt, "e-2", format!("http://localhost:{port}/ping")).await;
+    assert_eq!(reached.status, StatusCode::CREATED, "{:?}", reached.body);
+    assert_eq!(reached.body["dashboard_url"], "200 pong");
+    let followed = call_out(
+        &rt,
+        "e-3",
+        format!("http://localhost:{port}/redirect?to=http://localhost:{port}/ping"),
+    )
+    .await;
+    assert_eq!(
+        followed.body["dashboard_url"], "200 pong",
+        "{:?}",
+        followed.body
+    );
+    let redirected = call_out(
+        &rt,
+        "e-4",
+        format!("http://localhost:{port}/redirect?to=http://127.0.0.1:{port}/ping"),
+    )
+    .await;
+    assert_eq!(redirected.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let said = redirected.body["description"].as_str().unwrap();
+    assert!(said.contains("DestinationIpProhibited"), "{said}");
+}
+
+#[test]
+fn a_private_grant_must_name_a_granted_host() {
+    let error = brokerbox::manifest::Manifest::parse(&manifest(
+        "caps",
+        "[grants]\noutbound_http = [\"api.example.com\"]\noutbound_http_private = [\"10.0.0.1\"]\n",
+    ))
+    .unwrap_err();
+    assert!(format!("{error:#}").contains("10.0.0.1"), "{error:#}");
 }
 
 #[tokio::test]

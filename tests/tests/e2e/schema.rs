@@ -59,8 +59,8 @@ async fn sqlite_and_postgres_migrations_build_the_same_tables_and_columns() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("schema.db").display());
     let pg = postgres::fresh_database(&server).await;
-    brokerbox::store::open(&sqlite).await.unwrap();
-    brokerbox::store::open(&pg).await.unwrap();
+    brokerbox::store::open_ephemeral(&sqlite).await.unwrap();
+    brokerbox::store::open_ephemeral(&pg).await.unwrap();
     let (sqlite, pg) = (sqlite_columns(&sqlite).await, postgres_columns(&pg).await);
     assert!(sqlite.len() > 40, "{sqlite:?}");
     let only_sqlite: Vec<_> = sqlite.difference(&pg).collect();

@@ -126,24 +126,20 @@ impl AuditLog for SqlStore {
     ) -> Result<Vec<OperationRecord>, StoreError> {
         match binding_id {
             None => {
-                self.db
-                    .query(
-                        "SELECT * FROM operations WHERE broker = $1 AND instance_id = $2 \
+                self.operations(
+                    "SELECT * FROM operations WHERE broker = $1 AND instance_id = $2 \
                          AND state = 'in progress' ORDER BY seq",
-                        &args![broker, instance_id],
-                        operation_row,
-                    )
-                    .await
+                    &args![broker, instance_id],
+                )
+                .await
             }
             Some(binding) => {
-                self.db
-                    .query(
-                        "SELECT * FROM operations WHERE broker = $1 AND binding_id = $2 \
+                self.operations(
+                    "SELECT * FROM operations WHERE broker = $1 AND binding_id = $2 \
                          AND state = 'in progress' ORDER BY seq",
-                        &args![broker, binding],
-                        operation_row,
-                    )
-                    .await
+                    &args![broker, binding],
+                )
+                .await
             }
         }
     }
@@ -153,14 +149,12 @@ impl AuditLog for SqlStore {
         failed_since: i64,
         limit: i64,
     ) -> Result<Vec<OperationRecord>, StoreError> {
-        self.db
-            .query(
-                "SELECT * FROM operations WHERE state = 'in progress' \
+        self.operations(
+            "SELECT * FROM operations WHERE state = 'in progress' \
                  OR (state = 'failed' AND updated_at >= $1) ORDER BY seq DESC LIMIT $2",
-                &args![failed_since, limit],
-                operation_row,
-            )
-            .await
+            &args![failed_since, limit],
+        )
+        .await
     }
 
     async fn purge_instance(

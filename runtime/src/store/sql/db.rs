@@ -28,7 +28,7 @@ pub(super) enum Value<'a> {
 
 impl Value<'_> {
     /// The same value, owning its data.
-    fn into_owned(self) -> Value<'static> {
+    pub(super) fn into_owned(self) -> Value<'static> {
         match self {
             Value::Text(text) => Value::Text(text.map(|t| Cow::Owned(t.into_owned()))),
             Value::Int(int) => Value::Int(int),

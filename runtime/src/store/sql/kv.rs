@@ -1,11 +1,12 @@
 //! The `kv` capability's store in SQL.
 
 use super::*;
+use crate::store::seal;
 
 #[async_trait::async_trait]
 impl KvStore for SqlStore {
     async fn kv_get(&self, broker: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let values = self
+        let values: Vec<Vec<u8>> = self
             .db
             .query(
                 "SELECT value FROM kv WHERE broker = $1 AND key = $2",
@@ -13,7 +14,13 @@ impl KvStore for SqlStore {
                 |row| get(row, "value"),
             )
             .await?;
-        Ok(values.into_iter().next())
+        let Some(value) = values.into_iter().next() else {
+            return Ok(None);
+        };
+        let aad = seal::aad("kv", &[broker, key], "value");
+        self.open_refreshing(|sealer| sealer.open_bytes(&aad, value.clone()))
+            .await
+            .map(Some)
     }
 
     async fn kv_set(
@@ -23,9 +30,13 @@ impl KvStore for SqlStore {
         value: &[u8],
         quota: u64,
     ) -> Result<bool, StoreError> {
+        // The quota counts keys and plain values: sealing's fixed overhead is taken off.
         let size = i64::try_from(key.len() + value.len()).unwrap_or(i64::MAX);
         let quota = i64::try_from(quota).unwrap_or(i64::MAX);
-        let (ids, set) = (owned(args![broker, key]), owned(args![broker, key, value]));
+        let sealed = (self.sealer).seal_bytes(&seal::aad("kv", &[broker, key], "value"), value);
+        let overhead = i64::try_from(seal::BLOB_OVERHEAD).unwrap_or(0);
+        let ids = owned(args![overhead, broker, key]);
+        let set = owned(args![broker, key, sealed.as_slice()]);
         // On PostgreSQL a broker's writers take their turns in this process before they take
         // a pooled connection: waiting for the broker's lock while holding a connection, a
         // broker's many concurrent writers would hold the pool the other brokers need.
@@ -42,15 +53,15 @@ impl KvStore for SqlStore {
                         // values as absent). SQLite's writes are serialized already.
                         conn.query(
                             "SELECT pg_advisory_xact_lock(hashtext($1))::text AS locked",
-                            &ids[..1],
+                            &ids[1..2],
                             |_| Ok(()),
                         )
                         .await?;
                     }
                     let used: i64 = conn
                         .query(
-                            "SELECT COALESCE(SUM(LENGTH(key) + LENGTH(value)), 0) AS used FROM kv \
-                             WHERE broker = $1 AND key <> $2",
+                            "SELECT CAST(COALESCE(SUM(LENGTH(key) + LENGTH(value) - $1), 0) AS BIGINT) AS used \
+                             FROM kv WHERE broker = $2 AND key <> $3",
                             &ids,
                             |row| get(row, "used"),
                         )

@@ -23,6 +23,7 @@ mod kv;
 mod operations;
 mod resources;
 mod rows;
+mod secrets;
 mod sqlite;
 
 use db::{args, get, owned, Db, Durability, RowLike, Statement, Value};
@@ -33,21 +34,58 @@ use rows::{
 /// State in an SQL database.
 pub struct SqlStore {
     db: Db,
+    /// Seals and opens the secret-bearing columns.
+    sealer: super::seal::Sealer,
     /// Each broker's turn at writing its kv store (see `kv_set`), by broker name.
     kv_turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl SqlStore {
-    /// Opens (creating a SQLite file if needed) the database at `url` and migrates it.
+    /// Opens (creating a SQLite file if needed) the database at `url`, migrates it and loads
+    /// its data keys with `master` (making the first one in a database that has none).
     ///
     /// # Errors
-    /// When the URL is not `sqlite://` or `postgres://`, the database cannot be reached, or a
-    /// migration fails.
-    pub async fn open(url: &str) -> anyhow::Result<Self> {
-        Ok(SqlStore {
+    /// When the URL is not `sqlite://` or `postgres://`, the database cannot be reached, a
+    /// migration fails, or `master` does not open the database's keys.
+    pub async fn open(url: &str, master: super::seal::MasterKey) -> anyhow::Result<Self> {
+        let store = SqlStore {
             db: Db::open(url).await?,
+            sealer: super::seal::Sealer::new(master),
             kv_turns: std::sync::Mutex::default(),
-        })
+        };
+        store.load_keys().await?;
+        Ok(store)
+    }
+
+    /// [`SqlStore::open`] with the master key from `keys`. A keyring file is made only for a
+    /// database that holds no data keys yet; one that does needs the keyring it was used with.
+    ///
+    /// # Errors
+    /// As [`SqlStore::open`], and when the keyring is missing or unreadable.
+    pub async fn open_sealed(url: &str, keys: &super::seal::KeySource) -> anyhow::Result<Self> {
+        let db = Db::open(url).await?;
+        let stored = (db.query("SELECT master FROM data_keys", &[], |row| {
+            get::<String>(row, "master")
+        }))
+        .await?;
+        let (master, _) = keys
+            .load(stored.is_empty())
+            .map_err(|error| match stored.first() {
+                Some(needed) => anyhow::anyhow!(
+                    "{error}; this database's secrets are sealed under master key {needed}: \
+                 start with the keyring it was used with (--keyring FILE or {}); nothing was \
+                 written",
+                    super::seal::KEY_ENV
+                ),
+                None => error,
+            })?;
+        let store = SqlStore {
+            db,
+            sealer: super::seal::Sealer::new(master),
+            kv_turns: std::sync::Mutex::default(),
+        };
+        store.load_keys().await?;
+        Ok(store)
     }
 
     /// The lock whose holder may write `broker`'s kv store.
@@ -128,7 +166,9 @@ mod tests {
     async fn a_claim_on_a_stale_read_fails_so_no_poll_step_runs_twice() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = SqlStore::open(&url).await.unwrap();
+        let store = SqlStore::open(&url, crate::store::seal::MasterKey::ephemeral())
+            .await
+            .unwrap();
         let read_by_a = accepted_operation(&store).await;
         let read_by_b = read_by_a.clone();
         // Replica B claims, polls once (new data, next poll due at once) and lets go.

@@ -10,11 +10,9 @@ impl OperationStore for SqlStore {
         id: &str,
     ) -> Result<Option<OperationRecord>, StoreError> {
         let ops = self
-            .db
-            .query(
+            .operations(
                 "SELECT * FROM operations WHERE broker = $1 AND id = $2",
                 &args![broker, id],
-                operation_row,
             )
             .await?;
         Ok(ops.into_iter().next())
@@ -27,12 +25,10 @@ impl OperationStore for SqlStore {
         binding_id: Option<&str>,
     ) -> Result<Option<OperationRecord>, StoreError> {
         let ops = self
-            .db
-            .query(
+            .operations(
                 "SELECT * FROM operations WHERE broker = $1 AND instance_id = $2 \
                  AND binding_id IS NOT DISTINCT FROM $3 ORDER BY seq DESC LIMIT 1",
                 &args![broker, instance_id, binding_id],
-                operation_row,
             )
             .await?;
         Ok(ops.into_iter().next())
@@ -49,9 +45,20 @@ impl OperationStore for SqlStore {
             sql: "UPDATE operations SET guest_data = $1, next_poll_at = $2, owner = NULL, \
                   lease_until = NULL, updated_at = $3 \
                   WHERE broker = $4 AND id = $5 AND state = 'in progress'",
-            args: owned(args![guest_data, next_poll_at, now(), &op.broker, &op.id]),
+            args: owned(args![
+                &secrets::seal_operation_field(
+                    &self.sealer,
+                    &op.id,
+                    "guest_data",
+                    Some(guest_data)
+                ),
+                next_poll_at,
+                now(),
+                &op.broker,
+                &op.id
+            ]),
         };
-        let effects = effect_statements(&Target::of(op), effect);
+        let effects = effect_statements(&self.sealer, &Target::of(op), effect);
         one(self
             .db
             .write_chain(Durability::OnDisk, accept, effects)
@@ -73,7 +80,7 @@ impl OperationStore for SqlStore {
                  next_poll_at = $3, polls = polls + 1, owner = NULL, lease_until = NULL, \
                  updated_at = $4 WHERE broker = $5 AND id = $6 AND state = 'in progress'",
                 owned(args![
-                    guest_data,
+                    &secrets::seal_operation_field(&self.sealer, &op.id, "guest_data", guest_data),
                     description,
                     next_poll_at,
                     now(),
@@ -106,7 +113,7 @@ impl OperationStore for SqlStore {
             ]),
         };
         // The audit entry goes with the outcome, in its transaction (only when it ends it).
-        let mut then = effect_statements(&Target::of(op), effect);
+        let mut then = effect_statements(&self.sealer, &Target::of(op), effect);
         then.push(super::audit::insert_audit(
             &super::audit::operation_entry(op, outcome),
             now(),
@@ -193,15 +200,13 @@ impl OperationStore for SqlStore {
     }
 
     async fn due_polls(&self, now: i64, limit: i64) -> Result<Vec<OperationRecord>, StoreError> {
-        self.db
-            .query(
-                "SELECT * FROM operations WHERE state = 'in progress' AND guest_data IS NOT NULL \
+        self.operations(
+            "SELECT * FROM operations WHERE state = 'in progress' AND guest_data IS NOT NULL \
                  AND next_poll_at <= $1 AND (owner IS NULL OR lease_until < $2) \
                  ORDER BY next_poll_at LIMIT $3",
-                &args![now, now, limit],
-                operation_row,
-            )
-            .await
+            &args![now, now, limit],
+        )
+        .await
     }
 
     async fn orphaned(
@@ -211,15 +216,13 @@ impl OperationStore for SqlStore {
         started_at: i64,
         limit: i64,
     ) -> Result<Vec<OperationRecord>, StoreError> {
-        self.db
-            .query(
-                "SELECT * FROM operations WHERE state = 'in progress' AND guest_data IS NULL \
+        self.operations(
+            "SELECT * FROM operations WHERE state = 'in progress' AND guest_data IS NULL \
                  AND (owner IS NULL OR lease_until < $1 OR (owner = $2 AND created_at < $3)) \
                  ORDER BY seq LIMIT $4",
-                &args![now, dead_owner, started_at, limit],
-                operation_row,
-            )
-            .await
+            &args![now, dead_owner, started_at, limit],
+        )
+        .await
     }
 
     async fn count_in_progress(&self, broker: &str) -> Result<u64, StoreError> {

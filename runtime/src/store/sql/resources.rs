@@ -17,6 +17,7 @@ impl ResourceStore for SqlStore {
                 instance_row,
             )
             .await?;
+        let rows = self.opened(rows, secrets::open_instance).await?;
         Ok(rows.into_iter().next())
     }
 
@@ -33,6 +34,7 @@ impl ResourceStore for SqlStore {
                 binding_row,
             )
             .await?;
+        let rows = self.opened(rows, secrets::open_binding).await?;
         Ok(rows.into_iter().next())
     }
 
@@ -42,6 +44,7 @@ impl ResourceStore for SqlStore {
         op: &OperationRecord,
     ) -> Result<(), StoreError> {
         let t = now();
+        let i = &secrets::sealed_instance(&self.sealer, i);
         let instance = Statement {
             sql: "INSERT INTO instances (broker, instance_id, service_id, plan_id, attributes, \
                   parameters, context, dashboard_url, metadata, maintenance_info, state, \
@@ -66,7 +69,11 @@ impl ResourceStore for SqlStore {
         };
         let inserted = self
             .db
-            .write_chain(Durability::Committed, instance, vec![insert_operation(op)])
+            .write_chain(
+                Durability::Committed,
+                instance,
+                vec![insert_operation(&self.sealer, op)],
+            )
             .await?;
         one(inserted)
     }
@@ -77,6 +84,7 @@ impl ResourceStore for SqlStore {
         op: &OperationRecord,
     ) -> Result<(), StoreError> {
         let t = now();
+        let b = &secrets::sealed_binding(&self.sealer, b);
         let binding = Statement {
             sql: "INSERT INTO bindings (broker, binding_id, instance_id, attributes, result, \
                   state, operation_id, created_at, updated_at) \
@@ -95,7 +103,11 @@ impl ResourceStore for SqlStore {
         };
         let inserted = self
             .db
-            .write_chain(Durability::Committed, binding, vec![insert_operation(op)])
+            .write_chain(
+                Durability::Committed,
+                binding,
+                vec![insert_operation(&self.sealer, op)],
+            )
             .await?;
         one(inserted)
     }
@@ -125,7 +137,11 @@ impl ResourceStore for SqlStore {
         };
         let taken = self
             .db
-            .write_chain(Durability::Committed, guard, vec![insert_operation(op)])
+            .write_chain(
+                Durability::Committed,
+                guard,
+                vec![insert_operation(&self.sealer, op)],
+            )
             .await?;
         one(taken)
     }

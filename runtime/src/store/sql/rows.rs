@@ -1,6 +1,7 @@
 //! Rows to records and back, and what an operation's outcome does to its resource.
 
 use super::*;
+use crate::store::seal::{self, Sealer};
 
 pub(super) fn instance_row(row: &dyn RowLike) -> Result<InstanceRecord, StoreError> {
     Ok(InstanceRecord {
@@ -57,8 +58,9 @@ pub(super) fn operation_row(row: &dyn RowLike) -> Result<OperationRecord, StoreE
     })
 }
 
-/// The statement inserting `op`'s row.
-pub(super) fn insert_operation(op: &OperationRecord) -> Statement {
+/// The statement inserting `op`'s row (its secrets sealed).
+pub(super) fn insert_operation(sealer: &Sealer, op: &OperationRecord) -> Statement {
+    let op = &secrets::sealed_operation(sealer, op);
     // `seq` orders the operations of one resource even within one millisecond.
     const SQL: &str = "INSERT INTO operations (id, broker, instance_id, binding_id, kind, state, \
         description, guest_data, target_plan, attempts, created_at, updated_at, request, owner, \
@@ -117,12 +119,20 @@ impl Target {
     }
 }
 
-/// What an operation's outcome does to its instance or binding, as statements. An effect
-/// touches no row when its resource is gone already (deleted while the operation ran): the
-/// operation still ends, with nothing left to change.
-pub(super) fn effect_statements(target: &Target, effect: &Effect) -> Vec<Statement> {
+/// What an operation's outcome does to its instance or binding, as statements (secrets
+/// sealed). An effect touches no row when its resource is gone already (deleted while the
+/// operation ran): the operation still ends, with nothing left to change.
+pub(super) fn effect_statements(
+    sealer: &Sealer,
+    target: &Target,
+    effect: &Effect,
+) -> Vec<Statement> {
     let (t, broker, instance) = (now(), &target.broker, &target.instance_id);
     let binding = target.binding_id.as_deref().unwrap_or_default();
+    let on_instance = |column, value: &Option<String>| {
+        let aad = seal::aad("instances", &[broker, instance], column);
+        value.as_deref().map(|v| sealer.seal_text(&aad, v))
+    };
     let statement = |sql, args| Statement { sql, args };
     let set_instance =
         "UPDATE instances SET state = $1, updated_at = $2 WHERE broker = $3 AND instance_id = $4";
@@ -145,10 +155,10 @@ pub(super) fn effect_statements(target: &Target, effect: &Effect) -> Vec<Stateme
              WHERE broker = $8 AND instance_id = $9",
             owned(args![
                 plan_id,
-                dashboard_url,
+                &on_instance("dashboard_url", dashboard_url),
                 metadata,
-                parameters,
-                context,
+                &on_instance("parameters", parameters),
+                &on_instance("context", context),
                 maintenance_info,
                 t,
                 broker,
@@ -162,7 +172,13 @@ pub(super) fn effect_statements(target: &Target, effect: &Effect) -> Vec<Stateme
             "UPDATE instances SET dashboard_url = COALESCE($1, dashboard_url), \
              metadata = COALESCE($2, metadata), updated_at = $3 \
              WHERE broker = $4 AND instance_id = $5",
-            owned(args![dashboard_url, metadata, t, broker, instance]),
+            owned(args![
+                &on_instance("dashboard_url", dashboard_url),
+                metadata,
+                t,
+                broker,
+                instance
+            ]),
         )],
         Effect::InstanceRestored => vec![statement(
             set_instance,
@@ -182,11 +198,15 @@ pub(super) fn effect_statements(target: &Target, effect: &Effect) -> Vec<Stateme
                 owned(args![broker, instance]),
             ),
         ],
-        Effect::BindingReady { result } => vec![statement(
-            "UPDATE bindings SET state = 'ready', result = $1, updated_at = $2 \
-             WHERE broker = $3 AND binding_id = $4",
-            owned(args![result, t, broker, binding]),
-        )],
+        Effect::BindingReady { result } => {
+            let aad = seal::aad("bindings", &[broker, binding], "result");
+            let result = sealer.seal_text(&aad, result);
+            vec![statement(
+                "UPDATE bindings SET state = 'ready', result = $1, updated_at = $2 \
+                 WHERE broker = $3 AND binding_id = $4",
+                owned(args![&result, t, broker, binding]),
+            )]
+        }
         Effect::BindingRestored => vec![statement(
             set_binding,
             owned(args![ResourceState::Ready.as_str(), t, broker, binding]),

@@ -13,9 +13,15 @@ fn key(instance_id: &str) -> String {
 
 impl Broker for Capabilities {
     fn catalog() -> Result<ServiceCatalog, BrokerError> {
+        // `password` is marked secret: a fetched instance does not show it.
+        let schemas = json!({ "service_instance": { "create": { "parameters": {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "type": "object",
+            "properties": { "password": { "type": "string", "format": "password" } } } } } });
         let service = Service::new("capability-service", "capabilities", "Uses kv and env")
             .bindable(true)
-            .plan(Plan::new("capability-plan", "standard", "Standard"));
+            .retrievable(true, true)
+            .plan(Plan::new("capability-plan", "standard", "Standard").schemas(schemas));
         Ok(ServiceCatalog::new(vec![service]))
     }
 
