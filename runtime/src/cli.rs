@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serves every NAME.wasm (with its NAME.toml manifest) of the brokers dir over OSB.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Prints the argon2 hash of the password read from standard input (one line), for a
     /// manifest's `credentials.password_hash`.
     HashPassword,
@@ -120,7 +120,7 @@ where
     match command {
         Command::Serve(mut config) => {
             config.read_config_file()?;
-            let served = serve(config).await;
+            let served = serve(*config).await;
             if let Some(traces) = traces {
                 // Sends the last batch; blocking, so off the async threads.
                 let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;

@@ -184,9 +184,9 @@ impl Runtime {
             None => format!("http://{listen}/metrics"),
         };
         let quarantined = self.reloader.problems().len();
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(
-            listen = %format_args!("{scheme}://{listen}"),
+            listen = %listen,
+            tls = self.tls.is_some(),
             plain_listen = ?self.plain_listen,
             store = %self.store_label,
             brokers = self.generation().all().count(),

@@ -213,7 +213,17 @@ async fn replicas_on_postgres_share_and_take_over_operations() {
         &lease,
     )
     .await;
-    let b = RuntimeProcess::start(&dir.path().join("b"), &brokers, Some(database), &lease).await;
+    // Replicas share the master key that opens the database's data keys.
+    let keyring = dir.path().join("a/keyring.toml");
+    let keyring = keyring.to_str().unwrap();
+    let with_keyring = ["--lease-ms", "1000", "--keyring", keyring];
+    let b = RuntimeProcess::start(
+        &dir.path().join("b"),
+        &brokers,
+        Some(database),
+        &with_keyring,
+    )
+    .await;
 
     // Accepted by one replica, polled on the other.
     let url = format!(

@@ -197,7 +197,11 @@ impl SqlStore {
             |row| Ok((get::<String>(row, "p")?.into_bytes(), get(row, "n")?))
         };
         let mut counts = Vec::new();
-        for (prefix, n) in self.db.query(&sealed, &[magic.clone()], decode).await? {
+        for (prefix, n) in self
+            .db
+            .query(&sealed, std::slice::from_ref(&magic), decode)
+            .await?
+        {
             let id = seal::key_of(&prefix).map(str::to_string);
             counts.push((id, u64::try_from(n).unwrap_or(0)));
         }
