@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "hunter2-param-secret";
+/// The manifest's `[env]` value: a secret too, and the guest puts it in each binding.
+const GREETING: &str = "greeting-env-secret";
 const OPERATOR: &str = "operator-token-0123456789";
 const SERVICE: &str = "capability-service";
 const PLAN: &str = "capability-plan";
@@ -19,7 +21,7 @@ const PLAN: &str = "capability-plan";
 /// The capability broker: stores a provision's parameters in kv and hands them back as the
 /// credentials of each binding.
 fn caps() -> String {
-    manifest("caps", "[grants]\nkv = true\n[env]\nGREETING = \"hello\"\n")
+    manifest("caps", &format!("[grants]\nkv = true\n[env]\nGREETING = \"{GREETING}\"\n"))
 }
 
 fn admin_config() -> RuntimeConfig {
@@ -132,6 +134,16 @@ async fn secrets_are_sealed_at_rest_and_read_back_after_a_restart() {
         .await;
     assert_eq!(bound.status, StatusCode::CREATED, "{:?}", bound.body);
     assert_eq!(bound.body["credentials"]["stored"]["password"], SECRET);
+    assert_eq!(bound.body["credentials"]["greeting"], GREETING);
+
+    // The manifests the runtime keeps (for rollbacks) are sealed: `[env]` holds secrets.
+    let versions = rt.dir.path().join("data/versions/caps");
+    let kept: Vec<_> = std::fs::read_dir(&versions).unwrap().flatten().collect();
+    assert!(kept.iter().any(|f| f.path().extension().is_some_and(|e| e == "toml")));
+    for file in kept {
+        let bytes = std::fs::read(file.path()).unwrap();
+        assert!(!holds(&bytes, GREETING), "{} holds the [env] value", file.path().display());
+    }
 
     // Neither the parameter nor the credentials holding it lie anywhere in the store.
     let raw = rt.raw_state().await;
@@ -142,6 +154,7 @@ async fn secrets_are_sealed_at_rest_and_read_back_after_a_restart() {
     );
     assert!(holds(&raw, "capability-service"), "the dump is readable");
     assert!(!holds(&raw, SECRET), "the secret is in the raw state");
+    assert!(!holds(&raw, GREETING), "the credentials are in the raw state");
     assert_eq!(not_under(&rt, "k").await, 0, "every secret value is sealed");
     // Nor in what the operator reads.
     for path in ["audit", "operations", "keys"] {
