@@ -21,7 +21,10 @@ const PLAN: &str = "capability-plan";
 /// The capability broker: stores a provision's parameters in kv and hands them back as the
 /// credentials of each binding.
 fn caps() -> String {
-    manifest("caps", &format!("[grants]\nkv = true\n[env]\nGREETING = \"{GREETING}\"\n"))
+    manifest(
+        "caps",
+        &format!("[grants]\nkv = true\n[env]\nGREETING = \"{GREETING}\"\n"),
+    )
 }
 
 fn admin_config() -> RuntimeConfig {
@@ -139,10 +142,16 @@ async fn secrets_are_sealed_at_rest_and_read_back_after_a_restart() {
     // The manifests the runtime keeps (for rollbacks) are sealed: `[env]` holds secrets.
     let versions = rt.dir.path().join("data/versions/caps");
     let kept: Vec<_> = std::fs::read_dir(&versions).unwrap().flatten().collect();
-    assert!(kept.iter().any(|f| f.path().extension().is_some_and(|e| e == "toml")));
+    assert!(kept
+        .iter()
+        .any(|f| f.path().extension().is_some_and(|e| e == "toml")));
     for file in kept {
         let bytes = std::fs::read(file.path()).unwrap();
-        assert!(!holds(&bytes, GREETING), "{} holds the [env] value", file.path().display());
+        assert!(
+            !holds(&bytes, GREETING),
+            "{} holds the [env] value",
+            file.path().display()
+        );
     }
 
     // Neither the parameter nor the credentials holding it lie anywhere in the store.
@@ -154,7 +163,10 @@ async fn secrets_are_sealed_at_rest_and_read_back_after_a_restart() {
     );
     assert!(holds(&raw, "capability-service"), "the dump is readable");
     assert!(!holds(&raw, SECRET), "the secret is in the raw state");
-    assert!(!holds(&raw, GREETING), "the credentials are in the raw state");
+    assert!(
+        !holds(&raw, GREETING),
+        "the credentials are in the raw state"
+    );
     assert_eq!(not_under(&rt, "k").await, 0, "every secret value is sealed");
     // Nor in what the operator reads.
     for path in ["audit", "operations", "keys"] {
