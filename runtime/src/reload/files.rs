@@ -92,6 +92,33 @@ impl Reloader {
         Ok(())
     }
 
+    /// Seals the kept manifests still in clear text (kept before encryption existed).
+    pub(super) fn seal_kept(&self) {
+        let Ok(brokers) = std::fs::read_dir(&self.versions_dir) else {
+            return;
+        };
+        for dir in brokers.flatten().filter(|d| d.file_name() != ".uploads") {
+            let Ok(files) = std::fs::read_dir(dir.path()) else {
+                continue;
+            };
+            let manifests = (files.flatten().map(|f| f.path()))
+                .filter(|path| path.extension().is_some_and(|e| e == "toml"));
+            for manifest in manifests {
+                let Ok(bytes) = std::fs::read(&manifest) else {
+                    continue;
+                };
+                if crate::store::seal::key_of(&bytes).is_some() {
+                    continue;
+                }
+                let sealed = (self.loader.store).seal_file(&label(&manifest), &bytes);
+                if let Err(error) = write_durably(&manifest, &sealed) {
+                    tracing::warn!("cannot seal the kept manifest: {error:#}");
+                }
+            }
+            sync_dir(&dir.path());
+        }
+    }
+
     /// The marker file an operator creates to force the version in the brokers dir.
     pub(super) fn marker(&self, name: &str) -> PathBuf {
         self.brokers_dir.join(format!("{name}.force"))

@@ -29,6 +29,7 @@ impl Reloader {
     /// When the brokers dir cannot be read or the state store fails; with `strict`, also when
     /// any broker is quarantined or any version refused.
     pub async fn start_up(&self, strict: bool) -> anyhow::Result<()> {
+        self.seal_kept();
         let current: HashMap<String, (String, i64)> = self
             .store
             .current_versions()

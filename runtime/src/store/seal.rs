@@ -257,15 +257,29 @@ fn write_keyring(path: &Path, key: &str) -> anyhow::Result<()> {
          # parameters cannot be read.\n\
          key = \"{key}\"\n"
     );
+    // Written whole to a temporary file, then linked in place (never over an existing keyring)
+    // and the directory synced: the key is on disk before any data key is wrapped with it.
+    let cannot =
+        |e: std::io::Error| anyhow::anyhow!("cannot create keyring {}: {e}", path.display());
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot create keyring {}: {e}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
+    let written = options.open(&tmp).and_then(|mut file| {
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(cannot)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(cannot)?;
     Ok(())
 }
 
@@ -415,9 +429,9 @@ impl Sealer {
     ///
     /// # Errors
     /// See [`SealError`].
-    pub fn open_bytes(&self, aad: &[u8], value: Vec<u8>) -> Result<Vec<u8>, SealError> {
-        let Some(id) = key_of(&value) else {
-            return Ok(value);
+    pub fn open_bytes(&self, aad: &[u8], value: &[u8]) -> Result<Vec<u8>, SealError> {
+        let Some(id) = key_of(value) else {
+            return Ok(value.to_vec());
         };
         let key = self.key(id)?;
         key.open(aad, &value[PREFIX_LEN..])
@@ -427,12 +441,12 @@ impl Sealer {
     ///
     /// # Errors
     /// See [`SealError`].
-    pub fn open_text(&self, aad: &[u8], value: String) -> Result<String, SealError> {
+    pub fn open_text(&self, aad: &[u8], value: &str) -> Result<String, SealError> {
         let Some(id) = key_of(value.as_bytes()) else {
-            return Ok(value);
+            return Ok(value.to_string());
         };
         let key = self.key(id)?;
-        let plain = key.open(aad, &text_body(&value)?)?;
+        let plain = key.open(aad, &text_body(value)?)?;
         String::from_utf8(plain).map_err(|_| SealError::Malformed)
     }
 
@@ -496,7 +510,7 @@ mod tests {
         assert!(!sealed.contains("hunter2"));
         assert_eq!(key_of(sealed.as_bytes()), Some(key.id.as_str()));
         assert_eq!(
-            sealer.open_text(&here, sealed.clone()).unwrap(),
+            sealer.open_text(&here, &sealed).unwrap(),
             "{\"password\":\"hunter2\"}"
         );
         for elsewhere in [
@@ -504,15 +518,15 @@ mod tests {
             aad("instances", &["b", "i1"], "context"),
         ] {
             assert!(matches!(
-                sealer.open_text(&elsewhere, sealed.clone()),
+                sealer.open_text(&elsewhere, &sealed),
                 Err(SealError::Tampered(_))
             ));
         }
         let blob = sealer.seal_bytes(&here, b"v");
         assert_eq!(blob.len(), 1 + BLOB_OVERHEAD);
-        assert_eq!(sealer.open_bytes(&here, blob).unwrap(), b"v");
+        assert_eq!(sealer.open_bytes(&here, &blob).unwrap(), b"v");
         // Clear text from before encryption passes.
-        assert_eq!(sealer.open_text(&here, "{}".into()).unwrap(), "{}");
+        assert_eq!(sealer.open_text(&here, "{}").unwrap(), "{}");
     }
 
     #[test]
@@ -537,7 +551,7 @@ mod tests {
         let second = sealer.new_data_key(2);
         sealer.install(&[first, second.clone()]).unwrap();
         assert_eq!(sealer.primary_id(), second.id);
-        assert_eq!(sealer.open_text(&here, old).unwrap(), "x");
+        assert_eq!(sealer.open_text(&here, &old).unwrap(), "x");
         assert!(sealer
             .seal_text(&here, "x")
             .starts_with(&prefix(&second.id)));

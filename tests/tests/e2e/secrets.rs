@@ -96,6 +96,35 @@ async fn keys(rt: &TestRuntime) -> Value {
     response.json().await.unwrap()
 }
 
+/// Waits (up to 60 s) until every value is under the primary key and the older keys are
+/// retired; the key status then.
+async fn resealed_and_retired(rt: &TestRuntime) -> Value {
+    let started = Instant::now();
+    loop {
+        let status = keys(rt).await;
+        if status["keys"].as_array().unwrap().len() == 1 && status["remaining"] == 0 {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not resealed and retired: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The kept manifests of broker `caps` (the runtime keeps each version for rollbacks).
+fn kept_manifests(rt: &TestRuntime) -> Vec<std::path::PathBuf> {
+    let versions = rt.dir.path().join("data/versions/caps");
+    let files = std::fs::read_dir(versions)
+        .unwrap()
+        .flatten()
+        .map(|f| f.path());
+    files
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect()
+}
+
 #[tokio::test]
 async fn secrets_are_sealed_at_rest_and_read_back_after_a_restart() {
     let mut rt = TestRuntime::start_with(&[("caps", guests::CAPABILITY_BROKER, &caps())], |c| {
@@ -140,17 +169,14 @@ async fn secrets_are_sealed_at_rest_and_read_back_after_a_restart() {
     assert_eq!(bound.body["credentials"]["greeting"], GREETING);
 
     // The manifests the runtime keeps (for rollbacks) are sealed: `[env]` holds secrets.
-    let versions = rt.dir.path().join("data/versions/caps");
-    let kept: Vec<_> = std::fs::read_dir(&versions).unwrap().flatten().collect();
-    assert!(kept
-        .iter()
-        .any(|f| f.path().extension().is_some_and(|e| e == "toml")));
+    let kept = kept_manifests(&rt);
+    assert!(!kept.is_empty());
     for file in kept {
-        let bytes = std::fs::read(file.path()).unwrap();
+        let bytes = std::fs::read(&file).unwrap();
         assert!(
             !holds(&bytes, GREETING),
             "{} holds the [env] value",
-            file.path().display()
+            file.display()
         );
     }
 
@@ -340,20 +366,8 @@ async fn a_key_rotation_under_load_fails_nothing_reseals_every_value_and_retires
     assert_ne!(new, old);
 
     // The reseal moves every value to the new key; the old key is retired once none uses it.
-    let started = Instant::now();
-    loop {
-        let status = keys(&rt).await;
-        let retired = status["keys"].as_array().unwrap().len() == 1;
-        if retired && status["remaining"] == 0 {
-            assert_eq!(status["primary"], new.as_str());
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "not resealed and retired: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let status = resealed_and_retired(&rt).await;
+    assert_eq!(status["primary"], new.as_str());
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();
@@ -433,6 +447,10 @@ async fn a_clear_text_database_from_before_encryption_is_sealed_on_upgrade() {
         "clear text to seal"
     );
     std::fs::remove_file(rt.dir.path().join("data/keyring.toml")).unwrap();
+    // The kept manifests too, as that release wrote them.
+    for file in kept_manifests(&rt) {
+        std::fs::write(file, caps()).unwrap();
+    }
 
     rt.restart().await.unwrap();
     // Everything reads back at once (clear values pass), and is sealed in the background.
@@ -456,6 +474,10 @@ async fn a_clear_text_database_from_before_encryption_is_sealed_on_upgrade() {
     while not_under(&rt, "").await > 0 {
         assert!(started.elapsed() < Duration::from_secs(30), "not sealed");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for file in kept_manifests(&rt) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!holds(&bytes, GREETING), "{} is not sealed", file.display());
     }
     rt.restart().await.unwrap();
     for i in 0..3 {
@@ -515,15 +537,7 @@ async fn replicas_on_postgresql_share_the_data_keys_and_a_rotation_reaches_each(
     assert_eq!(provision(&first, "r-2").await, StatusCode::CREATED);
     assert_eq!(region(&second, "r-2").await, "eu");
     assert_eq!(provision(&second, "r-3").await, StatusCode::CREATED);
-    let started = Instant::now();
-    loop {
-        let status = keys(&first).await;
-        if status["keys"].as_array().unwrap().len() == 1 && status["remaining"] == 0 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "{status}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    resealed_and_retired(&first).await;
     // The second replica writes with the new key too, and reads everything.
     assert_eq!(provision(&second, "r-4").await, StatusCode::CREATED);
     assert_eq!(not_under(&first, &new).await, 0);

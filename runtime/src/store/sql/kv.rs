@@ -18,7 +18,7 @@ impl KvStore for SqlStore {
             return Ok(None);
         };
         let aad = seal::aad("kv", &[broker, key], "value");
-        self.open_refreshing(|sealer| sealer.open_bytes(&aad, value.clone()))
+        self.open_refreshing(|sealer| sealer.open_bytes(&aad, &value))
             .await
             .map(Some)
     }

@@ -48,13 +48,7 @@ impl SqlStore {
     /// When the URL is not `sqlite://` or `postgres://`, the database cannot be reached, a
     /// migration fails, or `master` does not open the database's keys.
     pub async fn open(url: &str, master: super::seal::MasterKey) -> anyhow::Result<Self> {
-        let store = SqlStore {
-            db: Db::open(url).await?,
-            sealer: super::seal::Sealer::new(master),
-            kv_turns: std::sync::Mutex::default(),
-        };
-        store.load_keys().await?;
-        Ok(store)
+        Self::with_keys(Db::open(url).await?, master).await
     }
 
     /// [`SqlStore::open`] with the master key from `keys`. A keyring file is made only for a
@@ -79,6 +73,11 @@ impl SqlStore {
                 ),
                 None => error,
             })?;
+        Self::with_keys(db, master).await
+    }
+
+    /// The store on `db`, its data keys loaded with `master`.
+    async fn with_keys(db: Db, master: super::seal::MasterKey) -> anyhow::Result<Self> {
         let store = SqlStore {
             db,
             sealer: super::seal::Sealer::new(master),

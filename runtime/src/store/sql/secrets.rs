@@ -155,28 +155,18 @@ impl SqlStore {
         self.opened(ops, open_operation).await
     }
 
-    /// Opens every record of `records` with `open`; reloads the keys once when one names a
-    /// key this runtime does not hold yet.
+    /// Opens every record of `records` with `open` (which changes a record only once all its
+    /// values opened); reloads the keys once when a value names a key this runtime does not
+    /// hold yet.
     pub(super) async fn opened<T>(
         &self,
-        records: Vec<T>,
-        open: fn(&Sealer, T) -> Result<T, SealError>,
-    ) -> Result<Vec<T>, StoreError>
-    where
-        T: Clone,
-    {
-        let attempt = |records: Vec<T>| -> Result<Vec<T>, SealError> {
-            (records.into_iter())
-                .map(|r| open(&self.sealer, r))
-                .collect()
-        };
-        match attempt(records.clone()) {
-            Err(SealError::UnknownKey(_)) => {
-                self.refresh_keys().await?;
-                attempt(records).map_err(sealing)
-            }
-            done => done.map_err(sealing),
+        mut records: Vec<T>,
+        open: fn(&Sealer, &mut T) -> Result<(), SealError>,
+    ) -> Result<Vec<T>, StoreError> {
+        for record in &mut records {
+            self.open_refreshing(|sealer| open(sealer, record)).await?;
         }
+        Ok(records)
     }
 
     /// How many values of `column` each key seals, and how many are clear text.
@@ -267,15 +257,11 @@ impl SqlStore {
                 let aad = seal::aad(t, &ids, c);
                 let fresh = match &stored {
                     Stored::Text(text) => {
-                        let plain = self
-                            .open_refreshing(|s| s.open_text(&aad, text.clone()))
-                            .await?;
+                        let plain = self.open_refreshing(|s| s.open_text(&aad, text)).await?;
                         Stored::Text(self.sealer.seal_text(&aad, &plain))
                     }
                     Stored::Blob(blob) => {
-                        let plain = self
-                            .open_refreshing(|s| s.open_bytes(&aad, blob.clone()))
-                            .await?;
+                        let plain = self.open_refreshing(|s| s.open_bytes(&aad, blob)).await?;
                         Stored::Blob(self.sealer.seal_bytes(&aad, &plain))
                     }
                 };
@@ -305,7 +291,7 @@ impl SqlStore {
 
     pub(super) async fn open_refreshing<T>(
         &self,
-        open: impl Fn(&Sealer) -> Result<T, SealError>,
+        mut open: impl FnMut(&Sealer) -> Result<T, SealError>,
     ) -> Result<T, StoreError> {
         match open(&self.sealer) {
             Err(SealError::UnknownKey(_)) => {
@@ -342,8 +328,8 @@ impl SecretStore for SqlStore {
     }
 
     async fn key_status(&self) -> Result<KeyStatus, StoreError> {
-        self.refresh_keys().await?;
         let stored = self.stored_keys().await?;
+        (self.sealer.install(&stored)).map_err(|e| StoreError::Backend(e.to_string()))?;
         let primary = self.sealer.primary_id();
         let mut values: HashMap<Option<String>, u64> = HashMap::new();
         for column in SEALED {
@@ -435,49 +421,49 @@ fn open_field(
     sealer: &Sealer,
     (table, ids): (&str, &[&str]),
     column: &str,
-    value: Option<String>,
+    value: Option<&String>,
 ) -> Result<Option<String>, SealError> {
     value
         .map(|v| sealer.open_text(&seal::aad(table, ids, column), v))
         .transpose()
 }
 
-/// An instance record as read, with its secrets opened.
-pub(super) fn open_instance(
-    sealer: &Sealer,
-    mut i: InstanceRecord,
-) -> Result<InstanceRecord, SealError> {
-    let (broker, id) = (i.broker.clone(), i.instance_id.clone());
-    let row = ("instances", &[broker.as_str(), id.as_str()][..]);
-    i.attributes = open_field(sealer, row, "attributes", Some(i.attributes))?.unwrap_or_default();
-    i.parameters = open_field(sealer, row, "parameters", i.parameters)?;
-    i.context = open_field(sealer, row, "context", i.context)?;
-    i.dashboard_url = open_field(sealer, row, "dashboard_url", i.dashboard_url)?;
-    Ok(i)
+/// Opens an instance record's secrets (all or none).
+pub(super) fn open_instance(sealer: &Sealer, i: &mut InstanceRecord) -> Result<(), SealError> {
+    let row = (
+        "instances",
+        &[i.broker.as_str(), i.instance_id.as_str()][..],
+    );
+    let opened = (
+        open_field(sealer, row, "attributes", Some(&i.attributes))?.unwrap_or_default(),
+        open_field(sealer, row, "parameters", i.parameters.as_ref())?,
+        open_field(sealer, row, "context", i.context.as_ref())?,
+        open_field(sealer, row, "dashboard_url", i.dashboard_url.as_ref())?,
+    );
+    (i.attributes, i.parameters, i.context, i.dashboard_url) = opened;
+    Ok(())
 }
 
-/// A binding record as read, with its secrets opened.
-pub(super) fn open_binding(
-    sealer: &Sealer,
-    mut b: BindingRecord,
-) -> Result<BindingRecord, SealError> {
-    let (broker, id) = (b.broker.clone(), b.binding_id.clone());
-    let row = ("bindings", &[broker.as_str(), id.as_str()][..]);
-    b.attributes = open_field(sealer, row, "attributes", Some(b.attributes))?.unwrap_or_default();
-    b.result = open_field(sealer, row, "result", b.result)?;
-    Ok(b)
+/// Opens a binding record's secrets (all or none).
+pub(super) fn open_binding(sealer: &Sealer, b: &mut BindingRecord) -> Result<(), SealError> {
+    let row = ("bindings", &[b.broker.as_str(), b.binding_id.as_str()][..]);
+    let opened = (
+        open_field(sealer, row, "attributes", Some(&b.attributes))?.unwrap_or_default(),
+        open_field(sealer, row, "result", b.result.as_ref())?,
+    );
+    (b.attributes, b.result) = opened;
+    Ok(())
 }
 
-/// An operation record as read, with its secrets opened.
-pub(super) fn open_operation(
-    sealer: &Sealer,
-    mut op: OperationRecord,
-) -> Result<OperationRecord, SealError> {
-    let id = op.id.clone();
-    let row = ("operations", &[id.as_str()][..]);
-    op.guest_data = open_field(sealer, row, "guest_data", op.guest_data)?;
-    op.request = open_field(sealer, row, "request", op.request)?;
-    Ok(op)
+/// Opens an operation record's secrets (all or none).
+pub(super) fn open_operation(sealer: &Sealer, op: &mut OperationRecord) -> Result<(), SealError> {
+    let row = ("operations", &[op.id.as_str()][..]);
+    let opened = (
+        open_field(sealer, row, "guest_data", op.guest_data.as_ref())?,
+        open_field(sealer, row, "request", op.request.as_ref())?,
+    );
+    (op.guest_data, op.request) = opened;
+    Ok(())
 }
 
 /// `i` with its secrets sealed, as it is written.
