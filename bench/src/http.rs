@@ -72,6 +72,8 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         measured >= 0.9,
     );
 
+    logging_cost(bench, report, lifecycle(&brokerbox))?;
+
     let (ours, theirs) = bench.interleaved(
         || bench.load(concurrency, catalog_job(&brokerbox)),
         || bench.load(concurrency, catalog_job(&static_catalog)),
@@ -165,6 +167,73 @@ fn on_postgres(
         measured >= 0.8,
     );
     bench.server.block_on(pg_server.stop())?;
+    Ok(())
+}
+
+/// The same lifecycles with the runtime's log lines at INFO, as `brokerbox serve` writes them
+/// (a line per request, formatted, into `/dev/null`), and with them off (measurement 2e):
+/// what logging costs. Metrics are counted in both.
+fn logging_cost<F, Fut>(bench: &Bench, report: &mut Report, lifecycle: F) -> anyhow::Result<()>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let cpu = std::cell::Cell::new((std::time::Duration::ZERO, std::time::Duration::ZERO));
+    let server_cpu = || crate::stats::server_cpu();
+    let round = |level: &str| -> anyhow::Result<(LoadResult, std::time::Duration)> {
+        bench.logs.set(level)?;
+        Ok(measured(&server_cpu, || {
+            bench.load(bench.concurrency, lifecycle.clone())
+        }))
+    };
+    let failed = std::cell::Cell::new(None);
+    let keep = |result: anyhow::Result<(LoadResult, std::time::Duration)>, on: bool| match result {
+        Ok((load, spent)) => {
+            let (a, b) = cpu.get();
+            cpu.set(if on { (a + spent, b) } else { (a, b + spent) });
+            load
+        }
+        Err(error) => {
+            failed.set(Some(error));
+            LoadResult::default()
+        }
+    };
+    let (logged, quiet) =
+        // A difference of a few percent: twice the usual rounds, alternated.
+        bench.alternated(
+            bench.scaled(6, 1),
+            || keep(round("info"), true),
+            || keep(round("off"), false),
+        );
+    bench.logs.set("info")?;
+    if let Some(error) = failed.take() {
+        return Err(error);
+    }
+    let (logged_cpu, quiet_cpu) = cpu.get();
+    let per_lifecycle = |spent: std::time::Duration, r: &LoadResult| {
+        spent.as_secs_f64() * 1e6 / (r.latencies.len() as f64).max(1.0)
+    };
+    add(
+        report,
+        "2e. What logging costs: the same lifecycles with the log lines at INFO and off",
+        "lifecycles/s",
+        ("brokerbox, INFO: a line per request (as served)", &logged),
+        ("brokerbox, logs off", &quiet),
+        bench.concurrency,
+    );
+    let measured = ratio(logged.per_second(), quiet.per_second());
+    report.target(
+        "OSB lifecycles/s: logs at INFO / logs off",
+        format!(
+            "{:.0} vs {:.0} /s = {measured:.2}× (CPU per lifecycle {:.0} µs vs {:.0} µs)",
+            logged.per_second(),
+            quiet.per_second(),
+            per_lifecycle(logged_cpu, &logged),
+            per_lifecycle(quiet_cpu, &quiet),
+        ),
+        "≥ 0.95×",
+        measured >= 0.95,
+    );
     Ok(())
 }
 

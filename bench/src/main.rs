@@ -65,6 +65,8 @@ pub struct Bench {
     pub round: Duration,
     /// Whether this is a smoke run.
     pub smoke: bool,
+    /// The level of the servers' log lines (INFO as served; `off` to measure their cost).
+    pub logs: brokerbox::telemetry::logs::Level,
 }
 
 impl Bench {
@@ -114,10 +116,21 @@ impl Bench {
         ours: impl Fn() -> load::LoadResult,
         theirs: impl Fn() -> load::LoadResult,
     ) -> (load::LoadResult, load::LoadResult) {
+        self.alternated(self.scaled(3, 1), ours, theirs)
+    }
+
+    /// [`Bench::interleaved`] with `pairs` measured rounds each: more alternations for a
+    /// difference smaller than the machine's drift.
+    pub fn alternated(
+        &self,
+        pairs: usize,
+        ours: impl Fn() -> load::LoadResult,
+        theirs: impl Fn() -> load::LoadResult,
+    ) -> (load::LoadResult, load::LoadResult) {
         let _ = (ours(), theirs());
         let mut a = load::LoadResult::default();
         let mut b = load::LoadResult::default();
-        for _ in 0..self.scaled(3, 1) {
+        for _ in 0..pairs {
             a.absorb(ours());
             b.absorb(theirs());
         }
@@ -152,7 +165,7 @@ fn main() -> anyhow::Result<()> {
             BoxMakeWriter::new(std::sync::Mutex::new(null))
         }
     };
-    init_with(LogFormat::Text, "info", None, (writer, false));
+    let logs = init_with(LogFormat::Text, "info", None, (writer, false));
     for section in &args.only {
         anyhow::ensure!(
             SECTIONS.contains(&section.as_str()),
@@ -176,6 +189,7 @@ fn main() -> anyhow::Result<()> {
             Duration::from_secs_f64(args.seconds)
         },
         smoke: args.smoke,
+        logs,
     };
     let mut report = report::Report::default();
     let steps: [(&str, Measurement); 6] = [

@@ -344,6 +344,7 @@ impl Loader {
                 quota_bytes: manifest.grants.kv_quota_bytes,
             }),
             http: crate::sandbox::http::HttpAllowlist::new(
+                name,
                 &manifest.grants.outbound_http,
                 &manifest.grants.outbound_http_private,
             ),

@@ -53,8 +53,12 @@ pub struct Observed {
 }
 
 /// Runs an OSB request in its span (broker, tenant, request identity, route), logs one line
-/// when it is answered (status, duration and, for an error, why), counts it, and echoes the
-/// request identity, made up when the platform sent none (the guest and the logs see the same).
+/// when it is answered (status, duration and, for an error, why, with the span's fields on the
+/// line itself), counts it, and echoes the request identity, made up when the platform sent
+/// none (the guest and the logs see the same).
+///
+/// The span is a DEBUG span, like the operation's and the guest call's: the trace exporter
+/// takes it, `RUST_LOG=debug` shows it, and INFO logs pay only for their one line.
 pub async fn observe(State(state): State<Observed>, mut request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let identity = match request.headers().get(REQUEST_IDENTITY) {
@@ -82,7 +86,7 @@ pub async fn observe(State(state): State<Observed>, mut request: Request, next: 
         .map_or_else(|| "-".to_string(), |p| p.as_str().to_string());
     let method = request.method().clone();
     let endpoint = endpoint(&method, &route);
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "osb",
         otel.name = %format_args!("{method} {endpoint}"),
         otel.kind = "server",
@@ -99,20 +103,28 @@ pub async fn observe(State(state): State<Observed>, mut request: Request, next: 
     span.record("status", status);
     let duration_ms = took.as_secs_f64() * 1000.0;
     let reason = response.extensions().get::<Reason>().map(|r| r.0.as_str());
-    span.in_scope(|| match reason {
-        // Whole on its own: at RUST_LOG=warn the span (broker, route, request) is not kept.
-        Some(reason) if status >= 500 => tracing::warn!(
-            status,
-            duration_ms,
-            reason,
-            broker = %broker,
-            %method,
-            route = %route,
-            request = %shown,
-            "answered"
-        ),
-        Some(reason) => tracing::info!(status, duration_ms, reason, "answered"),
-        None => tracing::info!(status, duration_ms, "answered"),
+    // Whole on its own: the span (broker, route, request) is kept only at DEBUG.
+    span.in_scope(|| {
+        macro_rules! answered {
+            ($level:ident $(, $reason:ident)?) => {
+                tracing::$level!(
+                    status,
+                    duration_ms,
+                    $($reason,)?
+                    broker = %broker,
+                    tenant = %tenant,
+                    request = %shown,
+                    %method,
+                    route = %route,
+                    "answered"
+                )
+            };
+        }
+        match reason {
+            Some(reason) if status >= 500 => answered!(warn, reason),
+            Some(reason) => answered!(info, reason),
+            None => answered!(info),
+        }
     });
     let labels = EndpointLabels {
         broker,

@@ -13,6 +13,8 @@ use wasmtime_wasi_http::{Error, WasiBody};
 
 /// Where a request goes.
 pub struct Target<'a> {
+    /// The broker making the request (named on the line when it is refused).
+    pub broker: &'a str,
     /// The host name or address of the URL.
     pub host: &'a str,
     /// The port.
@@ -74,6 +76,7 @@ pub async fn connect(target: &Target<'_>, timeout: Duration) -> Result<Box<dyn S
         resolved.partition(|addr| target.private || is_public(addr.ip()));
     if allowed.is_empty() {
         tracing::warn!(
+            broker = target.broker,
             host,
             addresses = ?refused,
             "outbound request refused: the host resolves to non-public addresses only \

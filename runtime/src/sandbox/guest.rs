@@ -216,17 +216,18 @@ impl Guest {
             Err(error) => error.outcome(),
         };
         span.record("outcome", record.outcome);
-        // Broker and call are named on the line itself: its span is kept only at DEBUG.
+        // Broker, call and request are named on the line itself: spans are kept only at DEBUG.
         if let Err(error) = &result {
             let broker = &self.name;
+            let request = info.request_identity.as_deref().unwrap_or("-");
             if let Some(limit) = error.limit() {
-                span.in_scope(
-                    || tracing::warn!(broker = %broker, call, limit, "guest call stopped: {error}"),
-                );
+                span.in_scope(|| {
+                    tracing::warn!(broker = %broker, call, request, limit, "guest call stopped: {error}")
+                });
             } else if !matches!(error, CallError::Broker(_)) {
-                span.in_scope(
-                    || tracing::warn!(broker = %broker, call, "guest call failed: {error}"),
-                );
+                span.in_scope(|| {
+                    tracing::warn!(broker = %broker, call, request, "guest call failed: {error}")
+                });
             }
         }
         result

@@ -50,6 +50,8 @@ fn names(entries: &[String], host: &str, port: u16) -> bool {
 /// broker's outbound connections.
 #[derive(Debug, Clone)]
 pub struct HttpAllowlist {
+    /// The broker the list is for, named on the lines that say what was refused.
+    broker: Arc<str>,
     entries: Arc<[String]>,
     private: Arc<[String]>,
     connections: Arc<Semaphore>,
@@ -57,15 +59,17 @@ pub struct HttpAllowlist {
 
 impl Default for HttpAllowlist {
     fn default() -> Self {
-        HttpAllowlist::new(&[], &[])
+        HttpAllowlist::new("", &[], &[])
     }
 }
 
 impl HttpAllowlist {
-    /// An allowlist of `entries` (`host` or `host:port`); the hosts of `private` (same form)
-    /// may also reach loopback, link-local, private and unique-local addresses.
-    pub fn new(entries: &[String], private: &[String]) -> Self {
+    /// Broker `broker`'s allowlist of `entries` (`host` or `host:port`); the hosts of
+    /// `private` (same form) may also reach loopback, link-local, private and unique-local
+    /// addresses.
+    pub fn new(broker: &str, entries: &[String], private: &[String]) -> Self {
         HttpAllowlist {
+            broker: broker.into(),
             entries: normalized(entries),
             private: normalized(private),
             connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
@@ -123,12 +127,17 @@ impl WasiHttpHooks for HttpHooks {
             return Box::new(async { Err(Error::HttpRequestUriInvalid) });
         };
         if !self.list.allows(&host, port) {
-            tracing::warn!(uri = %uri, "outbound request refused: host not in the allowlist");
+            tracing::warn!(
+                broker = &*self.list.broker,
+                uri = %uri,
+                "outbound request refused: host not in the allowlist"
+            );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         let (list, read) = (self.list.clone(), self.read.clone());
         Box::new(async move {
             let target = egress::Target {
+                broker: &list.broker,
                 host: &host,
                 port,
                 https,
@@ -202,6 +211,7 @@ mod tests {
     #[test]
     fn hosts_match_with_or_without_port() {
         let list = HttpAllowlist::new(
+            "b",
             &["API.example.com".into(), "127.0.0.1:8080".into()],
             &["127.0.0.1:8080".into()],
         );

@@ -72,9 +72,13 @@ impl KvAccess {
     }
 }
 
-fn unavailable(error: crate::store::StoreError) -> KvError {
-    tracing::warn!("kv: {error}");
-    KvError::Unavailable("the state store failed".into())
+/// Logs a store failure under the broker's name (the line stands alone: at INFO no span
+/// carries the broker) and gives the guest a plain error.
+fn unavailable(broker: &str) -> impl FnOnce(crate::store::StoreError) -> KvError + '_ {
+    move |error| {
+        tracing::warn!(broker, "kv: {error}");
+        KvError::Unavailable("the state store failed".into())
+    }
 }
 
 /// The `kv` import is served by the per-call access object itself (not by the whole host
@@ -82,7 +86,11 @@ fn unavailable(error: crate::store::StoreError) -> KvError {
 impl kv::Host for KvAccess {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         let (grant, broker) = self.begin(&key)?;
-        grant.store.kv_get(broker, &key).await.map_err(unavailable)
+        grant
+            .store
+            .kv_get(broker, &key)
+            .await
+            .map_err(unavailable(broker))
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
@@ -96,7 +104,7 @@ impl kv::Host for KvAccess {
             .store
             .kv_set(broker, &key, &value, grant.quota_bytes)
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable(broker))?;
         if stored {
             Ok(())
         } else {
@@ -113,7 +121,7 @@ impl kv::Host for KvAccess {
             .store
             .kv_delete(broker, &key)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable(broker))
     }
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, KvError> {
@@ -122,6 +130,6 @@ impl kv::Host for KvAccess {
             .store
             .kv_keys(broker, &prefix, MAX_LISTED_KEYS)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable(broker))
     }
 }

@@ -5,6 +5,7 @@
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{reload, Registry};
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// How log lines are written.
@@ -13,9 +14,9 @@ pub enum LogFormat {
     /// One human-readable line per event.
     #[default]
     Text,
-    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields (`message`,
-    /// `status`, `duration_ms`, `reason`, ...) and its span's (`broker`, `tenant`, `request`,
-    /// `method`, `route`).
+    /// One JSON object per line: `timestamp`, `level`, `target` and the event's fields
+    /// (`message`, `status`, `duration_ms`, `reason`, `broker`, `tenant`, `request`, `method`,
+    /// `route`, ...); at DEBUG also its span's, under `span`.
     Json,
 }
 
@@ -73,14 +74,35 @@ pub fn init(format: LogFormat, default_level: &str, traces: Option<&super::trace
     init_with(format, default_level, traces, (stderr, ansi));
 }
 
+/// Changes which lines the logger writes while the process runs (the bench measures the
+/// lifecycles with the INFO lines and without them this way).
+#[derive(Clone)]
+pub struct Level(reload::Handle<EnvFilter, Registry>);
+
+impl Level {
+    /// Writes what `level` (a `RUST_LOG` directive such as `info` or `off`) lets through from
+    /// now on; the [`NOISY`] targets stay at `warn` as in [`filter`].
+    ///
+    /// # Errors
+    /// When no logger was installed by this handle's [`init_with`] (another was first).
+    pub fn set(&self, level: &str) -> anyhow::Result<()> {
+        let directives = std::iter::once(level.to_string())
+            .chain(NOISY.iter().map(|target| format!("{target}=warn")))
+            .collect::<Vec<_>>();
+        let filter = EnvFilter::try_new(directives.join(","))?;
+        self.0.reload(filter)?;
+        Ok(())
+    }
+}
+
 /// [`init`], writing to `writer` (with colours when `ansi`): the bench logs into `/dev/null`
-/// to pay what a runtime pays for its lines.
+/// to pay what a runtime pays for its lines, and turns them off with the returned [`Level`].
 pub fn init_with(
     format: LogFormat,
     default_level: &str,
     traces: Option<&super::traces::Traces>,
     (writer, ansi): (BoxMakeWriter, bool),
-) {
+) -> Level {
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(writer)
@@ -94,7 +116,8 @@ pub fn init_with(
             .with_writer(writer)
             .boxed(),
     };
-    let fmt = fmt.with_filter(filter(default_level));
+    let (filter, level) = reload::Layer::new(filter(default_level));
+    let fmt = fmt.with_filter(filter);
     let otel = traces.map(|traces| {
         let spans = tracing_subscriber::filter::filter_fn(|meta| {
             let level = if meta.is_span() {
@@ -111,4 +134,5 @@ pub fn init_with(
         .with(fmt)
         .with(otel)
         .try_init();
+    Level(level)
 }

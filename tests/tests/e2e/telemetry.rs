@@ -495,19 +495,23 @@ async fn json_logs_give_each_request_its_line_with_a_reason_and_name_the_limit_h
         "{refused}"
     );
     assert!(refused["duration_ms"].is_f64());
-    assert_eq!(refused["span"]["method"], "GET");
-    assert_eq!(refused["span"]["route"], "/brokers/{broker}/v2/catalog");
-    assert_eq!(refused["span"]["broker"], "file-broker");
-    assert_eq!(refused["span"]["request"], made_up);
+    // The request's fields are on its line: no span is kept at INFO.
+    assert_eq!(refused["method"], "GET");
+    assert_eq!(refused["route"], "/brokers/{broker}/v2/catalog");
+    assert_eq!(refused["broker"], "file-broker");
+    assert_eq!(refused["tenant"], "");
+    assert_eq!(refused["request"], made_up);
+    assert!(refused.get("span").is_none(), "{refused}");
     let stopped = lines
         .iter()
         .find(|l| l["limit"] == "deadline")
         .expect("a line naming the limit");
     assert_eq!(stopped["level"], "WARN");
-    // Named on the line itself too: at RUST_LOG=warn no span is kept.
+    // Named on the line itself: spans are kept only at DEBUG.
     assert_eq!(stopped["broker"], "hostile");
-    assert_eq!(stopped["span"]["broker"], "hostile");
     assert_eq!(stopped["call"], "provision");
+    let failed_request = stopped["request"].as_str().expect("the request identity");
+    assert_eq!(failed_request.len(), 36, "a made-up UUID: {stopped}");
     let failed = lines
         .iter()
         .find(|l| l["message"] == "answered" && l["status"] == 500)
@@ -515,6 +519,10 @@ async fn json_logs_give_each_request_its_line_with_a_reason_and_name_the_limit_h
     assert_eq!(failed["level"], "WARN");
     assert!(failed["reason"].as_str().unwrap().contains("deadline"));
     assert_eq!(failed["broker"], "hostile");
+    assert_eq!(
+        failed["request"], failed_request,
+        "one id on every line of a request"
+    );
     assert_eq!(
         failed["route"],
         "/brokers/{broker}/v2/service_instances/{instance_id}"
