@@ -198,13 +198,12 @@ where
             LoadResult::default()
         }
     };
-    let (logged, quiet) =
-        // A difference of a few percent: twice the usual rounds, alternated.
-        bench.alternated(
-            bench.scaled(6, 1),
-            || keep(round("info"), true),
-            || keep(round("off"), false),
-        );
+    // A difference of a few percent: twice the usual rounds, alternated.
+    let (logged, quiet) = bench.alternated(
+        bench.scaled(6, 1),
+        || keep(round("info"), true),
+        || keep(round("off"), false),
+    );
     bench.logs.set("info")?;
     if let Some(error) = failed.take() {
         return Err(error);
