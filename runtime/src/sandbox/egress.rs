@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{Error, WasiBody};
 
 /// Where a request goes.
@@ -23,6 +24,9 @@ pub struct Target<'a> {
     pub https: bool,
     /// Whether the manifest lets this host reach non-public addresses.
     pub private: bool,
+    /// The broker's name lookups: a permit is held until a lookup ends, even one whose call
+    /// stopped waiting for it (see [`resolve`]).
+    pub lookups: &'a Arc<Semaphore>,
 }
 
 /// Whether `ip` is an address on the public internet: not loopback, unspecified, link-local,
@@ -68,12 +72,20 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 /// connection error (or timeout).
 pub async fn connect(target: &Target<'_>, timeout: Duration) -> Result<Box<dyn Stream>, Error> {
     let host = target.host.trim_start_matches('[').trim_end_matches(']');
-    let resolved = tokio::time::timeout(timeout, tokio::net::lookup_host((host, target.port)))
-        .await
-        .map_err(|_| Error::DnsTimeout)?
-        .map_err(|_| Error::DestinationNotFound)?;
+    let port = target.port;
+    let resolved = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => {
+            let name = host.to_string();
+            resolve(target.lookups, timeout, move || {
+                std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
+                    .map(Iterator::collect)
+            })
+            .await?
+        }
+    };
     let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
-        resolved.partition(|addr| target.private || is_public(addr.ip()));
+        (resolved.into_iter()).partition(|addr| target.private || is_public(addr.ip()));
     if allowed.is_empty() {
         tracing::warn!(
             broker = target.broker,
@@ -113,6 +125,39 @@ pub async fn connect(target: &Target<'_>, timeout: Duration) -> Result<Box<dyn S
         .map_err(|_| Error::ConnectionTimeout)?
         .map_err(Error::Tls)?;
     Ok(Box::new(tls))
+}
+
+/// Runs `lookup` (the system resolver, which blocks) on the blocking pool under a permit of
+/// `lookups`, waiting at most `timeout` for a permit and the answer.
+///
+/// The permit moves into the blocking task: a lookup the call stopped waiting for (its
+/// timeout, or the guest's deadline dropping the call) keeps its permit until the resolver
+/// returns. A guest that asks for names that never answer therefore holds at most its
+/// broker's permits' worth of blocking threads, however often it retries.
+///
+/// # Errors
+/// `DNS-timeout` when no permit or no answer came in time; `destination-not-found` when the
+/// name does not resolve.
+async fn resolve(
+    lookups: &Arc<Semaphore>,
+    timeout: Duration,
+    lookup: impl FnOnce() -> std::io::Result<Vec<SocketAddr>> + Send + 'static,
+) -> Result<Vec<SocketAddr>, Error> {
+    let lookups = lookups.clone();
+    let resolved = tokio::time::timeout(timeout, async move {
+        let permit = lookups
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::DnsTimeout)?;
+        tokio::task::spawn_blocking(move || {
+            let _held = permit;
+            lookup()
+        })
+        .await
+        .map_err(|_| Error::DestinationNotFound)?
+        .map_err(|_| Error::DestinationNotFound)
+    });
+    resolved.await.map_err(|_| Error::DnsTimeout)?
 }
 
 /// A byte stream a request runs on (TCP, or TLS over TCP).
@@ -190,6 +235,48 @@ pub async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_abandoned_lookup_keeps_its_permit_until_the_resolver_returns() {
+        let lookups = Arc::new(Semaphore::new(1));
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slow = |started: Arc<std::sync::atomic::AtomicUsize>| {
+            move || {
+                started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(400));
+                Ok(vec![SocketAddr::from(([203, 0, 113, 1], 80))])
+            }
+        };
+        let short = Duration::from_millis(50);
+        let first = resolve(&lookups, short, slow(started.clone())).await;
+        assert!(matches!(first, Err(Error::DnsTimeout)), "{first:?}");
+        // The call gave up; its lookup still runs and still holds the broker's only permit.
+        assert_eq!(lookups.available_permits(), 0);
+        let second = resolve(&lookups, short, slow(started.clone())).await;
+        assert!(matches!(second, Err(Error::DnsTimeout)), "{second:?}");
+        assert_eq!(
+            started.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "no second blocking lookup while the first holds the permit"
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            lookups.available_permits(),
+            1,
+            "returned when the resolver did"
+        );
+        let answered = resolve(&lookups, Duration::from_secs(5), || {
+            Ok(vec![SocketAddr::from(([203, 0, 113, 2], 443))])
+        })
+        .await
+        .expect("a permit and an answer");
+        assert_eq!(answered, vec![SocketAddr::from(([203, 0, 113, 2], 443))]);
+        let missing = resolve(&lookups, short, || Err(std::io::ErrorKind::NotFound.into())).await;
+        assert!(
+            matches!(missing, Err(Error::DestinationNotFound)),
+            "{missing:?}"
+        );
+    }
 
     #[test]
     fn only_public_addresses_pass() {

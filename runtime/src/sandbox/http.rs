@@ -5,8 +5,9 @@
 //! loopback or the cloud metadata address). A redirect is a new request: checked again.
 //!
 //! A refused host gets `HTTP-request-denied`, a refused address `destination-IP-prohibited`.
-//! Each broker has at most [`MAX_CONNECTIONS`] outbound connections open, and one call reads
-//! at most [`MAX_RESPONSE_BYTES_PER_CALL`] of response bodies.
+//! Each broker has at most [`MAX_CONNECTIONS`] outbound connections open and
+//! [`MAX_LOOKUPS`] name lookups running, and one call reads at most
+//! [`MAX_RESPONSE_BYTES_PER_CALL`] of response bodies.
 
 use super::egress;
 use bytes::Bytes;
@@ -21,6 +22,9 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// Outbound connections one broker may have open at once (beyond: `connection-limit-reached`).
 pub const MAX_CONNECTIONS: usize = 16;
+/// Name lookups one broker may have running at once, counting those its calls stopped
+/// waiting for (each holds a thread of the blocking pool until the resolver returns).
+pub const MAX_LOOKUPS: usize = 4;
 /// Response body bytes one guest call may read, over all its requests.
 pub const MAX_RESPONSE_BYTES_PER_CALL: u64 = 16 * 1024 * 1024;
 /// Connecting (name resolution, TCP, TLS) when the guest sets no timeout.
@@ -55,6 +59,7 @@ pub struct HttpAllowlist {
     entries: Arc<[String]>,
     private: Arc<[String]>,
     connections: Arc<Semaphore>,
+    lookups: Arc<Semaphore>,
 }
 
 impl Default for HttpAllowlist {
@@ -73,6 +78,7 @@ impl HttpAllowlist {
             entries: normalized(entries),
             private: normalized(private),
             connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
         }
     }
 
@@ -142,6 +148,7 @@ impl WasiHttpHooks for HttpHooks {
                 port,
                 https,
                 private: list.allows_private(&host, port),
+                lookups: &list.lookups,
             };
             let connect_timeout = options
                 .and_then(|o| o.connect_timeout)
