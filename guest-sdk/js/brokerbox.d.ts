@@ -138,5 +138,10 @@ export const kv: {
  *  level: the top level runs once, when the component is built. */
 export function config(key: string): string | undefined;
 export function config(key: string, fallback: string): string;
-/** Outbound HTTP to the hosts the manifest grants (`[grants] outbound_http`). */
+/** Most redirects one `http.fetch` follows. */
+export const MAX_REDIRECTS: number;
+
+/** Outbound HTTP to the hosts the manifest grants (`[grants] outbound_http`): `fetch`,
+ *  following up to `MAX_REDIRECTS` redirects (each checked again by the runtime);
+ *  `redirect: "manual"` turns that off. */
 export const http: { fetch: typeof fetch };

@@ -117,8 +117,38 @@ export function config(key, fallback) {
   return value === undefined ? fallback : value;
 }
 
-/** Outbound HTTP: `fetch` to the hosts the manifest grants (`[grants] outbound_http`). */
-export const http = { fetch: (...args) => fetch(...args) };
+/** Most redirects (301, 302, 303, 307, 308) one `http.fetch` follows. */
+export const MAX_REDIRECTS = 5;
+
+/** `fetch`, following up to `MAX_REDIRECTS` redirects (the runtime's `fetch` does not): a 307
+ *  or 308 with the same method and body, the others as a GET. Each redirect is a new request,
+ *  which the runtime checks against the allowlist again. `redirect: "manual"` turns it off. */
+async function fetchFollowing(input, init = {}) {
+  let response = await fetch(input, init);
+  let url = typeof input === "string" ? input : String(input.url ?? input);
+  let options = { ...init };
+  for (let hop = 0; ; hop++) {
+    const location = response.headers.get("location");
+    if (![301, 302, 303, 307, 308].includes(response.status) || !location
+        || options.redirect === "manual") {
+      return response;
+    }
+    if (hop === MAX_REDIRECTS) {
+      throw new TypeError(`fetch ${url}: more than ${MAX_REDIRECTS} redirects`);
+    }
+    // The redirect's own body is read and dropped, which releases its resources.
+    await response.arrayBuffer().catch(() => undefined);
+    if (response.status !== 307 && response.status !== 308) {
+      options = { ...options, method: "GET", body: undefined };
+    }
+    url = new URL(location, url).toString();
+    response = await fetch(url, options);
+  }
+}
+
+/** Outbound HTTP: `fetch` to the hosts the manifest grants (`[grants] outbound_http`),
+ *  following redirects. */
+export const http = { fetch: fetchFollowing };
 
 /** An OSB broker. The defaults answer as OSB expects of a broker without the operation. */
 export class Broker {

@@ -51,25 +51,55 @@ def get(url: str, headers: Optional[dict[str, str]] = None) -> Response:
     return request("GET", url, headers=headers)
 
 
+#: Most redirects (301, 302, 303, 307, 308) one request follows.
+MAX_REDIRECTS = 5
+
+
 def request(
     method: str,
     url: str,
     body: Optional[bytes | str | dict | list] = None,
     headers: Optional[dict[str, str]] = None,
 ) -> Response:
-    """Sends a request; a `dict` or `list` body is sent as JSON."""
+    """Sends a request; a `dict` or `list` body is sent as JSON. Follows up to
+    `MAX_REDIRECTS` redirects: a 307 or 308 with the same method and body, the others as a GET.
+    Each redirect is a new request, which the runtime checks against the allowlist again."""
     if _h is None:
         raise HttpError("outbound HTTP is only available inside a brokerbox component")
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("http", "https"):
-        raise HttpError(f"the URL needs http:// or https://: {url}")
-    authority, slash, path = rest.partition("/")
     headers = dict(headers or {})
     if isinstance(body, (dict, list)):
         body = json.dumps(body).encode()
         headers.setdefault("content-type", "application/json")
     elif isinstance(body, str):
         body = body.encode()
+    for _ in range(MAX_REDIRECTS + 1):
+        response = _send(method, url, body, headers)
+        location = response.headers.get("location")
+        if response.status not in (301, 302, 303, 307, 308) or not location:
+            return response
+        if response.status not in (307, 308):
+            method, body = "GET", None
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        url = _resolve(url, location)
+    raise HttpError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
+
+
+def _resolve(base: str, location: str) -> str:
+    """`location` (absolute, or a path on `base`'s origin) as a URL."""
+    if "://" in location:
+        return location
+    scheme, _, rest = base.partition("://")
+    authority = rest.split("/", 1)[0]
+    path = location if location.startswith("/") else "/" + location
+    return f"{scheme}://{authority}{path}"
+
+
+def _send(method: str, url: str, body: Optional[bytes], headers: dict[str, str]) -> Response:
+    """One request, its redirect not followed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        raise HttpError(f"the URL needs http:// or https://: {url}")
+    authority, slash, path = rest.partition("/")
     methods = {
         "GET": _h.Method_Get(), "POST": _h.Method_Post(), "PUT": _h.Method_Put(),
         "PATCH": _h.Method_Patch(), "DELETE": _h.Method_Delete(), "HEAD": _h.Method_Head(),

@@ -394,6 +394,16 @@ async fn python_http_reaches_only_the_granted_host() {
         description.starts_with("HttpError") && description.contains("HttpRequestDenied"),
         "{description}"
     );
+    // A redirect is followed, as a new request that the runtime checks again.
+    let hop = format!("http://127.0.0.1:{port}/redirect?to=/ping");
+    let followed = provision(&rt, "python-rules", "h-3", json!({"fetch": hop})).await;
+    assert_eq!(followed.status, StatusCode::CREATED, "{:?}", followed.body);
+    assert_eq!(followed.body["dashboard_url"], "200 pong");
+    let away = format!("http://127.0.0.1:{port}/redirect?to={denied}");
+    let refused = provision(&rt, "python-rules", "h-4", json!({"fetch": away})).await;
+    assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let description = refused.body["description"].as_str().unwrap();
+    assert!(description.contains("HttpRequestDenied"), "{description}");
 }
 
 #[tokio::test]
@@ -461,6 +471,22 @@ async fn javascript_errors_limits_and_outbound_fetch() {
     );
     let denied = format!("http://127.0.0.1:{}/ping", port + 1);
     let refused = provision(&rt, "js-rules", "f-2", json!({"fetch": denied})).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{:?}",
+        refused.body
+    );
+    // A redirect is followed, as a new request that the runtime checks again.
+    let hop = format!("http://127.0.0.1:{port}/redirect?to=/ping");
+    let followed = provision(&rt, "js-rules", "f-3", json!({"fetch": hop})).await;
+    assert_eq!(followed.status, StatusCode::CREATED, "{:?}", followed.body);
+    assert_eq!(
+        followed.body["metadata"],
+        json!({"labels": {"status": "200"}, "attributes": {"body": "pong"}})
+    );
+    let away = format!("http://127.0.0.1:{port}/redirect?to={denied}");
+    let refused = provision(&rt, "js-rules", "f-4", json!({"fetch": away})).await;
     assert_eq!(
         refused.status,
         StatusCode::INTERNAL_SERVER_ERROR,
