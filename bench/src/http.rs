@@ -178,57 +178,47 @@ where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let cpu = std::cell::Cell::new((std::time::Duration::ZERO, std::time::Duration::ZERO));
-    let server_cpu = || crate::stats::server_cpu();
-    let round = |level: &str| -> anyhow::Result<(LoadResult, std::time::Duration)> {
-        bench.logs.set(level)?;
-        Ok(measured(&server_cpu, || {
-            bench.load(bench.concurrency, lifecycle.clone())
-        }))
+    // Both levels are set once here, so a failure to set one ends the measurement cleanly.
+    bench.logs.set("off")?;
+    bench.logs.set("info")?;
+    let round = |level: &str| {
+        bench
+            .logs
+            .set(level)
+            .expect("a level set before the rounds");
+        bench.load(bench.concurrency, lifecycle.clone())
     };
-    let failed = std::cell::Cell::new(None);
-    let keep = |result: anyhow::Result<(LoadResult, std::time::Duration)>, on: bool| match result {
-        Ok((load, spent)) => {
-            let (a, b) = cpu.get();
-            cpu.set(if on { (a + spent, b) } else { (a, b + spent) });
-            load
-        }
-        Err(error) => {
-            failed.set(Some(error));
-            LoadResult::default()
-        }
-    };
+    let server_cpu = crate::stats::server_cpu;
     // A difference of a few percent: twice the usual rounds, alternated.
-    let (logged, quiet) = bench.alternated(
+    let (logged, quiet) = alternated_cpu(
+        bench,
         bench.scaled(6, 1),
-        || keep(round("info"), true),
-        || keep(round("off"), false),
+        (&server_cpu, || round("info")),
+        (&server_cpu, || round("off")),
     );
     bench.logs.set("info")?;
-    if let Some(error) = failed.take() {
-        return Err(error);
-    }
-    let (logged_cpu, quiet_cpu) = cpu.get();
-    let per_lifecycle = |spent: std::time::Duration, r: &LoadResult| {
-        spent.as_secs_f64() * 1e6 / (r.latencies.len() as f64).max(1.0)
-    };
+    let (logged, logged_cpu, quiet, quiet_cpu) = (
+        &logged.load,
+        logged.per_op_us(),
+        &quiet.load,
+        quiet.per_op_us(),
+    );
     add(
         report,
         "2e. What logging costs: the same lifecycles with the log lines at INFO and off",
         "lifecycles/s",
-        ("brokerbox, INFO: a line per request (as served)", &logged),
-        ("brokerbox, logs off", &quiet),
+        ("brokerbox, INFO: a line per request (as served)", logged),
+        ("brokerbox, logs off", quiet),
         bench.concurrency,
     );
     let measured = ratio(logged.per_second(), quiet.per_second());
     report.target(
         "OSB lifecycles/s: logs at INFO / logs off",
         format!(
-            "{:.0} vs {:.0} /s = {measured:.2}× (CPU per lifecycle {:.0} µs vs {:.0} µs)",
+            "{:.0} vs {:.0} /s = {measured:.2}× (CPU per lifecycle {logged_cpu:.0} µs vs \
+             {quiet_cpu:.0} µs)",
             logged.per_second(),
             quiet.per_second(),
-            per_lifecycle(logged_cpu, &logged),
-            per_lifecycle(quiet_cpu, &quiet),
         ),
         "≥ 0.95×",
         measured >= 0.95,
@@ -236,14 +226,50 @@ where
     Ok(())
 }
 
-/// A load of `job`, with the CPU time the measured server used meanwhile (`cpu` reads it).
-pub(crate) fn measured(
-    cpu: &dyn Fn() -> std::time::Duration,
-    run: impl Fn() -> LoadResult,
-) -> (LoadResult, std::time::Duration) {
-    let before = cpu();
-    let result = run();
-    (result, cpu().saturating_sub(before))
+/// A load, with the CPU time its server used meanwhile.
+#[derive(Default)]
+pub(crate) struct Spent {
+    /// The load's result.
+    pub load: LoadResult,
+    /// The server's CPU time during it.
+    pub cpu: std::time::Duration,
+}
+
+impl Spent {
+    /// Runs `run`, reading the server's CPU time with `cpu` before and after.
+    fn measure(cpu: &dyn Fn() -> std::time::Duration, run: impl FnOnce() -> LoadResult) -> Self {
+        let before = cpu();
+        let load = run();
+        let cpu = cpu().saturating_sub(before);
+        Spent { load, cpu }
+    }
+
+    /// Adds `other`'s load and CPU time to these.
+    fn add(&mut self, other: Spent) {
+        self.load.absorb(other.load);
+        self.cpu += other.cpu;
+    }
+
+    /// CPU time per completed job, in µs.
+    pub fn per_op_us(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / (self.load.latencies.len() as f64).max(1.0)
+    }
+}
+
+/// `ours` and `theirs` in `pairs` alternated rounds (as [`Bench::alternated`]), each with the
+/// CPU time its server used (read by the function paired with it); warm-ups not counted.
+pub(crate) fn alternated_cpu(
+    bench: &Bench,
+    pairs: usize,
+    ours: (&dyn Fn() -> std::time::Duration, impl Fn() -> LoadResult),
+    theirs: (&dyn Fn() -> std::time::Duration, impl Fn() -> LoadResult),
+) -> (Spent, Spent) {
+    bench.alternated(
+        pairs,
+        || Spent::measure(ours.0, &ours.1),
+        || Spent::measure(theirs.0, &theirs.1),
+        Spent::add,
+    )
 }
 
 /// Lifecycles and catalog against the openbrokerapi peer (measurement 2b), and lifecycles at
@@ -262,26 +288,19 @@ fn python_peer(
     let client = crate::load::client();
     let peer = Osb::new(client, python.addr, native::BROKER);
     let lifecycle = |osb: &Osb| lifecycle_job(osb, service, plan);
-    let ours_cpu = || crate::stats::server_cpu();
-    let theirs_cpu = || python.cpu();
     let concurrency = bench.concurrency;
-    let cpu = std::cell::Cell::new((std::time::Duration::ZERO, std::time::Duration::ZERO));
-    let (ours, theirs) = bench.interleaved(
-        || {
-            let (r, c) = measured(&ours_cpu, || bench.load(concurrency, lifecycle(brokerbox)));
-            cpu.set((cpu.get().0 + c, cpu.get().1));
-            r
-        },
-        || {
-            let (r, c) = measured(&theirs_cpu, || bench.load(concurrency, lifecycle(&peer)));
-            cpu.set((cpu.get().0, cpu.get().1 + c));
-            r
-        },
+    let (ours, theirs) = alternated_cpu(
+        bench,
+        bench.scaled(3, 1),
+        (&crate::stats::server_cpu, || {
+            bench.load(concurrency, lifecycle(brokerbox))
+        }),
+        (&|| python.cpu(), || {
+            bench.load(concurrency, lifecycle(&peer))
+        }),
     );
-    let cpu = cpu.get();
-    let per_op = |cpu: std::time::Duration, r: &LoadResult| {
-        cpu.as_secs_f64() * 1e6 / (r.latencies.len() as f64).max(1.0)
-    };
+    let (ours_us, theirs_us) = (ours.per_op_us(), theirs.per_op_us());
+    let (ours, theirs) = (ours.load, theirs.load);
     add(
         report,
         "2b. The same lifecycles against a native Python broker (openbrokerapi)",
@@ -307,7 +326,6 @@ fn python_peer(
         "≥ 2.0×",
         measured_ratio >= 2.0,
     );
-    let (ours_us, theirs_us) = (per_op(cpu.0, &ours), per_op(cpu.1, &theirs));
     report.target(
         "CPU per lifecycle: brokerbox / openbrokerapi peer",
         format!(

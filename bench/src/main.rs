@@ -116,23 +116,24 @@ impl Bench {
         ours: impl Fn() -> load::LoadResult,
         theirs: impl Fn() -> load::LoadResult,
     ) -> (load::LoadResult, load::LoadResult) {
-        self.alternated(self.scaled(3, 1), ours, theirs)
+        self.alternated(self.scaled(3, 1), ours, theirs, load::LoadResult::absorb)
     }
 
-    /// [`Bench::interleaved`] with `pairs` measured rounds each: more alternations for a
-    /// difference smaller than the machine's drift.
-    pub fn alternated(
+    /// [`Bench::interleaved`] with `pairs` measured rounds each (more alternations for a
+    /// difference smaller than the machine's drift), each side's rounds added up by `add`;
+    /// the warm-up rounds are not counted.
+    pub fn alternated<T: Default>(
         &self,
         pairs: usize,
-        ours: impl Fn() -> load::LoadResult,
-        theirs: impl Fn() -> load::LoadResult,
-    ) -> (load::LoadResult, load::LoadResult) {
+        ours: impl Fn() -> T,
+        theirs: impl Fn() -> T,
+        add: impl Fn(&mut T, T),
+    ) -> (T, T) {
         let _ = (ours(), theirs());
-        let mut a = load::LoadResult::default();
-        let mut b = load::LoadResult::default();
+        let (mut a, mut b) = (T::default(), T::default());
         for _ in 0..pairs {
-            a.absorb(ours());
-            b.absorb(theirs());
+            add(&mut a, ours());
+            add(&mut b, theirs());
         }
         (a, b)
     }

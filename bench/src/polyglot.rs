@@ -15,7 +15,7 @@ use brokerbox::sandbox::{
 };
 use brokerbox::RunningServer;
 use brokerbox_tests::guests;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The guests compared: label, component path, broker name.
 const GUESTS: [(&str, &str, &str); 3] = [
@@ -257,24 +257,19 @@ fn lifecycles(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let python = crate::python::PythonPeer::start(name, &catalog, &files)?;
     let theirs = Osb::new(crate::load::client(), python.addr, name);
     let lifecycle = |osb: &Osb| crate::http::lifecycle_job(osb, &service, &plan);
-    let cpu = std::cell::Cell::new((Duration::ZERO, Duration::ZERO));
     let concurrency = bench.concurrency;
-    let (a, b) = bench.interleaved(
-        || {
-            let (r, c) = crate::http::measured(&crate::stats::server_cpu, || {
-                bench.load(concurrency, lifecycle(&ours))
-            });
-            cpu.set((cpu.get().0 + c, cpu.get().1));
-            r
-        },
-        || {
-            let (r, c) = crate::http::measured(&|| python.cpu(), || {
-                bench.load(concurrency, lifecycle(&theirs))
-            });
-            cpu.set((cpu.get().0, cpu.get().1 + c));
-            r
-        },
+    let (a, b) = crate::http::alternated_cpu(
+        bench,
+        bench.scaled(3, 1),
+        (&crate::stats::server_cpu, || {
+            bench.load(concurrency, lifecycle(&ours))
+        }),
+        (&|| python.cpu(), || {
+            bench.load(concurrency, lifecycle(&theirs))
+        }),
     );
+    let (cpu_a, cpu_b) = (a.per_op_us(), b.per_op_us());
+    let (a, b) = (a.load, b.load);
     crate::http::add(
         report,
         "8c. OSB lifecycles of the Python broker: sandboxed in brokerbox vs native on openbrokerapi",
@@ -283,10 +278,6 @@ fn lifecycles(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         ("openbrokerapi peer, same logic (gunicorn, 2 sync workers)", &b),
         concurrency,
     );
-    let per_op = |cpu: Duration, r: &crate::load::LoadResult| {
-        cpu.as_secs_f64() * 1e6 / (r.latencies.len() as f64).max(1.0)
-    };
-    let (cpu_a, cpu_b) = (per_op(cpu.get().0, &a), per_op(cpu.get().1, &b));
     let measured = ratio(a.per_second(), b.per_second());
     report.target(
         "Python broker lifecycles/s: sandboxed / native openbrokerapi",

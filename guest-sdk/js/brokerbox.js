@@ -122,7 +122,8 @@ export const MAX_REDIRECTS = 5;
 
 /** `fetch`, following up to `MAX_REDIRECTS` redirects (the runtime's `fetch` does not): a 307
  *  or 308 with the same method and body, the others as a GET. Each redirect is a new request,
- *  which the runtime checks against the allowlist again. `redirect: "manual"` turns it off. */
+ *  which the runtime checks against the allowlist again; one to another origin does not carry
+ *  the `authorization` and `cookie` headers. `redirect: "manual"` turns it off. */
 async function fetchFollowing(input, init = {}) {
   let response = await fetch(input, init);
   let url = typeof input === "string" ? input : String(input.url ?? input);
@@ -138,10 +139,18 @@ async function fetchFollowing(input, init = {}) {
     }
     // The redirect's own body is read and dropped, which releases its resources.
     await response.arrayBuffer().catch(() => undefined);
+    const headers = new Headers(options.headers);
     if (response.status !== 307 && response.status !== 308) {
       options = { ...options, method: "GET", body: undefined };
+      headers.delete("content-type");
     }
-    url = new URL(location, url).toString();
+    const target = new URL(location, url);
+    if (target.origin !== new URL(url).origin) {
+      headers.delete("authorization");
+      headers.delete("cookie");
+    }
+    options = { ...options, headers };
+    url = target.toString();
     response = await fetch(url, options);
   }
 }

@@ -63,7 +63,8 @@ def request(
 ) -> Response:
     """Sends a request; a `dict` or `list` body is sent as JSON. Follows up to
     `MAX_REDIRECTS` redirects: a 307 or 308 with the same method and body, the others as a GET.
-    Each redirect is a new request, which the runtime checks against the allowlist again."""
+    Each redirect is a new request, which the runtime checks against the allowlist again; one
+    to another origin does not carry the `authorization` and `cookie` headers."""
     if _h is None:
         raise HttpError("outbound HTTP is only available inside a brokerbox component")
     headers = dict(headers or {})
@@ -77,11 +78,21 @@ def request(
         location = response.headers.get("location")
         if response.status not in (301, 302, 303, 307, 308) or not location:
             return response
+        dropped = set()
         if response.status not in (307, 308):
-            method, body = "GET", None
-            headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-        url = _resolve(url, location)
+            method, body, dropped = "GET", None, {"content-type"}
+        target = _resolve(url, location)
+        if _origin(target) != _origin(url):
+            dropped |= {"authorization", "cookie"}
+        headers = {k: v for k, v in headers.items() if k.lower() not in dropped}
+        url = target
     raise HttpError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
+
+
+def _origin(url: str) -> str:
+    """`scheme://authority` of `url`."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme.lower()}://{rest.split('/', 1)[0].lower()}"
 
 
 def _resolve(base: str, location: str) -> str:

@@ -104,26 +104,27 @@ pub async fn observe(State(state): State<Observed>, mut request: Request, next: 
     let duration_ms = took.as_secs_f64() * 1000.0;
     let reason = response.extensions().get::<Reason>().map(|r| r.0.as_str());
     // Whole on its own: the span (broker, route, request) is kept only at DEBUG.
+    // `reason` is left off the line when there is none.
+    macro_rules! answered {
+        ($level:ident) => {
+            tracing::$level!(
+                status,
+                duration_ms,
+                reason,
+                broker = %broker,
+                tenant = %tenant,
+                request = %shown,
+                %method,
+                route = %route,
+                "answered"
+            )
+        };
+    }
     span.in_scope(|| {
-        macro_rules! answered {
-            ($level:ident $(, $reason:ident)?) => {
-                tracing::$level!(
-                    status,
-                    duration_ms,
-                    $($reason,)?
-                    broker = %broker,
-                    tenant = %tenant,
-                    request = %shown,
-                    %method,
-                    route = %route,
-                    "answered"
-                )
-            };
-        }
-        match reason {
-            Some(reason) if status >= 500 => answered!(warn, reason),
-            Some(reason) => answered!(info, reason),
-            None => answered!(info),
+        if status >= 500 {
+            answered!(warn)
+        } else {
+            answered!(info)
         }
     });
     let labels = EndpointLabels {

@@ -48,19 +48,26 @@ const NOISY: &[&str] = &[
 pub fn filter(default_level: &str) -> EnvFilter {
     let asked = std::env::var("RUST_LOG").unwrap_or_default();
     let base = if asked.trim().is_empty() {
-        default_level.to_string()
+        default_level
     } else {
-        asked.clone()
+        &asked
     };
-    let quiet = NOISY
-        .iter()
-        .filter(|target| !asked.contains(*target))
-        .map(|target| format!("{target}=warn"));
-    let directives = std::iter::once(base).chain(quiet).collect::<Vec<_>>();
-    EnvFilter::try_new(directives.join(",")).unwrap_or_else(|error| {
+    directives(base).unwrap_or_else(|error| {
         eprintln!("brokerbox: RUST_LOG is invalid ({error}); logging at {default_level}");
         EnvFilter::new(default_level)
     })
+}
+
+/// `base` (`RUST_LOG`'s syntax), with the [`NOISY`] targets it does not name at `warn`.
+fn directives(base: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
+    let quiet = NOISY
+        .iter()
+        .filter(|target| !base.contains(*target))
+        .map(|target| format!("{target}=warn"));
+    let directives = std::iter::once(base.to_string())
+        .chain(quiet)
+        .collect::<Vec<_>>();
+    EnvFilter::try_new(directives.join(","))
 }
 
 /// Installs the process's logger (and the trace exporter, when `traces` is given): every
@@ -80,17 +87,14 @@ pub fn init(format: LogFormat, default_level: &str, traces: Option<&super::trace
 pub struct Level(reload::Handle<EnvFilter, Registry>);
 
 impl Level {
-    /// Writes what `level` (a `RUST_LOG` directive such as `info` or `off`) lets through from
-    /// now on; the [`NOISY`] targets stay at `warn` as in [`filter`].
+    /// Writes what `level` (`RUST_LOG`'s syntax, such as `info` or `off`) lets through from
+    /// now on, with the [`NOISY`] targets as in [`filter`].
     ///
     /// # Errors
-    /// When no logger was installed by this handle's [`init_with`] (another was first).
+    /// When `level` does not parse, or no logger was installed by this handle's
+    /// [`init_with`] (another was first).
     pub fn set(&self, level: &str) -> anyhow::Result<()> {
-        let directives = std::iter::once(level.to_string())
-            .chain(NOISY.iter().map(|target| format!("{target}=warn")))
-            .collect::<Vec<_>>();
-        let filter = EnvFilter::try_new(directives.join(","))?;
-        self.0.reload(filter)?;
+        self.0.reload(directives(level)?)?;
         Ok(())
     }
 }

@@ -140,9 +140,11 @@ impl SqlStore {
     }
 
     /// Reloads the data keys (another replica may have rotated).
-    async fn refresh_keys(&self) -> Result<(), StoreError> {
+    /// Reads the data keys and installs them; returns them as read.
+    async fn refresh_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let keys = self.stored_keys().await?;
-        (self.sealer.install(&keys)).map_err(|e| StoreError::Backend(e.to_string()))
+        (self.sealer.install(&keys)).map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(keys)
     }
 
     /// The operations `sql` selects, their secrets opened.
@@ -328,8 +330,7 @@ impl SecretStore for SqlStore {
     }
 
     async fn key_status(&self) -> Result<KeyStatus, StoreError> {
-        let stored = self.stored_keys().await?;
-        (self.sealer.install(&stored)).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let stored = self.refresh_keys().await?;
         let primary = self.sealer.primary_id();
         let mut values: HashMap<Option<String>, u64> = HashMap::new();
         for column in SEALED {
