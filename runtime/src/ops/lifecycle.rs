@@ -3,9 +3,11 @@
 //! moves an existing resource to `updating` or `deleting` with its operation, and runs it.
 //! The outcome's effect then makes the resource ready, restores it, or removes it.
 
-use super::run::joined;
-use super::{execute, OpContext, OpError, Settled, StoredCall};
-use crate::store::{BindingRecord, InstanceRecord, ResourceState, StoreError};
+use super::run::within_window;
+use super::{run, OpContext, OpError, Settled, StoredCall};
+use crate::store::{BindingRecord, InstanceRecord, OperationRecord, ResourceState, StoreError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tracing::Instrument as _;
 
 /// A resource to create, as it is stored while its create runs.
@@ -35,9 +37,9 @@ pub enum Created {
 
 /// Creates `resource` with a new operation of `stored` and runs it.
 ///
-/// **Cancellation.** The intent and the start of its run happen in a task of their own: a
-/// request dropped at any `.await` (its client hung up) never leaves an intent written whose
-/// operation nobody runs.
+/// **Cancellation.** The intent, the guest call and the outcome happen in one task of the
+/// runtime's: a request dropped at any `.await` (its client hung up) never leaves an intent
+/// written whose operation nobody runs.
 ///
 /// # Errors
 /// The guest's refusal or crash, an operation that failed, or a state store failure.
@@ -46,16 +48,26 @@ pub async fn create(
     resource: NewResource,
     stored: StoredCall,
 ) -> Result<Created, OpError> {
-    let tasks = ctx.state.runtime.tasks.clone();
-    joined(tasks.spawn(create_now(ctx, resource, stored).in_current_span())).await
+    let op = ctx.new_operation(&stored);
+    let id = op.id.clone();
+    let written = Arc::new(AtomicBool::new(false));
+    let task =
+        ctx.state.runtime.tasks.spawn(
+            create_now(ctx.clone(), op, resource, stored, written.clone()).in_current_span(),
+        );
+    within_window(&ctx, &id, &written, task, |id| {
+        Created::Ran(Settled::Accepted(id))
+    })
+    .await
 }
 
 async fn create_now(
     ctx: OpContext,
+    op: OperationRecord,
     resource: NewResource,
     stored: StoredCall,
+    written: Arc<AtomicBool>,
 ) -> Result<Created, OpError> {
-    let op = ctx.new_operation(&stored);
     let store = &ctx.state.store;
     let inserted = match resource {
         NewResource::Instance(mut record) => {
@@ -85,7 +97,10 @@ async fn create_now(
                 .ok_or(OpError::Store(StoreError::Changed))
         }
         Err(other) => Err(other.into()),
-        Ok(()) => Ok(Created::Ran(execute(ctx, op, stored).await?)),
+        Ok(()) => {
+            written.store(true, Ordering::Release);
+            Ok(Created::Ran(run(ctx, op, stored).await?))
+        }
     }
 }
 
@@ -103,24 +118,34 @@ pub async fn change(
     state: ResourceState,
     target_plan: Option<String>,
 ) -> Result<Settled, OpError> {
-    let tasks = ctx.state.runtime.tasks.clone();
-    joined(tasks.spawn(change_now(ctx, stored, state, target_plan).in_current_span())).await
+    let mut op = ctx.new_operation(&stored);
+    op.target_plan = target_plan;
+    let id = op.id.clone();
+    let written = Arc::new(AtomicBool::new(false));
+    let task = ctx
+        .state
+        .runtime
+        .tasks
+        .spawn(change_now(ctx.clone(), op, stored, state, written.clone()).in_current_span());
+    within_window(&ctx, &id, &written, task, Settled::Accepted).await
 }
 
 async fn change_now(
     ctx: OpContext,
+    op: OperationRecord,
     stored: StoredCall,
     state: ResourceState,
-    target_plan: Option<String>,
+    written: Arc<AtomicBool>,
 ) -> Result<Settled, OpError> {
-    let mut op = ctx.new_operation(&stored);
-    op.target_plan = target_plan;
     match ctx.state.store.start_operation(&op, state).await {
         Err(StoreError::Changed | StoreError::Exists) => {
             let id = stored.binding_id.as_ref().unwrap_or(&stored.instance_id);
             Err(OpError::Busy(id.clone()))
         }
         Err(other) => Err(other.into()),
-        Ok(()) => execute(ctx, op, stored).await,
+        Ok(()) => {
+            written.store(true, Ordering::Release);
+            run(ctx, op, stored).await
+        }
     }
 }

@@ -27,7 +27,7 @@ pub use context::{OpContext, OpError, OpsRuntime, OpsState};
 pub use lifecycle::{change, create, Created, Existing, NewResource};
 pub use outcome::{failure_effect, Settled};
 pub use poll::{expire_if_overdue, poll_guest};
-pub use run::{execute, run};
+pub use run::run;
 
 /// The span of one step (`run` or `poll`) of operation `op`: its broker, kind, id and
 /// attempt, so a trace shows each operation and the guest calls it made. At DEBUG: the trace

@@ -4,23 +4,32 @@
 use super::outcome::{failure_effect, Answer, Settled};
 use super::{calls, OpContext, OpError, StoredCall};
 use crate::store::{OperationRecord, OperationState, Outcome, StoreError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::Instrument as _;
 
 /// How often a request waiting for an operation it cannot answer asynchronously re-reads it.
 const WAIT_INTERVAL: Duration = Duration::from_millis(20);
+/// How often a request whose window passed before its operation's record was written looks
+/// again (it cannot answer `accepted` for an operation not stored yet).
+const INTENT_RECHECK: Duration = Duration::from_millis(5);
 
-/// Runs the stored operation `op` in a background task and answers within the broker's sync
-/// window (asynchronous requests) or sync deadline (synchronous ones).
+/// Waits for `task`, which stores operation `op_id` (setting `stored` once its record is
+/// written) and runs it, within the broker's sync window (asynchronous requests, answered
+/// `accepted` once the record exists) or sync deadline (synchronous ones).
+///
+/// **Cancellation.** The task is the runtime's, not the request's: dropping this future drops
+/// only the wait, and the operation still ends and stores its outcome.
 ///
 /// # Errors
-/// The guest's refusal or crash, a long operation that failed or outlived the sync deadline,
-/// or a state store failure.
-pub async fn execute(
-    ctx: OpContext,
-    op: OperationRecord,
-    stored: StoredCall,
-) -> Result<Settled, OpError> {
+/// What the task returns; a synchronous operation that outlived the sync deadline.
+pub(super) async fn within_window<T>(
+    ctx: &OpContext,
+    op_id: &str,
+    stored: &AtomicBool,
+    mut task: tokio::task::JoinHandle<Result<T, OpError>>,
+    accepted: impl FnOnce(String) -> T,
+) -> Result<T, OpError> {
     let settings = &ctx.broker.manifest.operations;
     // A synchronous request gets a little beyond its deadline, so the call's own deadline
     // (which fails the operation and says why) ends it first.
@@ -29,24 +38,26 @@ pub async fn execute(
     } else {
         settings.sync_deadline() + Duration::from_secs(5)
     };
-    let id = op.id.clone();
-    // The task keeps the request's span as its parent (one trace per request).
-    let task = (ctx.state.runtime.tasks).spawn(run(ctx.clone(), op, stored).in_current_span());
-    match tokio::time::timeout(window, joined(task)).await {
-        Ok(settled) => settled,
-        // The call goes on in the background; the platform polls for it.
-        Err(_) if ctx.call.accepts_incomplete => Ok(Settled::Accepted(id)),
-        Err(_) => Err(OpError::Failed(
-            "the operation did not finish within the sync deadline".into(),
-        )),
+    let mut wait = window;
+    loop {
+        match tokio::time::timeout(wait, &mut task).await {
+            Ok(joined) => return flatten(joined),
+            // No record yet that the platform could poll: wait for it a little longer.
+            Err(_) if !stored.load(Ordering::Acquire) => wait = INTENT_RECHECK,
+            // The call goes on in the background; the platform polls for it.
+            Err(_) if ctx.call.accepts_incomplete => return Ok(accepted(op_id.to_string())),
+            Err(_) => {
+                return Err(OpError::Failed(
+                    "the operation did not finish within the sync deadline".into(),
+                ))
+            }
+        }
     }
 }
 
 /// The answer of an operation's task (a task that panicked or was cancelled fails it).
-pub(super) async fn joined<T>(
-    task: tokio::task::JoinHandle<Result<T, OpError>>,
-) -> Result<T, OpError> {
-    task.await.unwrap_or_else(|join| {
+fn flatten<T>(joined: Result<Result<T, OpError>, tokio::task::JoinError>) -> Result<T, OpError> {
+    joined.unwrap_or_else(|join| {
         Err(OpError::Failed(format!(
             "the operation task failed: {join}"
         )))

@@ -30,11 +30,19 @@ const IDLE_READERS: usize = 8;
 const STATEMENT_CACHE: usize = 64;
 
 /// How every SQLite connection is set up: WAL journal, each commit synced to disk, a busy
-/// timeout for other processes, foreign keys, and the database file read through a memory map
-/// (a read connection drops its page cache whenever another connection committed: its pages
-/// then come back without a copy).
+/// timeout for other processes, foreign keys. No memory map: the database file grows as the
+/// writer checkpoints, and every connection then remapped it (an `munmap` with a TLB
+/// shootdown to the other cores per read); reads through `pread` measured ~7% less CPU per
+/// lifecycle, and no slow-down as the file grows (docs/BENCHMARKS.md).
 const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-    PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA mmap_size = 268435456;";
+    PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+
+/// The writer's page cache: small. SQLite's B-tree, when it rebalances, renumbers pages
+/// through the never-used "pending byte" page (page 262,145 at 4 KiB pages), and the commit
+/// after that scans the *whole* page cache to drop pages beyond the database's end: with the
+/// default cache (~2,000 pages) that scan was ~6% of all CPU under lifecycle load. Pages the
+/// writer misses come back from the WAL or the database file, both in the kernel's page cache.
+const WRITER_CACHE: &str = "PRAGMA cache_size = 256;";
 
 impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
@@ -177,6 +185,7 @@ impl Sqlite {
             conn.close().await?;
         }
         let writer = connect(&path)?;
+        writer.execute_batch(WRITER_CACHE)?;
         let (jobs, queue) = tokio::sync::mpsc::channel(QUEUE);
         let commits = Arc::new(Commits::default());
         let counted = commits.clone();
@@ -284,10 +293,12 @@ fn write_batches(
         let mut ready = Ok(());
         if on_disk != synced {
             if let Conn::Sqlite(sqlite) = &conn {
-                let level = if on_disk { "FULL" } else { "NORMAL" };
-                ready = sqlite
-                    .execute_batch(&format!("PRAGMA synchronous = {level}"))
-                    .map_err(sqlite_error);
+                let level = if on_disk {
+                    "PRAGMA synchronous = FULL"
+                } else {
+                    "PRAGMA synchronous = NORMAL"
+                };
+                ready = control(sqlite, level);
                 if ready.is_ok() {
                     synced = on_disk;
                 }
@@ -306,6 +317,14 @@ fn write_batches(
     }
 }
 
+/// Runs one of the writer's own statements (transaction control, pragmas), prepared once.
+fn control(conn: &rusqlite::Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| statement.raw_execute())
+        .map(drop)
+        .map_err(sqlite_error)
+}
+
 /// Runs a batch of writes in one transaction, each in its own savepoint, and commits it;
 /// returns their answers (each to be given the commit's outcome). A write that fails or
 /// panics is undone alone; when the transaction cannot begin or commit, none is kept.
@@ -315,7 +334,7 @@ fn run_batch(
     ready: Result<(), StoreError>,
 ) -> (Vec<Answer>, Result<(), StoreError>) {
     let statement = |conn: &Conn, sql: &str| match conn {
-        Conn::Sqlite(sqlite) => sqlite.execute_batch(sql).map_err(sqlite_error),
+        Conn::Sqlite(sqlite) => control(sqlite, sql),
         Conn::Postgres(_) => unreachable!("the writer holds a SQLite connection"),
     };
     let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
