@@ -130,7 +130,7 @@ fn instance_file(peer: &Peer, instance_id: &str) -> Result<PathBuf, Refusal> {
 fn operation(instance_id: &str, binding_id: Option<&str>, kind: OperationKind) -> OperationRecord {
     let now = brokerbox::store::now_ms();
     OperationRecord {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: uuid::Uuid::now_v7().to_string(),
         broker: BROKER.into(),
         instance_id: instance_id.into(),
         binding_id: binding_id.map(str::to_string),
