@@ -3,12 +3,9 @@
 //! moves an existing resource to `updating` or `deleting` with its operation, and runs it.
 //! The outcome's effect then makes the resource ready, restores it, or removes it.
 
-use super::run::within_window;
+use super::run::{in_task, Written};
 use super::{run, OpContext, OpError, Settled, StoredCall};
 use crate::store::{BindingRecord, InstanceRecord, OperationRecord, ResourceState, StoreError};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use tracing::Instrument as _;
 
 /// A resource to create, as it is stored while its create runs.
 pub enum NewResource {
@@ -50,15 +47,8 @@ pub async fn create(
 ) -> Result<Created, OpError> {
     let op = ctx.new_operation(&stored);
     let id = op.id.clone();
-    let written = Arc::new(AtomicBool::new(false));
-    let task =
-        ctx.state.runtime.tasks.spawn(
-            create_now(ctx.clone(), op, resource, stored, written.clone()).in_current_span(),
-        );
-    within_window(&ctx, &id, &written, task, |id| {
-        Created::Ran(Settled::Accepted(id))
-    })
-    .await
+    let work = |written| create_now(ctx.clone(), op, resource, stored, written);
+    in_task(&ctx, &id, work, |id| Created::Ran(Settled::Accepted(id))).await
 }
 
 async fn create_now(
@@ -66,7 +56,7 @@ async fn create_now(
     op: OperationRecord,
     resource: NewResource,
     stored: StoredCall,
-    written: Arc<AtomicBool>,
+    written: Written,
 ) -> Result<Created, OpError> {
     let store = &ctx.state.store;
     let inserted = match resource {
@@ -98,7 +88,7 @@ async fn create_now(
         }
         Err(other) => Err(other.into()),
         Ok(()) => {
-            written.store(true, Ordering::Release);
+            let _ = written.send(());
             Ok(Created::Ran(run(ctx, op, stored).await?))
         }
     }
@@ -121,13 +111,8 @@ pub async fn change(
     let mut op = ctx.new_operation(&stored);
     op.target_plan = target_plan;
     let id = op.id.clone();
-    let written = Arc::new(AtomicBool::new(false));
-    let task = ctx
-        .state
-        .runtime
-        .tasks
-        .spawn(change_now(ctx.clone(), op, stored, state, written.clone()).in_current_span());
-    within_window(&ctx, &id, &written, task, Settled::Accepted).await
+    let work = |written| change_now(ctx.clone(), op, stored, state, written);
+    in_task(&ctx, &id, work, Settled::Accepted).await
 }
 
 async fn change_now(
@@ -135,7 +120,7 @@ async fn change_now(
     op: OperationRecord,
     stored: StoredCall,
     state: ResourceState,
-    written: Arc<AtomicBool>,
+    written: Written,
 ) -> Result<Settled, OpError> {
     match ctx.state.store.start_operation(&op, state).await {
         Err(StoreError::Changed | StoreError::Exists) => {
@@ -144,7 +129,7 @@ async fn change_now(
         }
         Err(other) => Err(other.into()),
         Ok(()) => {
-            written.store(true, Ordering::Release);
+            let _ = written.send(());
             run(ctx, op, stored).await
         }
     }

@@ -4,32 +4,44 @@
 use super::outcome::{failure_effect, Answer, Settled};
 use super::{calls, OpContext, OpError, StoredCall};
 use crate::store::{OperationRecord, OperationState, Outcome, StoreError};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::Instrument as _;
 
 /// How often a request waiting for an operation it cannot answer asynchronously re-reads it.
 const WAIT_INTERVAL: Duration = Duration::from_millis(20);
-/// How often a request whose window passed before its operation's record was written looks
-/// again (it cannot answer `accepted` for an operation not stored yet).
-const INTENT_RECHECK: Duration = Duration::from_millis(5);
+/// Said by an operation's task once the operation's record is written.
+pub(super) type Written = tokio::sync::oneshot::Sender<()>;
 
-/// Waits for `task`, which stores operation `op_id` (setting `stored` once its record is
-/// written) and runs it, within the broker's sync window (asynchronous requests, answered
-/// `accepted` once the record exists) or sync deadline (synchronous ones).
+/// Runs `work` (which writes operation `op_id`'s record, says so on its [`Written`], then runs
+/// the operation) in a task of the runtime's, and waits for it: for as long as the record
+/// takes to write, then within the broker's sync window (asynchronous requests, answered
+/// `accepted` past it) or sync deadline (synchronous ones).
 ///
 /// **Cancellation.** The task is the runtime's, not the request's: dropping this future drops
 /// only the wait, and the operation still ends and stores its outcome.
 ///
 /// # Errors
-/// What the task returns; a synchronous operation that outlived the sync deadline.
-pub(super) async fn within_window<T>(
+/// What `work` returns; a synchronous operation that outlived the sync deadline.
+pub(super) async fn in_task<T, F>(
     ctx: &OpContext,
     op_id: &str,
-    stored: &AtomicBool,
-    mut task: tokio::task::JoinHandle<Result<T, OpError>>,
+    work: impl FnOnce(Written) -> F,
     accepted: impl FnOnce(String) -> T,
-) -> Result<T, OpError> {
+) -> Result<T, OpError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, OpError>> + Send + 'static,
+{
+    let (written, stored) = tokio::sync::oneshot::channel();
+    // The task keeps the request's span as its parent (one trace per request).
+    let mut task = (ctx.state.runtime.tasks).spawn(work(written).in_current_span());
+    // No answer can point the platform at an operation not stored yet; a task that ends
+    // without storing it (refused, busy, a store failure) drops `written` and is joined below.
+    tokio::select! {
+        biased;
+        joined = &mut task => return flatten(joined),
+        _ = stored => {}
+    }
     let settings = &ctx.broker.manifest.operations;
     // A synchronous request gets a little beyond its deadline, so the call's own deadline
     // (which fails the operation and says why) ends it first.
@@ -38,20 +50,13 @@ pub(super) async fn within_window<T>(
     } else {
         settings.sync_deadline() + Duration::from_secs(5)
     };
-    let mut wait = window;
-    loop {
-        match tokio::time::timeout(wait, &mut task).await {
-            Ok(joined) => return flatten(joined),
-            // No record yet that the platform could poll: wait for it a little longer.
-            Err(_) if !stored.load(Ordering::Acquire) => wait = INTENT_RECHECK,
-            // The call goes on in the background; the platform polls for it.
-            Err(_) if ctx.call.accepts_incomplete => return Ok(accepted(op_id.to_string())),
-            Err(_) => {
-                return Err(OpError::Failed(
-                    "the operation did not finish within the sync deadline".into(),
-                ))
-            }
-        }
+    match tokio::time::timeout(window, &mut task).await {
+        Ok(joined) => flatten(joined),
+        // The call goes on in the background; the platform polls for it.
+        Err(_) if ctx.call.accepts_incomplete => Ok(accepted(op_id.to_string())),
+        Err(_) => Err(OpError::Failed(
+            "the operation did not finish within the sync deadline".into(),
+        )),
     }
 }
 

@@ -139,8 +139,7 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Reloads the data keys (another replica may have rotated).
-    /// Reads the data keys and installs them; returns them as read.
+    /// Reloads the data keys (another replica may have rotated); returns them as read.
     async fn refresh_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let keys = self.stored_keys().await?;
         (self.sealer.install(&keys)).map_err(|e| StoreError::Backend(e.to_string()))?;
