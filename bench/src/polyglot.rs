@@ -17,6 +17,9 @@ use brokerbox::RunningServer;
 use brokerbox_tests::guests;
 use std::time::Instant;
 
+/// `calls_per_instance` of the warm-instance rows and runs.
+const WARM_CALLS: u32 = 1000;
+
 /// The guests compared: label, component path, broker name.
 const GUESTS: [(&str, &str, &str); 3] = [
     ("Rust file-broker", guests::FILE_BROKER, "file-broker"),
@@ -135,17 +138,36 @@ fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         Sandbox::with_engine(resident8, ComponentCache::on_disk(&artifacts)?),
         Sandbox::with_engine(resident32, ComponentCache::on_disk(&artifacts)?),
     ];
+    // (guest, engine, row label, calls_per_instance)
     let runs = [
-        (GUESTS[0], 0, ""),
-        (GUESTS[1], 0, ""),
-        (GUESTS[1], 1, ", 8 MiB kept resident per slot"),
-        (GUESTS[1], 2, ", 32 MiB kept resident per slot"),
-        (GUESTS[2], 0, ""),
+        (GUESTS[0], 0, "", 1),
+        (GUESTS[1], 0, "", 1),
+        (GUESTS[1], 1, ", 8 MiB kept resident per slot", 1),
+        (GUESTS[1], 2, ", 32 MiB kept resident per slot", 1),
+        (GUESTS[2], 0, "", 1),
+        (
+            GUESTS[0],
+            0,
+            ", warm instance (calls_per_instance)",
+            WARM_CALLS,
+        ),
+        (
+            GUESTS[1],
+            0,
+            ", warm instance (calls_per_instance)",
+            WARM_CALLS,
+        ),
+        (
+            GUESTS[2],
+            0,
+            ", warm instance (calls_per_instance)",
+            WARM_CALLS,
+        ),
     ];
     // A smoke run skips the other engine settings (their artifacts may not be compatible).
     let runs: Vec<_> = runs
         .into_iter()
-        .filter(|(_, engine, _)| !bench.smoke || *engine == 0)
+        .filter(|(_, engine, _, _)| !bench.smoke || *engine == 0)
         .collect();
     let shm = std::path::Path::new("/dev/shm");
     let files = if shm.is_dir() {
@@ -162,17 +184,21 @@ fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let info = CallInfo::default();
     let calls = bench.scaled(300, 5);
     let mut section = Section::new(
-        "8b. Per-call floor by language: fresh instance + one call + drop (in process)",
+        "8b. Per-call floor by language: fresh instance + one call + drop, or one call on a warm \
+         instance (in process)",
         &[
             "guest",
             "provision median",
             "provision p99",
             "catalog median",
             "catalog p99",
+            "held by its idle instance",
         ],
     );
     let mut medians = Vec::new();
-    for ((label, path, name), engine, setting) in runs {
+    for (run, ((label, path, name), engine, setting, calls_per_instance)) in
+        runs.into_iter().enumerate()
+    {
         let sandbox = &sandboxes[engine];
         let wasm = guest(path)?;
         let grants = Grants {
@@ -183,7 +209,11 @@ fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
             }),
             ..Grants::default()
         };
-        let guest = Guest::load(sandbox, name, name, &wasm, Limits::default(), grants)?;
+        let limits = Limits {
+            calls_per_instance,
+            ..Limits::default()
+        };
+        let guest = Guest::load(sandbox, name, name, &wasm, limits, grants)?;
         let (provisions, catalogs) = bench.server.block_on(async {
             let catalog = guest.catalog(&info).await?;
             let service = &catalog.services[0];
@@ -192,7 +222,7 @@ fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
             let mut catalogs = Vec::new();
             for i in 0..calls + 20 {
                 let request =
-                    crate::site::provision_request(&service, &plan, &format!("floor-{i}"));
+                    crate::site::provision_request(&service, &plan, &format!("floor-{run}-{i}"));
                 let started = Instant::now();
                 guest.provision(&info, request).await?;
                 if i >= 20 {
@@ -206,6 +236,16 @@ fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
             }
             anyhow::Ok((Samples::new(provisions), Samples::new(catalogs)))
         })?;
+        // What its warm instance held while idle: the resident memory its drop gave back.
+        let held = if calls_per_instance > 1 {
+            let pid = std::process::id();
+            let before = crate::report::rss_kib(pid).unwrap_or(0);
+            drop(guest);
+            let after = crate::report::rss_kib(pid).unwrap_or(0);
+            format!("{:.1} MiB", before.saturating_sub(after) as f64 / 1024.0)
+        } else {
+            "-".to_string()
+        };
         medians.push(provisions.p50());
         section.row(vec![
             format!("{label}{setting}"),
@@ -213,82 +253,127 @@ fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
             micros(provisions.p99()),
             micros(catalogs.p50()),
             micros(catalogs.p99()),
+            held,
         ]);
     }
+    // Rows by index in the full run; a smoke run has rows 0, 1, 4, 5, 6, 7 of it.
+    let row = |full: usize| {
+        let smoke = [
+            Some(0),
+            Some(1),
+            None,
+            None,
+            Some(2),
+            Some(3),
+            Some(4),
+            Some(5),
+        ];
+        let index = if bench.smoke { smoke[full] } else { Some(full) };
+        index.map_or(medians[1], |i| medians[i]).as_secs_f64()
+    };
     section.note(format!(
         "Production engine (1 MiB of each slot kept resident) unless the row says otherwise; \
          release build. The Rust and Python brokers write a file (tmpfs) per provision; the \
          JavaScript broker (no file API in its engine) reads and writes its key-value store \
-         (SQLite, durable). Provision medians: Python / Rust {:.1}×, JavaScript / Rust {:.1}×; \
-         Python with 32 MiB resident / production {:.2}×.",
-        ratio(medians[1].as_secs_f64(), medians[0].as_secs_f64()),
-        ratio(
-            medians[medians.len() - 1].as_secs_f64(),
-            medians[0].as_secs_f64()
-        ),
-        ratio(
-            medians.get(3).unwrap_or(&medians[1]).as_secs_f64(),
-            medians[1].as_secs_f64()
-        ),
+         (SQLite, durable). \"Warm instance\": the manifest's `calls_per_instance = \
+         {WARM_CALLS}`, so calls reuse one instance (module state carries over; docs/security.md); \
+         what it holds while idle is the resident memory given back when it is dropped. \
+         Provision medians: Python / Rust {:.1}×, JavaScript / Rust {:.1}×; Python with 32 MiB \
+         resident / production {:.2}×; warm / fresh: Rust {:.2}×, Python {:.2}×, JavaScript \
+         {:.2}×.",
+        ratio(row(1), row(0)),
+        ratio(row(4), row(0)),
+        ratio(row(3), row(1)),
+        ratio(row(5), row(0)),
+        ratio(row(6), row(1)),
+        ratio(row(7), row(4)),
     ));
     report.section(section);
     Ok(())
 }
 
-/// OSB lifecycles over HTTP: the Python file broker in brokerbox against the same logic on
-/// openbrokerapi (gunicorn, 2 sync workers), with the CPU each server spent per lifecycle.
+/// OSB lifecycles over HTTP: the Python file broker in brokerbox (a fresh instance per call, and
+/// warm instances) against the same logic on openbrokerapi (gunicorn, 2 sync workers), with the
+/// CPU each server spent per lifecycle.
 fn lifecycles(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let site = Site::new()?;
-    let name = "python-file-broker";
+    let (fresh, warm) = ("python-file-broker", "python-file-broker-warm");
+    let wasm = guest(guests::PYTHON_FILE_BROKER)?;
     let extra = "[limits]\nmemory_mib = 64\n[grants]\nfiles = true\n";
-    site.add(
-        name,
-        &guest(guests::PYTHON_FILE_BROKER)?,
-        &manifest(name, extra),
-    )?;
+    site.add(fresh, &wasm, &manifest(fresh, extra))?;
+    // A service id of its own: service ids are unique across a runtime's brokers.
+    let extra_warm = format!(
+        "[limits]\nmemory_mib = 64\ncalls_per_instance = {WARM_CALLS}\n[grants]\nfiles = true\n\
+         [env]\nSERVICE_ID = \"python-file-service-warm\"\n"
+    );
+    site.add(warm, &wasm, &manifest(warm, &extra_warm))?;
     let server = bench
         .server
         .block_on(RunningServer::start(&site.config(), bench.loopback()))?;
-    let ours = Osb::new(crate::load::client(), server.addr, name);
-    let catalog = bench.client.block_on(ours.catalog())?;
+    let catalog = bench
+        .client
+        .block_on(Osb::new(crate::load::client(), server.addr, fresh).catalog())?;
     let (service, plan) = crate::site::first_plan(&catalog);
     let files = site.path().join("python-files");
     std::fs::create_dir_all(&files)?;
-    let python = crate::python::PythonPeer::start(name, &catalog, &files)?;
-    let theirs = Osb::new(crate::load::client(), python.addr, name);
+    let python = crate::python::PythonPeer::start(fresh, &catalog, &files)?;
+    let theirs = Osb::new(crate::load::client(), python.addr, fresh);
     let lifecycle = |osb: &Osb| crate::http::lifecycle_job(osb, &service, &plan);
     let concurrency = bench.concurrency;
-    let (a, b) = crate::http::alternated_cpu(
-        bench,
-        bench.scaled(3, 1),
-        (&crate::stats::server_cpu, || {
-            bench.load(concurrency, lifecycle(&ours))
-        }),
-        (&|| python.cpu(), || {
-            bench.load(concurrency, lifecycle(&theirs))
-        }),
-    );
-    let (cpu_a, cpu_b) = (a.per_op_us(), b.per_op_us());
-    let (a, b) = (a.load, b.load);
-    crate::http::add(
-        report,
-        "8c. OSB lifecycles of the Python broker: sandboxed in brokerbox vs native on openbrokerapi",
-        "lifecycles/s",
-        ("brokerbox serving python-file-broker (CPython in wasm)", &a),
-        ("openbrokerapi peer, same logic (gunicorn, 2 sync workers)", &b),
-        concurrency,
-    );
-    let measured = ratio(a.per_second(), b.per_second());
-    report.target(
-        "Python broker lifecycles/s: sandboxed / native openbrokerapi",
-        format!(
-            "{:.0} vs {:.0} /s = {measured:.2}× (CPU per lifecycle {cpu_a:.0} µs vs {cpu_b:.0} µs)",
-            a.per_second(),
-            b.per_second()
-        ),
-        "≥ 1.0×",
-        measured >= 1.0,
-    );
+    let runs = [
+        (fresh, "a fresh instance per call", "8c"),
+        (warm, "warm instances, calls_per_instance", "8c (warm)"),
+    ];
+    for (name, how, number) in runs {
+        let ours = Osb::new(crate::load::client(), server.addr, name);
+        let (our_service, our_plan) =
+            crate::site::first_plan(&bench.client.block_on(ours.catalog())?);
+        // The broker completes a lifecycle before it is measured.
+        bench
+            .client
+            .block_on(ours.lifecycle_checked(&our_service, &our_plan))?;
+        let (a, b) = crate::http::alternated_cpu(
+            bench,
+            bench.scaled(3, 1),
+            (&crate::stats::server_cpu, || {
+                let job = crate::http::lifecycle_job(&ours, &our_service, &our_plan);
+                bench.load(concurrency, job)
+            }),
+            (&|| python.cpu(), || {
+                bench.load(concurrency, lifecycle(&theirs))
+            }),
+        );
+        let (cpu_a, cpu_b) = (a.per_op_us(), b.per_op_us());
+        let (a, b) = (a.load, b.load);
+        crate::http::add(
+            report,
+            &format!(
+                "{number}. OSB lifecycles of the Python broker ({how}): sandboxed in brokerbox vs \
+                 native on openbrokerapi"
+            ),
+            "lifecycles/s",
+            (
+                &format!("brokerbox serving {fresh} (CPython in wasm, {how})"),
+                &a,
+            ),
+            (
+                "openbrokerapi peer, same logic (gunicorn, 2 sync workers)",
+                &b,
+            ),
+            concurrency,
+        );
+        let measured = ratio(a.per_second(), b.per_second());
+        report.target(
+            &format!("Python broker lifecycles/s ({how}): sandboxed / native openbrokerapi"),
+            format!(
+                "{:.0} vs {:.0} /s = {measured:.2}× (CPU per lifecycle {cpu_a:.0} µs vs {cpu_b:.0} µs)",
+                a.per_second(),
+                b.per_second()
+            ),
+            "≥ 1.0×",
+            measured >= 1.0,
+        );
+    }
     bench.server.block_on(server.stop())?;
     Ok(())
 }

@@ -178,44 +178,68 @@ impl Osb {
     /// Provision → bind → unbind → deprovision of a new instance of `plan` of `service`, all
     /// synchronous; whether every step answered as OSB says.
     pub async fn lifecycle(&self, service: &str, plan: &str) -> bool {
-        let instance = uuid::Uuid::new_v4();
-        let binding = uuid::Uuid::new_v4();
-        let instance_path = format!("/v2/service_instances/{instance}");
-        let binding_path = format!("{instance_path}/service_bindings/{binding}");
-        let query = format!("?service_id={service}&plan_id={plan}");
-        let provision = json!({
-            "service_id": service, "plan_id": plan,
-            "organization_guid": "bench-org", "space_guid": "bench-space",
-            "context": { "platform": "bench" },
-        });
-        let bind = json!({ "service_id": service, "plan_id": plan });
-        self.expect(
-            Method::PUT,
-            &instance_path,
-            Some(&provision),
-            StatusCode::CREATED,
-        )
-        .await
-            && self
-                .expect(Method::PUT, &binding_path, Some(&bind), StatusCode::CREATED)
-                .await
-            && self
-                .expect(
-                    Method::DELETE,
-                    &format!("{binding_path}{query}"),
-                    None,
-                    StatusCode::OK,
-                )
-                .await
-            && self
-                .expect(
-                    Method::DELETE,
-                    &format!("{instance_path}{query}"),
-                    None,
-                    StatusCode::OK,
-                )
-                .await
+        for (method, path, body, expected) in lifecycle_steps(service, plan) {
+            if !self.expect(method, &path, body.as_ref(), expected).await {
+                return false;
+            }
+        }
+        true
     }
+
+    /// [`Osb::lifecycle`], saying which step answered what when one failed.
+    ///
+    /// # Errors
+    /// The first step that did not answer as OSB says, with its answer.
+    pub async fn lifecycle_checked(&self, service: &str, plan: &str) -> anyhow::Result<()> {
+        for (method, path, body, expected) in lifecycle_steps(service, plan) {
+            match self.send(method.clone(), &path, body.as_ref()).await {
+                Some((status, _)) if status == expected => {}
+                other => anyhow::bail!("{} {method} {path} answered {other:?}", self.name),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The requests of one lifecycle of a new instance: method, path, body, expected status.
+fn lifecycle_steps(service: &str, plan: &str) -> [(Method, String, Option<Value>, StatusCode); 4] {
+    let instance = uuid::Uuid::new_v4();
+    let binding = uuid::Uuid::new_v4();
+    let instance_path = format!("/v2/service_instances/{instance}");
+    let binding_path = format!("{instance_path}/service_bindings/{binding}");
+    let query = format!("?service_id={service}&plan_id={plan}");
+    let provision = json!({
+        "service_id": service, "plan_id": plan,
+        "organization_guid": "bench-org", "space_guid": "bench-space",
+        "context": { "platform": "bench" },
+    });
+    let bind = json!({ "service_id": service, "plan_id": plan });
+    [
+        (
+            Method::PUT,
+            instance_path.clone(),
+            Some(provision),
+            StatusCode::CREATED,
+        ),
+        (
+            Method::PUT,
+            binding_path.clone(),
+            Some(bind),
+            StatusCode::CREATED,
+        ),
+        (
+            Method::DELETE,
+            format!("{binding_path}{query}"),
+            None,
+            StatusCode::OK,
+        ),
+        (
+            Method::DELETE,
+            format!("{instance_path}{query}"),
+            None,
+            StatusCode::OK,
+        ),
+    ]
 }
 
 /// The first service id and its first plan id of a catalog.

@@ -356,6 +356,16 @@ mod tests {
         let base = "[credentials]\nusername = \"u\"\npassword = \"p\"\n";
         assert!(Manifest::parse(&format!("{base}[grants]\nnetwork = true\n")).is_err());
         assert!(Manifest::parse(&format!("{base}[limits]\nmemory_mib = 0\n")).is_err());
+        for calls in ["0", "100001"] {
+            let toml = format!("{base}[limits]\ncalls_per_instance = {calls}\n");
+            let refused = Manifest::parse(&toml).unwrap_err();
+            assert!(
+                format!("{refused:#}").contains("calls_per_instance"),
+                "{refused:#}"
+            );
+        }
+        let warm = Manifest::parse(&format!("{base}[limits]\ncalls_per_instance = 1000\n"));
+        assert_eq!(warm.unwrap().limits.calls_per_instance, 1000);
         assert!(Manifest::parse("[credentials]\nusername = \"\"\npassword = \"p\"\n").is_err());
         assert!(Manifest::parse("").is_err());
     }

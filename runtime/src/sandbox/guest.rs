@@ -1,12 +1,13 @@
 //! A compiled broker component and the one way to call it: a fresh `Store` and instance per
-//! call, fuel and a wall-clock deadline set, the outcome classified, the instance dropped.
+//! call (or a warm one, when the manifest opts in: see [`super::warm`]), fuel and a wall-clock
+//! deadline set, the outcome classified, the instance dropped (or kept warm).
 
 use super::bindings::types::{
     BindRequest, BindingResponse, BrokerError, DeleteResponse, DeprovisionRequest,
     InstanceResponse, LastOperationRequest, OperationState, ProvisionRequest, ServiceCatalog,
     UnbindRequest, UpdateRequest,
 };
-use super::bindings::BrokerPre;
+use super::bindings::{Broker, BrokerPre};
 use super::host::{Grants, GuestLog, HostState};
 use super::limits::{Limits, MAX_CATALOG_HOSTCALL_BYTES, MAX_HOSTCALL_BYTES};
 use super::Sandbox;
@@ -31,6 +32,8 @@ pub struct Guest {
     labels: crate::telemetry::metrics::BrokerLabels,
     /// Where its calls are counted.
     metrics: crate::telemetry::metrics::CallMetrics,
+    /// Its warm instances, when `limits.calls_per_instance` lets calls reuse them.
+    warm: Option<std::sync::Arc<super::warm::WarmPool>>,
 }
 
 /// One call into the guest's `osb` interface: the one call type between the operation layer
@@ -132,7 +135,9 @@ impl Guest {
                 format!("{label} does not implement the brokerbox:broker/broker world")
             })?;
         let slots = sandbox.live.broker(name, limits.max_concurrency);
+        let warm = (limits.calls_per_instance > 1).then(|| sandbox.idle.pool());
         Ok(Guest {
+            warm,
             name: name.to_string(),
             pre,
             limits,
@@ -245,7 +250,6 @@ impl Guest {
             Request::ServiceCatalog => MAX_CATALOG_HOSTCALL_BYTES,
             _ => MAX_HOSTCALL_BYTES,
         };
-        let mut store = self.new_store(info, hostcall_bytes)?;
         let deadline = match info.deadline {
             Some(shorter) => shorter.min(self.limits.call_timeout()),
             None => self.limits.call_timeout(),
@@ -256,24 +260,55 @@ impl Guest {
             .await
             .map_err(|_| CallError::Busy(deadline_ms))?;
         let deadline = deadline.saturating_sub(waiting.elapsed());
-        let outcome = tokio::time::timeout(deadline, invoke(&self.pre, &mut store, request)).await;
+        // A warm instance is taken only once the call holds its live slot.
+        let (mut store, warm, served) = match self.warm.as_ref().and_then(|w| w.take()) {
+            Some(reused) => {
+                self.metrics.warm.get_or_create(&self.labels).inc();
+                let mut store = reused.store;
+                store.data_mut().next_call(&self.grants, self.log(info));
+                self.ready_store(&mut store, hostcall_bytes)?;
+                (store, Some(reused.broker), reused.calls)
+            }
+            None => (self.new_store(info, hostcall_bytes)?, None, 0),
+        };
+        let outcome = tokio::time::timeout(deadline, async {
+            let broker = match warm {
+                Some(broker) => broker,
+                None => self.pre.instantiate_async(&mut store).await?,
+            };
+            let answer = invoke(&broker, &mut store, request).await?;
+            wasmtime::Result::Ok((broker, answer))
+        })
+        .await;
         *fuel = Some(
             self.limits
                 .fuel
                 .saturating_sub(store.get_fuel().unwrap_or(0)),
         );
         self.forward_output(&mut store);
+        let memory_refused = store.data().limits.memory_refused;
+        let outcome = match outcome {
+            // The guest answered (a value or a refusal): its instance may serve again.
+            Ok(Ok((broker, answer))) => {
+                let calls = served + 1;
+                if let Some(pool) = &self.warm {
+                    if calls < self.limits.calls_per_instance {
+                        pool.park(store, broker, calls);
+                    }
+                }
+                Ok(Ok(answer))
+            }
+            Ok(Err(error)) => Ok(Err(error)),
+            Err(elapsed) => Err(elapsed),
+        };
         match outcome {
             Err(_elapsed) => Err(CallError::Timeout(deadline_ms)),
-            Ok(Err(_)) if store.data().limits.memory_refused => {
-                Err(CallError::MemoryLimit(self.limits.memory_mib))
-            }
+            Ok(Err(_)) if memory_refused => Err(CallError::MemoryLimit(self.limits.memory_mib)),
             Ok(Err(error)) => Err(CallError::from_wasmtime(
                 &error,
                 self.limits.fuel,
                 hostcall_bytes,
             )),
-            // Guest text is capped here, where it enters the host.
             Ok(Ok(Err(refusal))) => Err(CallError::Broker(super::call::cap_refusal(refusal))),
             Ok(Ok(Ok(Response::Operation(state)))) => {
                 Ok(Response::Operation(super::call::cap_operation_state(state)))
@@ -282,37 +317,19 @@ impl Guest {
         }
     }
 
-    /// A fresh store for one call: the broker's grants, memory cap, fuel and hostcall budget;
-    /// an epoch callback that yields to tokio and makes long calls take turns.
+    /// A fresh store for one call (see [`Guest::ready_store`]).
     fn new_store(
         &self,
         info: &CallInfo,
         hostcall_bytes: usize,
     ) -> Result<Store<HostState>, CallError> {
-        let log = GuestLog {
-            broker: self.name.clone(),
-            request_identity: info.request_identity.clone(),
-            budget: super::limits::LOGGED_OUTPUT_BYTES,
-        };
-        let state = HostState::new(&self.grants, self.limits.memory_bytes(), log)
+        let state = HostState::new(&self.grants, self.limits.memory_bytes(), self.log(info))
             .map_err(|e| CallError::Host(format!("{e:#}")))?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
-        store.set_hostcall_fuel(hostcall_bytes);
-        store
-            .set_fuel(self.limits.fuel)
-            .map_err(|e| CallError::Host(e.to_string()))?;
         // Every epoch tick the guest yields to tokio; past a short budget it also takes turns
         // with other long calls (see `lanes`).
-        store.set_epoch_deadline(1);
         let lanes = self.lanes.clone();
-        store.data_mut().turns = super::lanes::CallTurns::new(self.limits.fuel);
-        // Running out of a fuel slice is what makes the fuel count visible to the epoch
-        // callback (a tight loop keeps it in a register): a call yields once per
-        // LONG_CALL_FUEL, which a short call never reaches.
-        store
-            .fuel_async_yield_interval(Some(super::lanes::LONG_CALL_FUEL))
-            .map_err(|e| CallError::Host(e.to_string()))?;
         store.epoch_deadline_callback(move |mut ctx| {
             let remaining = ctx.get_fuel()?;
             let update = ctx.data_mut().turns.at_deadline(&lanes, remaining);
@@ -322,7 +339,38 @@ impl Guest {
             }
             Ok(update)
         });
+        self.ready_store(&mut store, hostcall_bytes)?;
         Ok(store)
+    }
+
+    /// Readies `store` (fresh, or warm from an earlier call) for one call: its fuel, hostcall
+    /// budget, epoch deadline and turns.
+    fn ready_store(
+        &self,
+        store: &mut Store<HostState>,
+        hostcall_bytes: usize,
+    ) -> Result<(), CallError> {
+        store.set_hostcall_fuel(hostcall_bytes);
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| CallError::Host(e.to_string()))?;
+        store.set_epoch_deadline(1);
+        store.data_mut().turns = super::lanes::CallTurns::new(self.limits.fuel);
+        // Running out of a fuel slice is what makes the fuel count visible to the epoch
+        // callback (a tight loop keeps it in a register): a call yields once per
+        // LONG_CALL_FUEL, which a short call never reaches.
+        store
+            .fuel_async_yield_interval(Some(super::lanes::LONG_CALL_FUEL))
+            .map_err(|e| CallError::Host(e.to_string()))
+    }
+
+    /// The log identity of one call.
+    fn log(&self, info: &CallInfo) -> GuestLog {
+        GuestLog {
+            broker: self.name.clone(),
+            request_identity: info.request_identity.clone(),
+            budget: super::limits::LOGGED_OUTPUT_BYTES,
+        }
     }
 
     /// Sends what the guest wrote to stdout/stderr to the logs, one line per line.
@@ -389,13 +437,12 @@ impl Request {
     }
 }
 
-/// Instantiates the component in `store` and makes the call.
+/// Makes the call on the instance `broker` in `store`.
 async fn invoke(
-    pre: &BrokerPre<HostState>,
+    broker: &Broker,
     store: &mut Store<HostState>,
     request: Request,
 ) -> wasmtime::Result<Result<Response, BrokerError>> {
-    let broker = pre.instantiate_async(&mut *store).await?;
     let osb = broker.brokerbox_broker_osb();
     Ok(match request {
         Request::ServiceCatalog => osb.call_catalog(store).await?.map(Response::ServiceCatalog),

@@ -102,6 +102,19 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// Readies a kept state for another call of the same broker: the call's log identity and
+    /// budget, its output, its kv and http budgets start afresh; the WASI context (granted
+    /// directory, environment) and what the guest holds in its resource table stay.
+    pub fn next_call(&mut self, grants: &Grants, log: GuestLog) {
+        self.output.reset();
+        self.kv = super::kv::KvAccess::new(&log.broker, grants.kv.clone());
+        self.http_hooks = grants.http.for_call();
+        self.limits.memory_refused = false;
+        self.log = log;
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

@@ -34,6 +34,10 @@ pub const MAX_CATALOG_HOSTCALL_BYTES: usize = 32 * 1024 * 1024;
 /// their deadline). See [`super::slots`] for how brokers share the runtime's instance slots.
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 32;
 
+/// Most calls one instance may serve (`calls_per_instance`): a warm instance is still made
+/// afresh now and then, so what a guest leaks stays bounded.
+pub const MAX_CALLS_PER_INSTANCE: u32 = 100_000;
+
 /// Limits of one broker's guest calls, as the manifest's `[limits]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -46,6 +50,9 @@ pub struct Limits {
     pub memory_mib: u64,
     /// Calls of this broker running at once.
     pub max_concurrency: u32,
+    /// Calls one instance may serve before it is thrown away: 1 (the default) is a fresh
+    /// instance per call; more lets calls reuse a warm instance (see [`super::warm`]).
+    pub calls_per_instance: u32,
 }
 
 impl Default for Limits {
@@ -55,6 +62,7 @@ impl Default for Limits {
             fuel: DEFAULT_FUEL,
             memory_mib: DEFAULT_MEMORY_MIB,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            calls_per_instance: 1,
         }
     }
 }
@@ -89,6 +97,11 @@ impl Limits {
                 super::MAX_LIVE_INSTANCES
             ));
         }
+        if self.calls_per_instance == 0 || self.calls_per_instance > MAX_CALLS_PER_INSTANCE {
+            return Err(format!(
+                "limits.calls_per_instance must be between 1 and {MAX_CALLS_PER_INSTANCE}"
+            ));
+        }
         if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
             return Err(format!(
                 "limits.memory_mib must be between 1 and {MAX_MEMORY_MIB}"
@@ -115,6 +128,8 @@ pub const MAX_MEMORIES_PER_COMPONENT: u32 = 1;
 /// it refused memory so the host can say "memory limit" rather than "the guest crashed".
 pub struct GuestLimiter {
     memory_bytes: usize,
+    /// The size the guest's linear memory has grown to.
+    pub memory_now: usize,
     /// Set when the guest asked for more memory than its cap.
     pub memory_refused: bool,
 }
@@ -124,6 +139,7 @@ impl GuestLimiter {
     pub fn new(memory_bytes: usize) -> Self {
         GuestLimiter {
             memory_bytes,
+            memory_now: 0,
             memory_refused: false,
         }
     }
@@ -142,6 +158,7 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
             // abort in its allocator.
             wasmtime::bail!("memory limit: the guest asked for {desired} bytes");
         }
+        self.memory_now = self.memory_now.max(desired);
         Ok(true)
     }
 

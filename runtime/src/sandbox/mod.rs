@@ -1,5 +1,6 @@
 //! The wasmtime side: one shared `Engine`, compiled guests, and a fresh sandboxed `Store` per
-//! call with fuel, a wall-clock deadline and a memory cap.
+//! call (or a warm one, where a manifest opts in) with fuel, a wall-clock deadline and a memory
+//! cap.
 
 pub mod bindings;
 pub mod cache;
@@ -14,6 +15,7 @@ pub mod lanes;
 pub mod limits;
 mod output;
 pub mod slots;
+pub mod warm;
 
 pub use call::{cap_description, refusal_description, CallError, CallInfo, MAX_DESCRIPTION_BYTES};
 pub use guest::{Guest, Request, Response};
@@ -28,6 +30,8 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// Guest instances that may be alive at once across all brokers (pooling allocator slots).
 pub const MAX_LIVE_INSTANCES: u32 = 1000;
+/// Pooling allocator slots: the live instances and the idle ones kept warm.
+const POOLED_INSTANCES: u32 = MAX_LIVE_INSTANCES + warm::MAX_IDLE_INSTANCES;
 /// Wasm stack a guest may use; deep recursion past it traps instead of overflowing the host.
 pub const MAX_WASM_STACK: usize = 1024 * 1024;
 
@@ -48,6 +52,8 @@ pub struct Sandbox {
     pub compiles: std::sync::Arc<tokio::sync::Semaphore>,
     /// Every guest call's outcome, duration and fuel.
     pub calls: crate::telemetry::metrics::CallMetrics,
+    /// Room for instances kept warm between calls (see [`warm`]).
+    pub idle: warm::IdleSlots,
 }
 
 impl Sandbox {
@@ -76,6 +82,11 @@ impl Sandbox {
             lanes: lanes::Lanes::for_this_machine(),
             compiles: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
             calls: crate::telemetry::metrics::CallMetrics::default(),
+            idle: {
+                let idle = warm::IdleSlots::default();
+                idle.start_sweeping();
+                idle
+            },
         }
     }
 }
@@ -151,14 +162,14 @@ pub fn new_engine_caching(
         .memory_init_cow(true);
     let mut pool = PoolingAllocationConfig::default();
     let parts = limits::MAX_INSTANCE_PARTS as u32;
-    pool.total_component_instances(MAX_LIVE_INSTANCES)
+    pool.total_component_instances(POOLED_INSTANCES)
         // A Rust component holds a few core instances (main module plus shims) and one linear
         // memory; a Python one (componentize-py links CPython as shared libraries) about 14
         // core instances and a table each. Every live instance gets room for a full share, so
         // the slots the live-instance count promises are there whatever the components are.
-        .total_core_instances(MAX_LIVE_INSTANCES * parts)
-        .total_memories(MAX_LIVE_INSTANCES * limits::MAX_MEMORIES_PER_COMPONENT)
-        .total_tables(MAX_LIVE_INSTANCES * parts)
+        .total_core_instances(POOLED_INSTANCES * parts)
+        .total_memories(POOLED_INSTANCES * limits::MAX_MEMORIES_PER_COMPONENT)
+        .total_tables(POOLED_INSTANCES * parts)
         // One instance never takes more than its share of each pool (a component made of more
         // modules fails to load: its catalog call cannot instantiate it).
         .max_core_instances_per_component(parts)

@@ -35,6 +35,13 @@ impl GuestOutput {
         }
     }
 
+    /// Forgets what was written, for the next call of a reused instance.
+    pub fn reset(&self) {
+        let mut state = self.lock();
+        state.kept.clear();
+        state.written = 0;
+    }
+
     /// The bytes kept so far.
     pub fn kept(&self) -> Vec<u8> {
         self.lock().kept.clone()

@@ -138,6 +138,8 @@ pub struct CallMetrics {
     pub seconds: Histograms<CallLabels>,
     /// Fuel used per call, by broker.
     pub fuel: Histograms<BrokerLabels>,
+    /// Calls served by a warm instance (`limits.calls_per_instance`), by broker.
+    pub warm: Family<BrokerLabels, Counter>,
 }
 
 impl Default for CallMetrics {
@@ -146,6 +148,7 @@ impl Default for CallMetrics {
             calls: Family::default(),
             seconds: Family::new_with_constructor(seconds),
             fuel: Family::new_with_constructor(fuel_units),
+            warm: Family::default(),
         }
     }
 }
@@ -313,6 +316,11 @@ impl Metrics {
             "guest_call_fuel",
             "Fuel (wasm CPU units) used per guest call, by broker",
             parts.calls.fuel,
+        );
+        r.register(
+            "guest_warm_calls",
+            "Guest calls served by a warm instance instead of a fresh one, by broker",
+            parts.calls.warm,
         );
         r.register(
             "lane_wait_duration_seconds",

@@ -7,6 +7,8 @@ end-to-end tests can check how the runtime treats a Python guest:
 - {"kv": "value"} stores the value in kv under the instance id; bind returns it as credentials;
 - {"config": "KEY"} answers with the `[env]` value of KEY as the dashboard URL;
 - {"fetch": URL} GETs URL with the SDK's `http` and answers "STATUS BODY" as the dashboard URL;
+- {"count": true} answers how many such calls this instance has served, as the dashboard URL
+  (1 on a fresh instance: more only where the manifest lets calls reuse an instance);
 - otherwise the instance is provisioned, and {"async": true} makes it a long operation.
 """
 
@@ -18,6 +20,10 @@ from brokerbox import (
 )
 
 
+# Counts {"count": true} provisions: module state lives as long as the instance.
+counted = 0
+
+
 class Rules(Broker):
     def catalog(self):
         return Service("python-rules-service", "python-rules", "Does what it is told",
@@ -26,6 +32,10 @@ class Rules(Broker):
 
     def provision(self, request):
         p = request.parameters
+        if p.get("count"):
+            global counted
+            counted += 1
+            return InstanceResult(dashboard_url=str(counted))
         if "raise" in p:
             cls = getattr(brokerbox, p["raise"], None) or getattr(builtins, p["raise"])
             raise cls(f"raised {p['raise']}")

@@ -365,6 +365,81 @@ async fn a_python_infinite_loop_and_memory_bomb_are_cut_by_the_limits() {
     assert_eq!(fine.status, StatusCode::CREATED, "{:?}", fine.body);
 }
 
+/// The number a `{"count": true}` provision of the rules guest answers: how many such calls its
+/// instance has served.
+async fn counted(rt: &TestRuntime, id: &str) -> u64 {
+    let answer = provision(rt, "python-rules", id, json!({"count": true})).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+    answer.body["dashboard_url"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn calls_reuse_a_warm_python_instance_only_where_the_manifest_opts_in() {
+    // By default every call gets a fresh instance: module state never carries over.
+    let rt = rules().await;
+    for i in 0..3 {
+        assert_eq!(counted(&rt, &format!("fresh-{i}")).await, 1);
+    }
+    drop(rt);
+
+    let warm = |calls: u32| {
+        let extra = format!("[limits]\ncall_timeout_ms = 3000\ncalls_per_instance = {calls}\n");
+        async move {
+            runtime(&[(
+                "python-rules",
+                guests::PYTHON_RULES,
+                &manifest("python-rules", &extra),
+            )])
+            .await
+        }
+    };
+    let rt = warm(1000).await;
+    // Sequential calls share one instance.
+    for (i, expected) in (1..=3).enumerate() {
+        assert_eq!(counted(&rt, &format!("warm-{i}")).await, expected);
+    }
+    // A refusal is an answer: the instance is kept.
+    let refused = provision(&rt, "python-rules", "refused", json!({"raise": "Conflict"})).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(counted(&rt, "after-refusal").await, 4);
+    // A call stopped by a limit never leaves its instance to the next call.
+    let looped = provision(&rt, "python-rules", "loop", json!({"loop": true})).await;
+    assert_eq!(looped.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(counted(&rt, "after-loop").await, 1);
+    let bomb = provision(&rt, "python-rules", "bomb", json!({"bomb": true})).await;
+    assert_eq!(bomb.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(counted(&rt, "after-bomb").await, 1);
+    assert_eq!(counted(&rt, "after-bomb-2").await, 2);
+    // Operators see how many calls warm instances served: at least the five counted or refused
+    // calls above that found one.
+    let metrics = rt
+        .client()
+        .get(format!("http://{}/metrics", rt.server().addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let labels = [("broker", "python-rules"), ("tenant", "")];
+    let served = brokerbox_tests::sample(&metrics, "brokerbox_guest_warm_calls_total", &labels);
+    assert!(served >= 5.0, "{served}");
+    drop(rt);
+
+    // An instance serves at most `calls_per_instance` calls, then a fresh one takes over.
+    let rt = warm(2).await;
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        seen.push(counted(&rt, &format!("capped-{i}")).await);
+    }
+    assert!(seen.iter().all(|&n| n <= 2), "{seen:?}");
+    assert!(seen.contains(&2), "{seen:?}");
+}
+
 #[tokio::test]
 async fn python_http_reaches_only_the_granted_host() {
     let port = brokerbox_tests::ping_api().await;
