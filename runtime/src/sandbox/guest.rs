@@ -262,12 +262,12 @@ impl Guest {
         let deadline = deadline.saturating_sub(waiting.elapsed());
         // A warm instance is taken only once the call holds its live slot.
         let (mut store, warm, served) = match self.warm.as_ref().and_then(|w| w.take()) {
-            Some(reused) => {
+            Some((reused, calls)) => {
                 self.metrics.warm.get_or_create(&self.labels).inc();
                 let mut store = reused.store;
                 store.data_mut().next_call(&self.grants, self.log(info));
                 self.ready_store(&mut store, hostcall_bytes)?;
-                (store, Some(reused.broker), reused.calls)
+                (store, Some(reused.broker), calls)
             }
             None => (self.new_store(info, hostcall_bytes)?, None, 0),
         };
@@ -293,7 +293,8 @@ impl Guest {
                 let calls = served + 1;
                 if let Some(pool) = &self.warm {
                     if calls < self.limits.calls_per_instance {
-                        pool.park(store, broker, calls);
+                        let memory = store.data().limits.memory_now;
+                        pool.park(super::warm::Instance { store, broker }, calls, memory);
                     }
                 }
                 Ok(Ok(answer))
