@@ -16,6 +16,13 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let site = Site::new()?;
     let wasm = guest(brokerbox_tests::guests::FILE_BROKER)?;
     site.add("file-broker", &wasm, &file_broker_manifest("file-broker"))?;
+    // The same broker with warm instances (a service id of its own: ids are unique per runtime).
+    let warm_manifest = crate::site::manifest(
+        WARM,
+        "[limits]\ncalls_per_instance = 1000\n[grants]\nfiles = true\n\
+         [env]\nSERVICE_ID = \"file-broker-warm-service\"\n",
+    );
+    site.add(WARM, &wasm, &warm_manifest)?;
     let server = bench
         .server
         .block_on(RunningServer::start(&site.config(), bench.loopback()))?;
@@ -84,6 +91,9 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     );
 
     logging_cost(bench, report, lifecycle(&brokerbox))?;
+    if !bench.smoke {
+        fresh_instance_cost(bench, report, server.addr, &brokerbox, (&service, &plan))?;
+    }
 
     let (ours, theirs) = bench.interleaved(
         || bench.load(concurrency, catalog_job(&brokerbox)),
@@ -123,6 +133,60 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     )?;
     on_postgres(bench, report, &site, &brokerbox, (&service, &plan))?;
     bench.server.block_on(server.stop())?;
+    Ok(())
+}
+
+/// The file broker registered a second time, with warm instances (measurement 2f).
+const WARM: &str = "file-broker-warm";
+
+/// The same lifecycles with a fresh instance per call and on warm instances (measurement 2f):
+/// what the fresh instance costs over HTTP. Not a target: the runtime's default stays a fresh
+/// instance per call.
+fn fresh_instance_cost(
+    bench: &Bench,
+    report: &mut Report,
+    server: std::net::SocketAddr,
+    fresh: &Osb,
+    (service, plan): (&str, &str),
+) -> anyhow::Result<()> {
+    let warm = Osb::new(crate::load::client(), server, WARM);
+    let (warm_service, warm_plan) = first_plan(&bench.client.block_on(warm.catalog())?);
+    bench
+        .client
+        .block_on(warm.lifecycle_checked(&warm_service, &warm_plan))?;
+    let (a, b) = alternated_cpu(
+        bench,
+        bench.scaled(3, 1),
+        (&crate::stats::server_cpu, || {
+            bench.load(bench.concurrency, lifecycle_job(fresh, service, plan))
+        }),
+        (&crate::stats::server_cpu, || {
+            bench.load(
+                bench.concurrency,
+                lifecycle_job(&warm, &warm_service, &warm_plan),
+            )
+        }),
+    );
+    let (a_us, b_us) = (a.per_op_us(), b.per_op_us());
+    add(
+        report,
+        "2f. What the fresh instance costs: the same lifecycles on warm instances",
+        "lifecycles/s",
+        (
+            "brokerbox, a fresh instance per call (the default)",
+            &a.load,
+        ),
+        (
+            "brokerbox, warm instances (`calls_per_instance = 1000`)",
+            &b.load,
+        ),
+        bench.concurrency,
+    );
+    report.note(format!(
+        "CPU per lifecycle: {a_us:.0} µs with a fresh instance per call, {b_us:.0} µs on warm \
+         instances: {:.0} µs per call for making and dropping an instance under load.",
+        (a_us - b_us) / 4.0
+    ));
     Ok(())
 }
 

@@ -71,6 +71,13 @@ impl Report {
         self.sections.push(section);
     }
 
+    /// Adds a line of explanation under the last table.
+    pub fn note(&mut self, text: impl Into<String>) {
+        if let Some(section) = self.sections.last_mut() {
+            section.note(text);
+        }
+    }
+
     /// The report as markdown, headed by `command` and `machine`.
     pub fn markdown(&self, command: &str, machine: &str) -> String {
         let mut out = String::new();
