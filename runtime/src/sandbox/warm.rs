@@ -121,6 +121,12 @@ impl<T: Send + 'static> IdleSlots<T> {
         self.pools().iter().map(|pool| lock(&pool.idle).len()).sum()
     }
 
+    /// The linear memory idle instances hold, in MiB (as counted against the bound).
+    pub fn idle_memory_mib(&self) -> u32 {
+        let free = u32::try_from(self.memory_mib.available_permits()).unwrap_or(u32::MAX);
+        self.memory_total.saturating_sub(free)
+    }
+
     /// Room for one more idle instance of `mib` MiB, made by dropping the instances idle
     /// longest when the runtime's bounds are reached; `None` when it cannot be made.
     fn room(&self, mib: u32) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
@@ -292,7 +298,9 @@ mod tests {
         // Larger than all the room: kept nowhere, and nothing else is dropped for it.
         a.park("small", 1, MIB);
         b.park("huge", 1, 11 * MIB);
+        assert_eq!(slots.idle_memory_mib(), 1);
         assert_eq!(taken(&a), ["small"]);
+        assert_eq!(slots.idle_memory_mib(), 0);
         assert_eq!(taken(&b), Vec::<&str>::new());
     }
 

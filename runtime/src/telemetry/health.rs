@@ -39,6 +39,8 @@ pub struct Health {
     /// exactly the slots there are): one of its own, so it never waits behind a broker.
     live: crate::sandbox::slots::LiveSlots,
     slot: crate::sandbox::slots::BrokerSlots,
+    /// The warm instances waiting for a call, counted at each scrape.
+    idle: crate::sandbox::warm::IdleSlots,
     verdict: tokio::sync::Mutex<Option<(Instant, StatusCode, Value)>>,
 }
 
@@ -66,6 +68,7 @@ impl Health {
             probe,
             live: sandbox.live.clone(),
             slot,
+            idle: sandbox.idle.clone(),
             verdict: tokio::sync::Mutex::new(None),
         })
     }
@@ -200,6 +203,10 @@ impl Health {
             .filter(|name| generation.get(name).is_none())
             .count();
         census.quarantined.set(gauge(quarantined as u64));
+        census.idle_instances.set(gauge(self.idle.idle() as u64));
+        census
+            .idle_memory_bytes
+            .set(gauge(u64::from(self.idle.idle_memory_mib()) * 1024 * 1024));
         Ok(())
     }
 }

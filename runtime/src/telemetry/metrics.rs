@@ -244,6 +244,10 @@ pub struct CensusMetrics {
     pub brokers: Family<BrokerInfoLabels, Gauge>,
     /// Brokers quarantined (listed, not serving).
     pub quarantined: Gauge,
+    /// Warm instances waiting for a call (`limits.calls_per_instance`), all brokers.
+    pub idle_instances: Gauge,
+    /// The linear memory they hold, as counted against the runtime's bound.
+    pub idle_memory_bytes: Gauge,
 }
 
 /// A serving broker's identity.
@@ -366,6 +370,16 @@ impl Metrics {
             "brokers_quarantined",
             "Brokers that do not serve: no version of theirs loads",
             census.quarantined.clone(),
+        );
+        r.register(
+            "guest_idle_instances",
+            "Warm guest instances waiting for a call (manifests with calls_per_instance above 1)",
+            census.idle_instances.clone(),
+        );
+        r.register(
+            "guest_idle_memory_bytes",
+            "Linear memory held by the warm instances waiting for a call",
+            census.idle_memory_bytes.clone(),
         );
         Metrics {
             registry,

@@ -428,6 +428,11 @@ async fn calls_reuse_a_warm_python_instance_only_where_the_manifest_opts_in() {
     let labels = [("broker", "python-rules"), ("tenant", "")];
     let served = brokerbox_tests::sample(&metrics, "brokerbox_guest_warm_calls_total", &labels);
     assert!(served >= 5.0, "{served}");
+    // The instance that answered last waits, idle, with its memory counted.
+    let idle = brokerbox_tests::sample(&metrics, "brokerbox_guest_idle_instances", &[]);
+    assert!(idle >= 1.0, "{idle}");
+    let bytes = brokerbox_tests::sample(&metrics, "brokerbox_guest_idle_memory_bytes", &[]);
+    assert!(bytes >= 8.0 * 1024.0 * 1024.0, "CPython's memory: {bytes}");
     drop(rt);
 
     // An instance serves at most `calls_per_instance` calls, then a fresh one takes over.
