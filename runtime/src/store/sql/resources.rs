@@ -69,10 +69,10 @@ impl ResourceStore for SqlStore {
         };
         let inserted = self
             .db
-            .write_chain(
+            .write_guarded_insert(
                 Durability::Committed,
                 instance,
-                vec![insert_operation(&self.sealer, op)],
+                insert_operation(&self.sealer, op),
             )
             .await?;
         one(inserted)
@@ -103,10 +103,10 @@ impl ResourceStore for SqlStore {
         };
         let inserted = self
             .db
-            .write_chain(
+            .write_guarded_insert(
                 Durability::Committed,
                 binding,
-                vec![insert_operation(&self.sealer, op)],
+                insert_operation(&self.sealer, op),
             )
             .await?;
         one(inserted)
@@ -137,10 +137,10 @@ impl ResourceStore for SqlStore {
         };
         let taken = self
             .db
-            .write_chain(
+            .write_guarded_insert(
                 Durability::Committed,
                 guard,
-                vec![insert_operation(&self.sealer, op)],
+                insert_operation(&self.sealer, op),
             )
             .await?;
         one(taken)
