@@ -294,7 +294,11 @@ impl Guest {
                 if let Some(pool) = &self.warm {
                     if calls < self.limits.calls_per_instance {
                         let memory = store.data().limits.memory_now;
-                        pool.park(super::warm::Instance { store, broker }, calls, memory);
+                        // An instance holding many host resources (open files, streams) would
+                        // keep them open while idle: it is not kept.
+                        if store.data_mut().resources_held() <= super::warm::MAX_IDLE_RESOURCES {
+                            pool.park(super::warm::Instance { store, broker }, calls, memory);
+                        }
                     }
                 }
                 Ok(Ok(answer))

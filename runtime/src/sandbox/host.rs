@@ -103,6 +103,12 @@ impl HostState {
 }
 
 impl HostState {
+    /// Host resources the guest holds (open files, streams, pollables...): what an idle
+    /// instance would keep open. Counted over the table (small unless the guest leaks).
+    pub fn resources_held(&mut self) -> usize {
+        self.table.iter_mut().count()
+    }
+
     /// Readies a kept state for another call of the same broker: the call's log identity and
     /// budget, its output, its kv and http budgets start afresh; the WASI context (granted
     /// directory, environment) and what the guest holds in its resource table stay.

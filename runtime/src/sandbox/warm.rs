@@ -4,7 +4,7 @@
 //! After a call the guest answered (a value or a refusal), its store and instance wait here for
 //! the next call of the same version. A call that trapped, ran out of fuel or time, hit the
 //! memory cap or was dropped half-way is never kept, nor an instance that has served its
-//! `calls_per_instance` calls. What one call leaves in the instance's memory, later calls of
+//! `calls_per_instance` calls or holds more than [`MAX_IDLE_RESOURCES`] host resources. What one call leaves in the instance's memory, later calls of
 //! the same broker version see; never another broker's or tenant's.
 //!
 //! An idle instance holds a pooling-allocator slot and its memory, so idle instances are
@@ -30,6 +30,10 @@ pub const MAX_IDLE_MEMORY_MIB: u32 = 2048;
 pub const MAX_IDLE_PER_VERSION: usize = 8;
 /// How long an instance stays idle before it is dropped.
 pub const IDLE_TTL: Duration = Duration::from_secs(60);
+/// Most host resources (open files, streams) an instance may hold and still be kept: a guest
+/// that leaks them would otherwise keep them open across calls and while idle (file
+/// descriptors are the process's, shared by every broker).
+pub const MAX_IDLE_RESOURCES: usize = 16;
 
 /// A guest instance with its store: what a pool keeps.
 pub struct Instance {

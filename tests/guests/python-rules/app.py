@@ -7,6 +7,7 @@ end-to-end tests can check how the runtime treats a Python guest:
 - {"kv": "value"} stores the value in kv under the instance id; bind returns it as credentials;
 - {"config": "KEY"} answers with the `[env]` value of KEY as the dashboard URL;
 - {"fetch": URL} GETs URL with the SDK's `http` and answers "STATUS BODY" as the dashboard URL;
+- {"hold": N} opens N files in the files directory and keeps them open (module state);
 - {"count": true} answers how many such calls this instance has served, as the dashboard URL
   (1 on a fresh instance: more only where the manifest lets calls reuse an instance);
 - otherwise the instance is provisioned, and {"async": true} makes it a long operation.
@@ -16,12 +17,15 @@ import builtins
 
 import brokerbox
 from brokerbox import (
-    Accepted, Broker, InProgress, InstanceResult, Plan, Service, Succeeded, config, http, kv,
+    Accepted, Broker, InProgress, InstanceResult, Plan, Service, Succeeded, config, files_dir,
+    http, kv,
 )
 
 
 # Counts {"count": true} provisions: module state lives as long as the instance.
 counted = 0
+# Files {"hold": N} keeps open.
+held = []
 
 
 class Rules(Broker):
@@ -36,6 +40,10 @@ class Rules(Broker):
             global counted
             counted += 1
             return InstanceResult(dashboard_url=str(counted))
+        if "hold" in p:
+            for i in range(p["hold"]):
+                held.append(open(f"{files_dir()}/held-{len(held)}", "w"))
+            return None
         if "raise" in p:
             cls = getattr(brokerbox, p["raise"], None) or getattr(builtins, p["raise"])
             raise cls(f"raised {p['raise']}")

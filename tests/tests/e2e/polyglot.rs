@@ -387,7 +387,10 @@ async fn calls_reuse_a_warm_python_instance_only_where_the_manifest_opts_in() {
     drop(rt);
 
     let warm = |calls: u32| {
-        let extra = format!("[limits]\ncall_timeout_ms = 3000\ncalls_per_instance = {calls}\n");
+        let extra = format!(
+            "[limits]\ncall_timeout_ms = 3000\ncalls_per_instance = {calls}\n\
+             [grants]\nfiles = true\n"
+        );
         async move {
             runtime(&[(
                 "python-rules",
@@ -414,6 +417,14 @@ async fn calls_reuse_a_warm_python_instance_only_where_the_manifest_opts_in() {
     assert_eq!(bomb.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(counted(&rt, "after-bomb").await, 1);
     assert_eq!(counted(&rt, "after-bomb-2").await, 2);
+    // An instance holding many host resources (here open files) is not kept: they would stay
+    // open while it idles. A few are fine.
+    let held = provision(&rt, "python-rules", "hold-few", json!({"hold": 2})).await;
+    assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
+    assert_eq!(counted(&rt, "after-few").await, 3);
+    let held = provision(&rt, "python-rules", "hold-many", json!({"hold": 40})).await;
+    assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
+    assert_eq!(counted(&rt, "after-many").await, 1);
     // Operators see how many calls warm instances served: at least the five counted or refused
     // calls above that found one.
     let metrics = rt

@@ -253,6 +253,24 @@ impl Pg {
             Durability::Committed => &self.relaxed,
         }
     }
+
+    /// Runs one writing statement on its own (it commits alone: one round trip), timed as a
+    /// write; returns how many rows it changed.
+    async fn execute(
+        &self,
+        durability: Durability,
+        sql: &str,
+        args: &[Value<'_>],
+    ) -> Result<u64, StoreError> {
+        let started = std::time::Instant::now();
+        let done = pg_query(sql, args)
+            .execute(self.pool(durability))
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(pg_error);
+        self.metrics.observe(true, started.elapsed());
+        done
+    }
 }
 
 /// When a write is answered.
@@ -413,16 +431,7 @@ impl Db {
         args: Vec<Value<'static>>,
     ) -> Result<u64, StoreError> {
         match self {
-            Db::Postgres(pg) => {
-                let started = std::time::Instant::now();
-                let done = pg_query(sql, &args)
-                    .execute(pg.pool(durability))
-                    .await
-                    .map(|done| done.rows_affected())
-                    .map_err(pg_error);
-                pg.metrics.observe(true, started.elapsed());
-                done
-            }
+            Db::Postgres(pg) => pg.execute(durability, sql, &args).await,
             Db::Sqlite(_) => {
                 self.write(durability, move |conn| {
                     Box::pin(async move { conn.execute(sql, &args).await })
@@ -474,14 +483,7 @@ impl Db {
                 let sql = guarded_insert_sql(guard.sql, insert.sql, guard.args.len());
                 let mut args = guard.args;
                 args.extend(insert.args);
-                let started = std::time::Instant::now();
-                let done = pg_query(sql, &args)
-                    .execute(pg.pool(durability))
-                    .await
-                    .map(|done| done.rows_affected())
-                    .map_err(pg_error);
-                pg.metrics.observe(true, started.elapsed());
-                done
+                pg.execute(durability, sql, &args).await
             }
         }
     }
