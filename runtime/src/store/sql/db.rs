@@ -7,8 +7,10 @@
 //! - **PostgreSQL** (shared by several runtime replicas): `sqlx`'s pool; a write is one
 //!   transaction on a pooled connection, committed before the answer (`synchronous_commit` on).
 //!
-//! **Cancellation.** A PostgreSQL write dropped before its commit is rolled back by `sqlx`; a
-//! SQLite write runs to its end once handed over. Either way no transaction is left half done.
+//! **Cancellation.** A write runs to its end once handed over, whether or not its caller
+//! still waits: SQLite's on the writer thread, PostgreSQL's in a task of its own (a
+//! transaction's future dropped half-way could leave its pooled connection inside an open
+//! transaction). Either way no transaction is left half done, nor open.
 
 use super::sqlite::{sqlite_execute, sqlite_query, Sqlite};
 use super::StoreError;
@@ -273,6 +275,44 @@ impl Pg {
     }
 }
 
+impl Pg {
+    /// [`Db::write_chain`] as one statement.
+    async fn chain(
+        &self,
+        durability: Durability,
+        first: Statement,
+        then: Vec<Statement>,
+    ) -> Result<u64, StoreError> {
+        let sqls: Vec<&'static str> = then.iter().map(|s| s.sql).collect();
+        let sql = chain_sql(first.sql, &sqls, &argument_counts(&first, &then));
+        let mut args = first.args;
+        args.extend(then.into_iter().flat_map(|s| s.args));
+        let started = std::time::Instant::now();
+        let changed = pg_query(sql, &args)
+            .fetch_one(self.pool(durability))
+            .await
+            .and_then(|row| row.try_get::<i64, _>("changed"));
+        self.metrics.observe(true, started.elapsed());
+        match changed {
+            Ok(n) => Ok(u64::try_from(n).unwrap_or(0)),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(NO_ROW_CHANGED) => Ok(0),
+            Err(other) => Err(pg_error(other)),
+        }
+    }
+}
+
+/// The SQLSTATE `brokerbox_expect_row` (migration `0011`) fails a chain with when its first
+/// statement changed no row.
+const NO_ROW_CHANGED: &str = "BBX01";
+
+/// How many arguments each statement of a chain takes, `first`'s first.
+fn argument_counts(first: &Statement, then: &[Statement]) -> Vec<usize> {
+    std::iter::once(first)
+        .chain(then)
+        .map(|s| s.args.len())
+        .collect()
+}
+
 /// When a write is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Durability {
@@ -410,14 +450,27 @@ impl Db {
     {
         match self {
             Db::Sqlite(sqlite) => sqlite.write(durability, write).await,
+            // In a task of its own, run to its end whether or not the caller still waits: a
+            // transaction's future dropped while its `BEGIN` is in flight would return its
+            // connection to the pool inside an open transaction (sqlx queues a rollback only
+            // once `BEGIN` is answered), and the next statement run on that connection would
+            // join that transaction and never commit.
             Db::Postgres(pg) => {
-                let tx = pg.pool(durability).begin().await.map_err(pg_error)?;
-                let mut conn = Conn::Postgres(tx);
-                let result = write(&mut conn).await?;
-                if let Conn::Postgres(tx) = conn {
-                    tx.commit().await.map_err(pg_error)?;
-                }
-                Ok(result)
+                let pool = pg.pool(durability).clone();
+                let task = tokio::spawn(async move {
+                    let tx = pool.begin().await.map_err(pg_error)?;
+                    let mut conn = Conn::Postgres(tx);
+                    let result = write(&mut conn).await?;
+                    if let Conn::Postgres(tx) = conn {
+                        tx.commit().await.map_err(pg_error)?;
+                    }
+                    Ok(result)
+                });
+                task.await.unwrap_or_else(|failed| {
+                    Err(StoreError::Backend(format!(
+                        "a write's task failed: {failed}"
+                    )))
+                })
             }
         }
     }
@@ -442,13 +495,23 @@ impl Db {
     }
 
     /// Runs `first` and, only when it changed a row, every statement of `then`, in one
-    /// transaction; returns how many rows `first` changed.
+    /// transaction; returns how many rows `first` changed (`first` changes at most one: it
+    /// names a row by its key).
+    ///
+    /// On PostgreSQL the chain is one statement, one round trip instead of `BEGIN`, each
+    /// statement and `COMMIT` (see [`chain_sql`]): `then`'s statements are data-modifying CTEs,
+    /// and the statement fails as a whole (nothing kept) when `first` changed no row. None of
+    /// `then`'s statements reads what another statement of the chain writes, nor depends on
+    /// another's result, so running them on one snapshot changes nothing.
     pub(super) async fn write_chain(
         &self,
         durability: Durability,
         first: Statement,
         then: Vec<Statement>,
     ) -> Result<u64, StoreError> {
+        if let Db::Postgres(pg) = self {
+            return pg.chain(durability, first, then).await;
+        }
         self.write(durability, move |conn| {
             Box::pin(async move {
                 let changed = conn.execute(first.sql, &first.args).await?;
@@ -530,6 +593,34 @@ fn guarded_insert_sql(
     })
 }
 
+/// The one PostgreSQL statement of [`Db::write_chain`] for `first` and `then` (each statement's
+/// parameters following the ones before it: `counts` says how many each takes), built once per
+/// chain of statements:
+/// `WITH first AS (… RETURNING 1), then1 AS (…), … SELECT brokerbox_expect_row(COUNT(*)) AS
+/// changed FROM first`. Every data-modifying CTE runs to its end whatever the query reads; the
+/// query fails (`BBX01`) when `first` changed no row, and a failed statement keeps nothing.
+fn chain_sql(first: &'static str, then: &[&'static str], counts: &[usize]) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Key = (&'static str, Vec<&'static str>);
+    static BUILT: OnceLock<Mutex<HashMap<Key, &'static str>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Mutex::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    built.entry((first, then.to_vec())).or_insert_with(|| {
+        let mut sql = format!("WITH first AS ({first} RETURNING 1)");
+        let mut before = counts.first().copied().unwrap_or(0);
+        for (n, statement) in then.iter().enumerate() {
+            let shifted = shift_parameters(statement, before);
+            sql.push_str(&format!(", then{n} AS ({shifted})"));
+            before += counts.get(n + 1).copied().unwrap_or(0);
+        }
+        sql.push_str(" SELECT brokerbox_expect_row(COUNT(*)) AS changed FROM first");
+        // A handful of chains (an outcome per effect), built once each: kept for the
+        // process's life.
+        Box::leak(sql.into_boxed_str())
+    })
+}
+
 /// `sql` with every parameter `$N` renumbered `$(N + by)`.
 fn shift_parameters(sql: &str, by: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
@@ -569,5 +660,101 @@ mod tests {
              SELECT $3, $4, (SELECT MAX(z) + 1 FROM o) WHERE EXISTS (SELECT 1 FROM guard)"
         );
         assert_eq!(shift_parameters("$9, $10 $ x", 10), "$19, $20 $ x");
+    }
+
+    fn statement(sql: &'static str, args: Vec<Value<'static>>) -> Statement {
+        Statement { sql, args }
+    }
+
+    /// The databases a test runs on: SQLite, and PostgreSQL (a fresh database) when
+    /// `BROKERBOX_TEST_POSTGRES` names a server.
+    async fn databases() -> Vec<(Option<tempfile::TempDir>, Db)> {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Db::open(&format!("sqlite://{}", dir.path().join("c.db").display()))
+            .await
+            .unwrap();
+        let mut dbs = vec![(Some(dir), sqlite)];
+        if let Some(server) = std::env::var("BROKERBOX_TEST_POSTGRES")
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
+            use sqlx::Connection as _;
+            let name = format!("bbx_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let (base, _) = server.rsplit_once('/').unwrap();
+            dbs.push((None, Db::open(&format!("{base}/{name}")).await.unwrap()));
+        }
+        dbs
+    }
+
+    #[tokio::test]
+    async fn a_chain_keeps_all_its_changes_or_none() {
+        for (_dir, db) in databases().await {
+            for sql in [
+                "CREATE TABLE o (id BIGINT PRIMARY KEY, s TEXT NOT NULL)",
+                "CREATE TABLE i (k BIGINT PRIMARY KEY, v TEXT)",
+                "CREATE TABLE a (x BIGINT PRIMARY KEY)",
+                "INSERT INTO o VALUES (1, 'in progress')",
+                "INSERT INTO i VALUES (1, NULL)",
+            ] {
+                db.execute(Durability::OnDisk, sql, vec![]).await.unwrap();
+            }
+            let chain = |v: &'static str, x: i64| {
+                let first = statement(
+                    "UPDATE o SET s = $1 WHERE id = $2 AND s = 'in progress'",
+                    owned(args!["done", 1]),
+                );
+                let then = vec![
+                    statement("UPDATE i SET v = $1 WHERE k = $2", owned(args![v, 1])),
+                    statement("INSERT INTO a VALUES ($1)", owned(args![x])),
+                ];
+                db.write_chain(Durability::OnDisk, first, then)
+            };
+            let read = || async {
+                let v: Vec<Option<String>> = db
+                    .query("SELECT v FROM i WHERE k = 1", &[], |row| get(row, "v"))
+                    .await
+                    .unwrap();
+                let n: Vec<i64> = db
+                    .query("SELECT COUNT(*) AS n FROM a", &[], |row| get(row, "n"))
+                    .await
+                    .unwrap();
+                (v[0].clone(), n[0])
+            };
+            // A failing later statement (a duplicate key) keeps nothing, not even the first's.
+            db.execute(Durability::OnDisk, "INSERT INTO a VALUES (9)", vec![])
+                .await
+                .unwrap();
+            assert!(matches!(chain("early", 9).await, Err(StoreError::Exists)));
+            assert_eq!(read().await, (None, 1));
+            // The first statement changes its row: every statement runs.
+            assert_eq!(chain("x", 7).await.unwrap(), 1);
+            assert_eq!(read().await, (Some("x".into()), 2));
+            // It changes none now: nothing runs, and that is no error.
+            assert_eq!(chain("y", 8).await.unwrap(), 0);
+            assert_eq!(read().await, (Some("x".into()), 2));
+        }
+    }
+
+    #[test]
+    fn a_chain_is_one_statement_failing_when_its_first_changed_no_row() {
+        let sql = chain_sql(
+            "UPDATE o SET s = $1 WHERE id = $2",
+            &[
+                "UPDATE i SET s = $1 WHERE k = $2",
+                "INSERT INTO a VALUES ($1)",
+            ],
+            &[2, 2, 1],
+        );
+        assert_eq!(
+            sql,
+            "WITH first AS (UPDATE o SET s = $1 WHERE id = $2 RETURNING 1), \
+             then0 AS (UPDATE i SET s = $3 WHERE k = $4), then1 AS (INSERT INTO a VALUES ($5)) \
+             SELECT brokerbox_expect_row(COUNT(*)) AS changed FROM first"
+        );
     }
 }
