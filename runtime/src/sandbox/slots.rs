@@ -85,16 +85,6 @@ impl LiveSlots {
         self.shared.available_permits()
     }
 
-    /// A shared live slot if one is free now, counted against no broker: for work done ahead
-    /// of calls (preparing an instance), which must never take a slot calls wait for, nor
-    /// the reserve.
-    pub fn try_spare(&self) -> Option<CallSlots> {
-        let live = self.shared.clone().try_acquire_owned().ok()?;
-        Some(CallSlots {
-            _permits: vec![live],
-        })
-    }
-
     /// Waits for a slot of the version's own, one of its broker's share, and a live slot,
     /// preferring the shared pool. Cancel-safe: a dropped wait holds nothing.
     pub async fn acquire(&self, broker: &BrokerSlots) -> CallSlots {
@@ -182,19 +172,6 @@ mod tests {
         held.truncate(0);
         assert_eq!(slots.shared_available(), 800);
         assert!(now(&slots, &other).is_some());
-    }
-
-    #[tokio::test]
-    async fn spare_slots_come_from_the_shared_pool_only_and_count_against_no_broker() {
-        let slots = LiveSlots::new(10); // 8 shared, 2 reserved
-        let broker = slots.broker("b", 1);
-        let spares: Vec<CallSlots> = std::iter::from_fn(|| slots.try_spare()).collect();
-        assert_eq!(spares.len(), 8);
-        assert_eq!(slots.shared_available(), 0);
-        // The broker's own slot is untouched, and its call takes a reserved one.
-        assert!(now(&slots, &broker).is_some());
-        drop(spares);
-        assert_eq!(slots.shared_available(), 8);
     }
 
     #[tokio::test]

@@ -1,7 +1,5 @@
 //! Instances kept warm between calls of one broker version, when its manifest opts in with
-//! `limits.calls_per_instance` above 1 (the default, 1, is a fresh instance per call), and
-//! fresh instances prepared ahead of a call (see [`super::guest`]), which wait here too with
-//! no call served.
+//! `limits.calls_per_instance` above 1 (the default, 1, is a fresh instance per call).
 //!
 //! After a call the guest answered (a value or a refusal), its store and instance wait here for
 //! the next call of the same version. A call that trapped, ran out of fuel or time, hit the
@@ -206,29 +204,13 @@ impl<T: Send + 'static> IdleSlots<T> {
 }
 
 impl<T: Send + 'static> WarmPool<T> {
-    /// The most recently parked instance that served calls (the likeliest to have its pages in
-    /// the CPU's caches), else the latest prepared one (no call served), with the calls it
-    /// served; `None` when none waits. The caller must hold a live slot before taking it: from
-    /// now on the instance counts as live, no longer as idle.
+    /// The most recently parked instance and the calls it served, if any (the likeliest to
+    /// have its pages in the CPU's caches). The caller must hold a live slot before taking
+    /// it: from now on the instance counts as live, no longer as idle.
     pub fn take(&self) -> Option<(T, u32)> {
         self.expire(IDLE_TTL);
-        let mut idle = lock(&self.idle);
-        let at = idle.iter().rposition(|w| w.calls > 0);
-        let warm = match at {
-            Some(at) => idle.remove(at),
-            None => idle.pop()?,
-        };
+        let warm = lock(&self.idle).pop()?;
         Some((warm.instance, warm.calls))
-    }
-
-    /// Instances waiting here.
-    pub fn len(&self) -> usize {
-        lock(&self.idle).len()
-    }
-
-    /// Whether none waits here.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Keeps `instance`, which has served `calls` calls and holds `memory_bytes` of linear
@@ -295,20 +277,6 @@ mod tests {
             pool.park("x", 1, MIB);
         }
         assert_eq!(slots.idle(), MAX_IDLE_PER_VERSION);
-    }
-
-    #[test]
-    fn an_instance_that_served_calls_goes_before_a_prepared_one() {
-        let slots = IdleSlots::new(100, 1000);
-        let pool = slots.pool();
-        pool.park("warm", 2, MIB);
-        pool.park("prepared", 0, MIB);
-        pool.park("prepared-later", 0, MIB);
-        assert_eq!(pool.len(), 3);
-        assert_eq!(pool.take(), Some(("warm", 2)));
-        assert_eq!(pool.take(), Some(("prepared-later", 0)));
-        assert_eq!(pool.take(), Some(("prepared", 0)));
-        assert!(pool.is_empty());
     }
 
     #[test]

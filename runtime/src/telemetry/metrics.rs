@@ -140,8 +140,6 @@ pub struct CallMetrics {
     pub fuel: Histograms<BrokerLabels>,
     /// Calls served by a warm instance (`limits.calls_per_instance`), by broker.
     pub warm: Family<BrokerLabels, Counter>,
-    /// Calls served by a fresh instance prepared ahead of them, by broker.
-    pub prepared: Family<BrokerLabels, Counter>,
 }
 
 impl Default for CallMetrics {
@@ -151,7 +149,6 @@ impl Default for CallMetrics {
             seconds: Family::new_with_constructor(seconds),
             fuel: Family::new_with_constructor(fuel_units),
             warm: Family::default(),
-            prepared: Family::default(),
         }
     }
 }
@@ -330,11 +327,6 @@ impl Metrics {
             parts.calls.warm,
         );
         r.register(
-            "guest_prepared_calls",
-            "Guest calls served by a fresh instance made ahead of the call, by broker",
-            parts.calls.prepared,
-        );
-        r.register(
             "lane_wait_duration_seconds",
             "Time long-running guest calls waited for a CPU lane",
             parts.lanes.waits,
@@ -504,7 +496,6 @@ impl Forget {
             }
             self.calls.fuel.remove(&who);
             self.calls.warm.remove(&who);
-            self.calls.prepared.remove(&who);
             for result in ["accepted", "refused"] {
                 self.reloads.reloads.remove(&ReloadLabels {
                     broker: who.broker.clone(),
@@ -589,9 +580,10 @@ mod tests {
                 outcome: "fuel",
             };
             calls.calls.get_or_create(&call).inc();
-            let who = BrokerLabels::new(broker, tenant);
-            calls.warm.get_or_create(&who).inc();
-            calls.prepared.get_or_create(&who).inc();
+            calls
+                .warm
+                .get_or_create(&BrokerLabels::new(broker, tenant))
+                .inc();
         }
         let render = || {
             let mut registry = Registry::default();
@@ -599,7 +591,6 @@ mod tests {
             registry.register("seconds", "", requests.seconds.clone());
             registry.register("calls", "", calls.calls.clone());
             registry.register("warm", "", calls.warm.clone());
-            registry.register("prepared", "", calls.prepared.clone());
             let mut text = String::new();
             prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
             text
