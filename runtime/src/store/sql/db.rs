@@ -4,13 +4,15 @@
 //!
 //! - **SQLite** (embedded, one file, WAL journal): see [`super::sqlite`] (one writer thread,
 //!   batched commits synced to disk, reads on the calling thread).
-//! - **PostgreSQL** (shared by several runtime replicas): `sqlx`'s pool; a write is one
-//!   transaction on a pooled connection, committed before the answer (`synchronous_commit` on).
+//! - **PostgreSQL** (shared by several runtime replicas): `sqlx` connections in a `deadpool`
+//!   pool (see [`Pg`]); a write is one transaction on a pooled connection, committed before the
+//!   answer (`synchronous_commit` on).
 //!
 //! **Cancellation.** A write runs to its end once handed over, whether or not its caller
 //! still waits: SQLite's on the writer thread, PostgreSQL's in a task of its own (a
 //! transaction's future dropped half-way could leave its pooled connection inside an open
-//! transaction). Either way no transaction is left half done, nor open.
+//! transaction). Either way no transaction is left half done, nor open. PostgreSQL's reads
+//! run in a task too, so no connection goes back to its pool in the middle of a statement.
 
 use super::sqlite::{sqlite_execute, sqlite_query, Sqlite};
 use super::StoreError;
@@ -193,8 +195,8 @@ pub(super) struct Statement {
 pub(super) enum Conn {
     /// The SQLite writer's connection (inside the batch's transaction and the write's savepoint).
     Sqlite(rusqlite::Connection),
-    /// A PostgreSQL transaction.
-    Postgres(sqlx::Transaction<'static, Postgres>),
+    /// A pooled PostgreSQL connection, inside the write's transaction.
+    Postgres(PgConn),
 }
 
 impl Conn {
@@ -206,8 +208,8 @@ impl Conn {
     ) -> Result<u64, StoreError> {
         match self {
             Conn::Sqlite(conn) => sqlite_execute(conn, sql, args),
-            Conn::Postgres(tx) => pg_query(sql, args)
-                .execute(&mut **tx)
+            Conn::Postgres(conn) => pg_query(sql, args)
+                .execute(&mut **conn)
                 .await
                 .map(|done| done.rows_affected())
                 .map_err(pg_error),
@@ -223,9 +225,9 @@ impl Conn {
     ) -> Result<Vec<T>, StoreError> {
         match self {
             Conn::Sqlite(conn) => sqlite_query(conn, sql, args, decode),
-            Conn::Postgres(tx) => {
+            Conn::Postgres(conn) => {
                 let rows = pg_query(sql, args)
-                    .fetch_all(&mut **tx)
+                    .fetch_all(&mut **conn)
                     .await
                     .map_err(pg_error)?;
                 rows.iter().map(|row| decode(row)).collect()
@@ -239,21 +241,131 @@ impl Conn {
     }
 }
 
+/// Makes and recycles the connections of a PostgreSQL pool (deadpool's: sqlx's own pool
+/// pings every connection as it comes back, a round trip after each statement). A connection
+/// idle for [`PING_WHEN_IDLE`] is pinged before its next use, so connections the database (or
+/// the network) dropped during an outage are replaced before a request meets them.
+pub(super) struct PgManager {
+    options: sqlx::postgres::PgConnectOptions,
+    /// Whether its sessions commit without waiting for the flush.
+    relaxed: bool,
+}
+
+impl deadpool::managed::Manager for PgManager {
+    type Type = sqlx::PgConnection;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<sqlx::PgConnection, sqlx::Error> {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect_with(&self.options).await?;
+        if self.relaxed {
+            sqlx::Executor::execute(&mut conn, "SET synchronous_commit = off").await?;
+        }
+        Ok(conn)
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        metrics: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<sqlx::Error> {
+        use sqlx::Connection as _;
+        if metrics.last_used() >= PING_WHEN_IDLE {
+            conn.ping().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A pool of PostgreSQL connections.
+type PgPool = deadpool::managed::Pool<PgManager>;
+/// A connection taken from a [`PgPool`] (back in the pool when dropped).
+pub(super) type PgConn = deadpool::managed::Object<PgManager>;
+
 /// A PostgreSQL database: a pool for reads and durable writes, and a smaller one whose
 /// sessions commit without waiting for the flush (`synchronous_commit = off`), for
 /// [`Durability::Committed`] writes.
+///
+/// **Cancellation.** Every statement and transaction runs in a task of its own, to its end,
+/// whether or not its caller still waits: a connection never goes back to the pool in the
+/// middle of a statement, nor inside an open transaction (where the next statement run on it
+/// would join that transaction and never commit). A connection that failed other than by the
+/// database refusing a statement is not reused.
 pub(super) struct Pg {
-    pool: sqlx::PgPool,
-    relaxed: sqlx::PgPool,
+    pool: PgPool,
+    relaxed: PgPool,
     metrics: crate::telemetry::metrics::StoreMetrics,
 }
 
+/// Whether a connection that failed with `error` may serve again (the database refused a
+/// statement), or is dropped (I/O, protocol).
+fn sound(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(_))
+}
+
 impl Pg {
-    fn pool(&self, durability: Durability) -> &sqlx::PgPool {
+    fn pool(&self, durability: Durability) -> &PgPool {
         match durability {
             Durability::OnDisk => &self.pool,
             Durability::Committed => &self.relaxed,
         }
+    }
+
+    /// Runs `work` on a connection of the pool for `durability`, in a task of its own (see
+    /// [`Pg`]); a connection `work` failed on other than by a database error is dropped.
+    async fn on_connection<R, F>(&self, durability: Durability, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut sqlx::PgConnection) -> BoxFuture<'c, Result<R, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        let pool = self.pool(durability).clone();
+        let task = tokio::spawn(async move {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            let done = work(&mut *conn).await;
+            if done.as_ref().is_err_and(|e| !sound(e)) {
+                drop(deadpool::managed::Object::take(conn));
+            }
+            done.map_err(pg_error)
+        });
+        joined(task.await)
+    }
+
+    /// Runs `write` in a transaction on a connection of the pool for `durability`, in a task of
+    /// its own (see [`Pg`]), and commits it (or rolls it back when it fails).
+    async fn transaction<R, F>(&self, durability: Durability, write: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<R, StoreError>> + Send + 'static,
+    {
+        let pool = self.pool(durability).clone();
+        let task = tokio::spawn(async move {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            if let Err(e) = sqlx::Executor::execute(&mut *conn, "BEGIN").await {
+                if !sound(&e) {
+                    drop(deadpool::managed::Object::take(conn));
+                }
+                return Err(pg_error(e));
+            }
+            let mut held = Conn::Postgres(conn);
+            let result = write(&mut held).await;
+            let Conn::Postgres(mut conn) = held else {
+                unreachable!("a PostgreSQL write runs on a PostgreSQL connection")
+            };
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            match sqlx::Executor::execute(&mut *conn, end).await {
+                Ok(_) => result,
+                Err(e) => {
+                    if !sound(&e) {
+                        drop(deadpool::managed::Object::take(conn));
+                    }
+                    // A failed commit keeps nothing; a failed rollback leaves the write's error.
+                    result.and(Err(pg_error(e)))
+                }
+            }
+        });
+        joined(task.await)
     }
 
     /// Runs one writing statement on its own (it commits alone: one round trip), timed as a
@@ -261,15 +373,18 @@ impl Pg {
     async fn execute(
         &self,
         durability: Durability,
-        sql: &str,
-        args: &[Value<'_>],
+        sql: &'static str,
+        args: Vec<Value<'static>>,
     ) -> Result<u64, StoreError> {
         let started = std::time::Instant::now();
-        let done = pg_query(sql, args)
-            .execute(self.pool(durability))
-            .await
-            .map(|done| done.rows_affected())
-            .map_err(pg_error);
+        let done = self
+            .on_connection(durability, move |conn| {
+                Box::pin(async move {
+                    let done = pg_query(sql, &args).execute(conn).await?;
+                    Ok(done.rows_affected())
+                })
+            })
+            .await;
         self.metrics.observe(true, started.elapsed());
         done
     }
@@ -288,16 +403,27 @@ impl Pg {
         let mut args = first.args;
         args.extend(then.into_iter().flat_map(|s| s.args));
         let started = std::time::Instant::now();
-        let changed = pg_query(sql, &args)
-            .fetch_one(self.pool(durability))
-            .await
-            .and_then(|row| row.try_get::<i64, _>("changed"));
+        let changed = self
+            .on_connection(durability, move |conn| {
+                Box::pin(async move {
+                    // Every message read, so an error after the row is not missed: the
+                    // statement's other CTEs may run to their end after it is sent.
+                    match pg_query(sql, &args).fetch_all(conn).await {
+                        Ok(rows) => rows
+                            .first()
+                            .map_or(Ok(0), |row| row.try_get::<i64, _>("changed")),
+                        Err(sqlx::Error::Database(db))
+                            if db.code().as_deref() == Some(NO_ROW_CHANGED) =>
+                        {
+                            Ok(0)
+                        }
+                        Err(other) => Err(other),
+                    }
+                })
+            })
+            .await;
         self.metrics.observe(true, started.elapsed());
-        match changed {
-            Ok(n) => Ok(u64::try_from(n).unwrap_or(0)),
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(NO_ROW_CHANGED) => Ok(0),
-            Err(other) => Err(pg_error(other)),
-        }
+        changed.map(|n| u64::try_from(n).unwrap_or(0))
     }
 }
 
@@ -311,6 +437,25 @@ fn argument_counts(first: &Statement, then: &[Statement]) -> Vec<usize> {
         .chain(then)
         .map(|s| s.args.len())
         .collect()
+}
+
+/// A pool's failure to hand out a connection, as a store error.
+fn pool_error(error: deadpool::managed::PoolError<sqlx::Error>) -> StoreError {
+    match error {
+        deadpool::managed::PoolError::Backend(e) => pg_error(e),
+        other => StoreError::Backend(format!("no PostgreSQL connection: {other}")),
+    }
+}
+
+/// What a store task returned; a task that panicked fails the call.
+fn joined<R>(
+    joined: Result<Result<R, StoreError>, tokio::task::JoinError>,
+) -> Result<R, StoreError> {
+    joined.unwrap_or_else(|failed| {
+        Err(StoreError::Backend(format!(
+            "a store task failed: {failed}"
+        )))
+    })
 }
 
 /// When a write is answered.
@@ -348,38 +493,30 @@ impl Db {
         if url.starts_with("sqlite:") {
             Ok(Db::Sqlite(Arc::new(Sqlite::open(url).await?)))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = |connections| {
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(connections)
-                    .acquire_timeout(std::time::Duration::from_secs(30))
-                    // No ping before each use (a round trip per query) while connections
-                    // are busy; one idle for a second is pinged first, so connections the
-                    // database (or the network) dropped during an outage are replaced
-                    // before a request meets them.
-                    .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for >= PING_WHEN_IDLE {
-                                sqlx::Connection::ping(conn).await?;
-                            }
-                            Ok(true)
-                        })
-                    })
-            };
-            let pool = options(16).connect(url).await?;
-            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            let relaxed = options(8)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        sqlx::Executor::execute(conn, "SET synchronous_commit = off").await?;
-                        Ok(())
-                    })
-                })
-                .connect(url)
+            use sqlx::Connection as _;
+            let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+            sqlx::migrate!("./migrations/postgres")
+                .run(&mut conn)
                 .await?;
+            conn.close().await?;
+            let pool = |connections, relaxed| {
+                let manager = PgManager {
+                    options: options.clone(),
+                    relaxed,
+                };
+                let wait = Some(std::time::Duration::from_secs(30));
+                PgPool::builder(manager)
+                    .max_size(connections)
+                    .wait_timeout(wait)
+                    .create_timeout(wait)
+                    .recycle_timeout(wait)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+            };
             Ok(Db::Postgres(Pg {
-                pool,
-                relaxed,
+                pool: pool(16, false)?,
+                relaxed: pool(8, true)?,
                 metrics: crate::telemetry::metrics::StoreMetrics::default(),
             }))
         } else {
@@ -417,10 +554,14 @@ impl Db {
         match self {
             Db::Sqlite(sqlite) => sqlite.read(|conn| sqlite_query(conn, sql, args, decode)),
             Db::Postgres(pg) => {
-                let rows = pg_query(sql, args)
-                    .fetch_all(&pg.pool)
-                    .await
-                    .map_err(pg_error)?;
+                let sql = sql.to_owned();
+                let args: Vec<Value<'static>> =
+                    args.iter().cloned().map(Value::into_owned).collect();
+                let rows = pg
+                    .on_connection(Durability::OnDisk, move |conn| {
+                        Box::pin(async move { pg_query(&sql, &args).fetch_all(conn).await })
+                    })
+                    .await?;
                 rows.iter().map(|row| decode(row)).collect()
             }
         }
@@ -450,28 +591,7 @@ impl Db {
     {
         match self {
             Db::Sqlite(sqlite) => sqlite.write(durability, write).await,
-            // In a task of its own, run to its end whether or not the caller still waits: a
-            // transaction's future dropped while its `BEGIN` is in flight would return its
-            // connection to the pool inside an open transaction (sqlx queues a rollback only
-            // once `BEGIN` is answered), and the next statement run on that connection would
-            // join that transaction and never commit.
-            Db::Postgres(pg) => {
-                let pool = pg.pool(durability).clone();
-                let task = tokio::spawn(async move {
-                    let tx = pool.begin().await.map_err(pg_error)?;
-                    let mut conn = Conn::Postgres(tx);
-                    let result = write(&mut conn).await?;
-                    if let Conn::Postgres(tx) = conn {
-                        tx.commit().await.map_err(pg_error)?;
-                    }
-                    Ok(result)
-                });
-                task.await.unwrap_or_else(|failed| {
-                    Err(StoreError::Backend(format!(
-                        "a write's task failed: {failed}"
-                    )))
-                })
-            }
+            Db::Postgres(pg) => pg.transaction(durability, write).await,
         }
     }
 
@@ -484,7 +604,7 @@ impl Db {
         args: Vec<Value<'static>>,
     ) -> Result<u64, StoreError> {
         match self {
-            Db::Postgres(pg) => pg.execute(durability, sql, &args).await,
+            Db::Postgres(pg) => pg.execute(durability, sql, args).await,
             Db::Sqlite(_) => {
                 self.write(durability, move |conn| {
                     Box::pin(async move { conn.execute(sql, &args).await })
@@ -546,7 +666,7 @@ impl Db {
                 let sql = guarded_insert_sql(guard.sql, insert.sql, guard.args.len());
                 let mut args = guard.args;
                 args.extend(insert.args);
-                pg.execute(durability, sql, &args).await
+                pg.execute(durability, sql, args).await
             }
         }
     }
