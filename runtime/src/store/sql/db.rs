@@ -323,7 +323,7 @@ impl Pg {
         let pool = self.pool(durability).clone();
         let task = tokio::spawn(async move {
             let mut conn = pool.get().await.map_err(pool_error)?;
-            let done = work(&mut *conn).await;
+            let done = work(&mut conn).await;
             if done.as_ref().is_err_and(|e| !sound(e)) {
                 drop(deadpool::managed::Object::take(conn));
             }
