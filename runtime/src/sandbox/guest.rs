@@ -296,7 +296,10 @@ impl Guest {
                         let memory = store.data().limits.memory_now;
                         // An instance holding many host resources (open files, streams) would
                         // keep them open while idle: it is not kept.
-                        if store.data_mut().resources_held() <= super::warm::MAX_IDLE_RESOURCES {
+                        if !store
+                            .data_mut()
+                            .holds_more_than(super::warm::MAX_IDLE_RESOURCES)
+                        {
                             pool.park(super::warm::Instance { store, broker }, calls, memory);
                         }
                     }

@@ -103,10 +103,10 @@ impl HostState {
 }
 
 impl HostState {
-    /// Host resources the guest holds (open files, streams, pollables...): what an idle
-    /// instance would keep open. Counted over the table (small unless the guest leaks).
-    pub fn resources_held(&mut self) -> usize {
-        self.table.iter_mut().count()
+    /// Whether the guest holds more than `most` host resources (open files, streams,
+    /// pollables...), what an idle instance would keep open; counts no further than that.
+    pub fn holds_more_than(&mut self, most: usize) -> bool {
+        self.table.iter_mut().nth(most).is_some()
     }
 
     /// Readies a kept state for another call of the same broker: the call's log identity and

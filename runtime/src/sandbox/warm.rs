@@ -4,8 +4,9 @@
 //! After a call the guest answered (a value or a refusal), its store and instance wait here for
 //! the next call of the same version. A call that trapped, ran out of fuel or time, hit the
 //! memory cap or was dropped half-way is never kept, nor an instance that has served its
-//! `calls_per_instance` calls or holds more than [`MAX_IDLE_RESOURCES`] host resources. What one call leaves in the instance's memory, later calls of
-//! the same broker version see; never another broker's or tenant's.
+//! `calls_per_instance` calls or holds more than [`MAX_IDLE_RESOURCES`] host resources. What
+//! one call leaves in the instance's memory, later calls of the same broker version see; never
+//! another broker's or tenant's.
 //!
 //! An idle instance holds a pooling-allocator slot and its memory, so idle instances are
 //! bounded apart from the live ones (the engine's pool has room for both): at most

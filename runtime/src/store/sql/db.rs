@@ -17,6 +17,7 @@
 use super::sqlite::{sqlite_execute, sqlite_query, Sqlite};
 use super::StoreError;
 use futures::future::BoxFuture;
+use futures::FutureExt as _;
 use sqlx::{Postgres, Row as _};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -349,9 +350,16 @@ impl Pg {
                 return Err(pg_error(e));
             }
             let mut held = Conn::Postgres(conn);
-            let result = write(&mut held).await;
+            let ran = std::panic::AssertUnwindSafe(write(&mut held))
+                .catch_unwind()
+                .await;
             let Conn::Postgres(mut conn) = held else {
                 unreachable!("a PostgreSQL write runs on a PostgreSQL connection")
+            };
+            // A write that panicked leaves its transaction open: its connection is not reused.
+            let Ok(result) = ran else {
+                drop(deadpool::managed::Object::take(conn));
+                return Err(StoreError::Backend("a write panicked".into()));
             };
             let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
             match sqlx::Executor::execute(&mut *conn, end).await {
@@ -388,9 +396,7 @@ impl Pg {
         self.metrics.observe(true, started.elapsed());
         done
     }
-}
 
-impl Pg {
     /// [`Db::write_chain`] as one statement.
     async fn chain(
         &self,
@@ -691,26 +697,31 @@ fn guarded_insert_sql(
     insert: &'static str,
     guard_args: usize,
 ) -> &'static str {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    type Key = (&'static str, &'static str);
-    static BUILT: OnceLock<Mutex<HashMap<Key, &'static str>>> = OnceLock::new();
-    let built = BUILT.get_or_init(Mutex::default);
-    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    built.entry((guard, insert)).or_insert_with(|| {
+    built_once(vec!["guarded insert", guard, insert], || {
         let (into, values) = insert
             .split_once(" VALUES (")
             .expect("the insert of a guarded write is INSERT … VALUES (…)");
         let values = values
             .strip_suffix(')')
             .expect("the insert of a guarded write ends its VALUES list");
-        let sql = format!(
+        format!(
             "WITH guard AS ({guard} RETURNING 1) {into} SELECT {} WHERE EXISTS (SELECT 1 FROM guard)",
             shift_parameters(values, guard_args)
-        );
-        // A handful of statement pairs, built once each: kept for the process's life.
-        Box::leak(sql.into_boxed_str())
+        )
     })
+}
+
+/// The statement `build` makes for `key` (the statements it is made of), built once per key
+/// and kept for the process's life: a handful of keys, one per kind of write.
+fn built_once(key: Vec<&'static str>, build: impl FnOnce() -> String) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<Vec<&'static str>, &'static str>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Mutex::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(key)
+        .or_insert_with(|| Box::leak(build().into_boxed_str()))
 }
 
 /// The one PostgreSQL statement of [`Db::write_chain`] for `first` and `then` (each statement's
@@ -720,13 +731,8 @@ fn guarded_insert_sql(
 /// changed FROM first`. Every data-modifying CTE runs to its end whatever the query reads; the
 /// query fails (`BBX01`) when `first` changed no row, and a failed statement keeps nothing.
 fn chain_sql(first: &'static str, then: &[&'static str], counts: &[usize]) -> &'static str {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    type Key = (&'static str, Vec<&'static str>);
-    static BUILT: OnceLock<Mutex<HashMap<Key, &'static str>>> = OnceLock::new();
-    let built = BUILT.get_or_init(Mutex::default);
-    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    built.entry((first, then.to_vec())).or_insert_with(|| {
+    let key = [&["chain", first][..], then].concat();
+    built_once(key, || {
         let mut sql = format!("WITH first AS ({first} RETURNING 1)");
         let mut before = counts.first().copied().unwrap_or(0);
         for (n, statement) in then.iter().enumerate() {
@@ -735,9 +741,7 @@ fn chain_sql(first: &'static str, then: &[&'static str], counts: &[usize]) -> &'
             before += counts.get(n + 1).copied().unwrap_or(0);
         }
         sql.push_str(" SELECT brokerbox_expect_row(COUNT(*)) AS changed FROM first");
-        // A handful of chains (an outcome per effect), built once each: kept for the
-        // process's life.
-        Box::leak(sql.into_boxed_str())
+        sql
     })
 }
 
@@ -857,6 +861,46 @@ mod tests {
             // It changes none now: nothing runs, and that is no error.
             assert_eq!(chain("y", 8).await.unwrap(), 0);
             assert_eq!(read().await, (Some("x".into()), 2));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_keeps_nothing_and_leaves_no_transaction_open() {
+        for (_dir, db) in databases().await {
+            db.execute(Durability::OnDisk, "CREATE TABLE p (x BIGINT)", vec![])
+                .await
+                .unwrap();
+            // More panics than the pool has connections.
+            for _ in 0..20 {
+                let panicked = db
+                    .write(Durability::OnDisk, |conn| {
+                        Box::pin(async move {
+                            conn.execute("INSERT INTO p VALUES (1)", &[]).await?;
+                            let half_way = true;
+                            if half_way {
+                                panic!("a write that panics half-way");
+                            }
+                            Ok(())
+                        })
+                    })
+                    .await;
+                assert!(panicked.is_err());
+            }
+            // Later writes commit on their own, and none of the panicked ones' rows is there.
+            for x in 2..20 {
+                db.execute(
+                    Durability::OnDisk,
+                    "INSERT INTO p VALUES ($1)",
+                    owned(args![x]),
+                )
+                .await
+                .unwrap();
+            }
+            let n: Vec<i64> = db
+                .query("SELECT COUNT(*) AS n FROM p", &[], |row| get(row, "n"))
+                .await
+                .unwrap();
+            assert_eq!(n, [18]);
         }
     }
 
