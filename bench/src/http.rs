@@ -131,7 +131,6 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         (&brokerbox, &peer),
         (&service, &plan),
     )?;
-    on_postgres(bench, report, &site, &brokerbox, (&service, &plan))?;
     bench.server.block_on(server.stop())?;
     Ok(())
 }
@@ -191,17 +190,22 @@ fn fresh_instance_cost(
 }
 
 /// The same lifecycles with the state on PostgreSQL against SQLite (measurement 2d), when
-/// `BROKERBOX_TEST_POSTGRES` names a server (a fresh database is created on it).
-fn on_postgres(
-    bench: &Bench,
-    report: &mut Report,
-    site: &Site,
-    sqlite: &Osb,
-    (service, plan): (&str, &str),
-) -> anyhow::Result<()> {
+/// `BROKERBOX_TEST_POSTGRES` names a server (a fresh database is created on it), with the CPU
+/// each side spent per lifecycle: the runtime's, and the PostgreSQL server's processes'.
+pub fn on_postgres(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let Some(server) = brokerbox_tests::postgres::server() else {
+        eprintln!("   BROKERBOX_TEST_POSTGRES is not set: no PostgreSQL figures");
         return Ok(());
     };
+    if bench.smoke {
+        return Ok(());
+    }
+    let site = Site::new()?;
+    let wasm = guest(brokerbox_tests::guests::FILE_BROKER)?;
+    site.add("file-broker", &wasm, &file_broker_manifest("file-broker"))?;
+    let lite_server = bench
+        .server
+        .block_on(RunningServer::start(&site.config(), bench.loopback()))?;
     let mut config = site.config();
     config.data_dir = site.path().join("pg-data");
     config.state_url = Some(
@@ -212,13 +216,24 @@ fn on_postgres(
     let pg_server = bench
         .server
         .block_on(RunningServer::start(&config, bench.loopback()))?;
-    let postgres = Osb::new(crate::load::client(), pg_server.addr, native::BROKER);
-    let lifecycle = |osb: &Osb| lifecycle_job(osb, service, plan);
+    let client = crate::load::client();
+    let sqlite = Osb::new(client.clone(), lite_server.addr, native::BROKER);
+    let postgres = Osb::new(client, pg_server.addr, native::BROKER);
+    let (service, plan) = first_plan(&bench.client.block_on(sqlite.catalog())?);
+    let lifecycle = |osb: &Osb| lifecycle_job(osb, &service, &plan);
     let concurrency = bench.concurrency;
-    let (pg, lite) = bench.interleaved(
-        || bench.load(concurrency, lifecycle(&postgres)),
-        || bench.load(concurrency, lifecycle(sqlite)),
+    let server_cpu = crate::stats::server_cpu;
+    let pg_cpu = crate::stats::postgres_cpu;
+    let (pg, lite) = alternated_cpu(
+        bench,
+        bench.scaled(3, 1),
+        (&|| server_cpu() + pg_cpu(), || {
+            bench.load(concurrency, lifecycle(&postgres))
+        }),
+        (&server_cpu, || bench.load(concurrency, lifecycle(&sqlite))),
     );
+    let (pg_us, lite_us) = (pg.per_op_us(), lite.per_op_us());
+    let (pg, lite) = (pg.load, lite.load);
     add(
         report,
         "2d. The same lifecycles with the state on PostgreSQL",
@@ -230,6 +245,10 @@ fn on_postgres(
         ("brokerbox on SQLite (durable, group commit)", &lite),
         concurrency,
     );
+    report.note(format!(
+        "CPU per lifecycle: {pg_us:.0} µs on PostgreSQL (the runtime's and the server's \
+         processes' together: both on this machine), {lite_us:.0} µs on SQLite."
+    ));
     let measured = ratio(pg.per_second(), lite.per_second());
     report.target(
         "OSB lifecycles/s: brokerbox on PostgreSQL / on SQLite",
@@ -242,6 +261,7 @@ fn on_postgres(
         measured >= 0.8,
     );
     bench.server.block_on(pg_server.stop())?;
+    bench.server.block_on(lite_server.stop())?;
     Ok(())
 }
 

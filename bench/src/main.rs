@@ -27,8 +27,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The measurements, in the order they run.
-const SECTIONS: [&str; 7] = [
-    "floor", "http", "reload", "density", "noisy", "polyglot", "all",
+const SECTIONS: [&str; 8] = [
+    "floor", "http", "postgres", "reload", "density", "noisy", "polyglot", "all",
 ];
 
 /// Command line of the bench.
@@ -193,9 +193,10 @@ fn main() -> anyhow::Result<()> {
         logs,
     };
     let mut report = report::Report::default();
-    let steps: [(&str, Measurement); 6] = [
+    let steps: [(&str, Measurement); 7] = [
         ("floor", floor::run),
         ("http", http::run),
+        ("postgres", http::on_postgres),
         ("reload", reload::run),
         ("density", density::run),
         ("noisy", noisy::run),

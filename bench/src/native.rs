@@ -13,7 +13,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use brokerbox::store::{
     BindingRecord, Effect, InstanceRecord, OperationKind, OperationRecord, OperationState, Outcome,
-    ResourceState, SqlStore, StateStore,
+    ResourceState, SqlStore, StateStore, StoreError,
 };
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -172,14 +172,6 @@ async fn provision(
         Err(refused) => return refuse(refused),
     };
     let attributes = body.to_string();
-    match peer.store.instance(BROKER, &instance_id).await {
-        Ok(Some(existing)) if existing.attributes == attributes => {
-            return (StatusCode::OK, Json(json!({}))).into_response()
-        }
-        Ok(Some(_)) => return error(StatusCode::CONFLICT, "exists with other attributes"),
-        Ok(None) => {}
-        Err(e) => return internal(e),
-    }
     let op = operation(&instance_id, None, OperationKind::Provision);
     let record = InstanceRecord {
         broker: BROKER.into(),
@@ -195,8 +187,19 @@ async fn provision(
         state: ResourceState::Creating,
         operation_id: Some(op.id.clone()),
     };
-    if let Err(e) = peer.store.create_instance(&record, &op).await {
-        return internal(e);
+    // A repeat is found by the insert itself (as brokerbox does): no read first.
+    match peer.store.create_instance(&record, &op).await {
+        Ok(()) => {}
+        Err(StoreError::Exists) => {
+            return match peer.store.instance(BROKER, &instance_id).await {
+                Ok(Some(existing)) if existing.attributes == record.attributes => {
+                    (StatusCode::OK, Json(json!({}))).into_response()
+                }
+                Ok(_) => error(StatusCode::CONFLICT, "exists with other attributes"),
+                Err(e) => internal(e),
+            }
+        }
+        Err(e) => return internal(e),
     }
     let plan = json!({ "id": plan_id, "name": "small", "description": "A small file" });
     if let Err(e) = std::fs::write(&file, plan.to_string()) {
@@ -267,14 +270,13 @@ async fn bind(
     if let Err(refused) = check(&peer, &headers) {
         return refuse(refused);
     }
-    match peer.store.instance(BROKER, &instance_id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no such instance"),
-        Err(e) => return internal(e),
-    }
-    match peer.store.binding(BROKER, &binding_id).await {
-        Ok(Some(_)) => return error(StatusCode::CONFLICT, "binding exists"),
-        Ok(None) => {}
+    match (peer.store)
+        .instance_and_binding(BROKER, &instance_id, &binding_id)
+        .await
+    {
+        Ok((None, _)) => return error(StatusCode::NOT_FOUND, "no such instance"),
+        Ok((Some(_), Some(_))) => return error(StatusCode::CONFLICT, "binding exists"),
+        Ok((Some(_), None)) => {}
         Err(e) => return internal(e),
     }
     let file = match instance_file(&peer, &instance_id) {

@@ -95,6 +95,26 @@ pub fn server_cpu() -> Duration {
         .sum()
 }
 
+/// CPU time used by the processes named `postgres` (a local server's backends and its
+/// background writers), as far as this user may read them.
+pub fn postgres_cpu() -> Duration {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    processes
+        .filter_map(Result::ok)
+        .filter(|p| {
+            p.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|p| std::fs::read_to_string(p.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(postgres)"))
+        .map(|stat| stat_cpu(&stat))
+        .sum()
+}
+
 /// CPU time used by process `pid` and its children (gunicorn's master and workers).
 pub fn process_tree_cpu(pid: u32) -> Duration {
     let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

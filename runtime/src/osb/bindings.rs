@@ -31,7 +31,8 @@ pub async fn bind(
         service_id.as_deref().unwrap_or_default(),
         plan_id.as_deref().unwrap_or_default(),
     );
-    checks::bind_instance(store.instance(broker, ids.0).await?, ids.0, plan)?;
+    let (instance, existing) = store.instance_and_binding(broker, ids.0, ids.1).await?;
+    checks::bind_instance(instance, ids.0, plan)?;
     if let Some(predecessor) = &predecessor {
         let usable = store
             .binding(broker, predecessor)
@@ -44,7 +45,7 @@ pub async fn bind(
             )));
         }
     }
-    if let Some(existing) = store.binding(broker, ids.1).await? {
+    if let Some(existing) = existing {
         return repeated_bind(&existing, &record.attributes, accepts);
     }
     quotas::operations(&state, &osb).await?;
@@ -82,11 +83,11 @@ pub async fn unbind(
 ) -> Result<Reply, ApiError> {
     let (instance_id, binding_id) = (&path.instance_id, &path.binding_id);
     let (store, broker) = (&state.ops.store, &osb.broker.name);
-    let instance = store.instance(broker, instance_id).await?;
+    let (instance, existing) = (store)
+        .instance_and_binding(broker, instance_id, binding_id)
+        .await?;
     checks::delete_ids(&osb, instance.as_ref(), &query.service_id, &query.plan_id)?;
-    let existing = store
-        .binding(broker, binding_id)
-        .await?
+    let existing = existing
         .filter(|b| b.instance_id == *instance_id)
         .ok_or_else(|| ApiError::Gone(format!("binding {binding_id} does not exist")))?;
     if existing.state == ResourceState::Deleting && query.accepts {
@@ -111,9 +112,10 @@ pub async fn fetch(
     let (store, broker) = (&state.ops.store, &osb.broker.name);
     let binding_id = &path.binding_id;
     let not_found = || ApiError::NotFound(format!("binding {binding_id} does not exist"));
-    let record = store
-        .binding(broker, binding_id)
-        .await?
+    let (instance, binding) = (store)
+        .instance_and_binding(broker, &path.instance_id, binding_id)
+        .await?;
+    let record = binding
         .filter(|b| b.instance_id == path.instance_id)
         .ok_or_else(not_found)?;
     match record.state {
@@ -125,10 +127,7 @@ pub async fn fetch(
         }
         _ => return Err(not_found()),
     }
-    let instance = store
-        .instance(broker, &path.instance_id)
-        .await?
-        .ok_or_else(not_found)?;
+    let instance = instance.ok_or_else(not_found)?;
     let service = osb.broker.catalog.service(&instance.service_id);
     if !service.is_some_and(|s| s.bindings_retrievable) {
         return Err(ApiError::BadRequest(

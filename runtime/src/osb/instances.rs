@@ -24,11 +24,15 @@ pub async fn provision(
 ) -> Result<Reply, ApiError> {
     let id = &path.instance_id;
     let record = checks::provision(&osb, id, body, accepts)?;
-    if let Some(existing) = state.ops.store.instance(&osb.broker.name, id).await? {
-        return repeated_provision(&existing, &record.attributes, accepts);
+    // A repeat is found by the create itself (its insert meets the instance): no read first,
+    // unless quotas apply, which an identical repeat must not be refused by.
+    if quotas::any(&state, &osb) {
+        if let Some(existing) = state.ops.store.instance(&osb.broker.name, id).await? {
+            return repeated_provision(&existing, &record.attributes, accepts);
+        }
+        quotas::instances(&state, &osb).await?;
+        quotas::operations(&state, &osb).await?;
     }
-    quotas::instances(&state, &osb).await?;
-    quotas::operations(&state, &osb).await?;
     let stored = osb.stored_call(OperationKind::Provision, (id, None), raw, accepts);
     let ctx = osb.context(&state, &stored);
     let attributes = record.attributes.clone();

@@ -4,6 +4,14 @@ use super::request::Osb;
 use super::AppState;
 use crate::error::ApiError;
 
+/// Whether the broker's tenant has a quota of instances or of operations.
+pub fn any(state: &AppState, osb: &Osb) -> bool {
+    osb.broker.manifest.tenant.as_ref().is_some_and(|tenant| {
+        state.config.tenant_max_instances.contains_key(tenant)
+            || state.config.tenant_max_operations.contains_key(tenant)
+    })
+}
+
 /// 422 when the broker's tenant already holds its quota of instances.
 pub async fn instances(state: &AppState, osb: &Osb) -> Result<(), ApiError> {
     let Some(tenant) = &osb.broker.manifest.tenant else {

@@ -45,6 +45,14 @@ pub trait ResourceStore: Send + Sync {
         broker: &str,
         binding_id: &str,
     ) -> Result<Option<BindingRecord>, StoreError>;
+    /// The instance `instance_id` of `broker` and the binding `binding_id` of `broker`, read
+    /// together (one statement: a bind or an unbind checks both).
+    async fn instance_and_binding(
+        &self,
+        broker: &str,
+        instance_id: &str,
+        binding_id: &str,
+    ) -> Result<(Option<InstanceRecord>, Option<BindingRecord>), StoreError>;
     /// Inserts a new instance (state `creating`) and its provision operation.
     async fn create_instance(
         &self,

@@ -28,7 +28,8 @@ mod sqlite;
 
 use db::{args, get, owned, Db, Durability, RowLike, Statement, Value};
 use rows::{
-    binding_row, effect_statements, insert_operation, instance_row, one, operation_row, Target,
+    binding_row, effect_statements, insert_operation, instance_and_binding_row, instance_row, one,
+    operation_row, Target, INSTANCE_AND_BINDING,
 };
 
 /// State in an SQL database.
@@ -112,11 +113,10 @@ fn count(value: i64) -> u32 {
 mod tests {
     use super::*;
 
-    /// An instance being provisioned by a long operation the guest accepted, due for a poll.
-    async fn accepted_operation(store: &SqlStore) -> OperationRecord {
-        let instance = InstanceRecord {
+    fn instance(id: &str, op: &str) -> InstanceRecord {
+        InstanceRecord {
             broker: "b".into(),
-            instance_id: "i".into(),
+            instance_id: id.into(),
             service_id: "s".into(),
             plan_id: "p".into(),
             attributes: "{}".into(),
@@ -126,14 +126,20 @@ mod tests {
             metadata: None,
             maintenance_info: None,
             state: ResourceState::Creating,
-            operation_id: Some("op".into()),
-        };
-        let op = OperationRecord {
-            id: "op".into(),
+            operation_id: Some(op.into()),
+        }
+    }
+
+    fn operation(id: &str, instance: &str, binding: Option<&str>) -> OperationRecord {
+        OperationRecord {
+            id: id.into(),
             broker: "b".into(),
-            instance_id: "i".into(),
-            binding_id: None,
-            kind: OperationKind::Provision,
+            instance_id: instance.into(),
+            binding_id: binding.map(Into::into),
+            kind: match binding {
+                Some(_) => OperationKind::Bind,
+                None => OperationKind::Provision,
+            },
             state: OperationState::InProgress,
             description: None,
             guest_data: None,
@@ -150,8 +156,16 @@ mod tests {
             broker_version: None,
             actor: None,
             tenant: None,
-        };
-        store.create_instance(&instance, &op).await.unwrap();
+        }
+    }
+
+    /// An instance being provisioned by a long operation the guest accepted, due for a poll.
+    async fn accepted_operation(store: &SqlStore) -> OperationRecord {
+        let op = operation("op", "i", None);
+        store
+            .create_instance(&instance("i", "op"), &op)
+            .await
+            .unwrap();
         store
             .accept_operation(&op, "data-0", &Effect::None, 0)
             .await
@@ -191,5 +205,68 @@ mod tests {
             .claim(&fresh, "a", now() + 10_000, now())
             .await
             .unwrap());
+    }
+
+    /// The stores a test runs on: SQLite, and PostgreSQL (a fresh database) when
+    /// `BROKERBOX_TEST_POSTGRES` names a server.
+    async fn stores() -> Vec<(tempfile::TempDir, SqlStore)> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let key = crate::store::seal::MasterKey::ephemeral;
+        let mut stores = vec![(dir, SqlStore::open(&url, key()).await.unwrap())];
+        if let Some(server) = std::env::var("BROKERBOX_TEST_POSTGRES")
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
+            use sqlx::Connection as _;
+            let name = format!("bbx_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let (base, _) = server.rsplit_once('/').unwrap();
+            let store = SqlStore::open(&format!("{base}/{name}"), key()).await;
+            stores.push((tempfile::tempdir().unwrap(), store.unwrap()));
+        }
+        stores
+    }
+
+    #[tokio::test]
+    async fn an_instance_and_a_binding_read_together_are_what_each_read_alone_finds() {
+        for (_dir, store) in stores().await {
+            let mut sealed = instance("i", "op-i");
+            sealed.parameters = Some(r#"{"secret":1}"#.into());
+            let op = operation("op-i", "i", None);
+            store.create_instance(&sealed, &op).await.unwrap();
+            store
+                .create_instance(&instance("j", "op-j"), &operation("op-j", "j", None))
+                .await
+                .unwrap();
+            let binding = BindingRecord {
+                broker: "b".into(),
+                binding_id: "x".into(),
+                instance_id: "i".into(),
+                attributes: r#"{"app":"a"}"#.into(),
+                result: None,
+                state: ResourceState::Creating,
+                operation_id: Some("op-x".into()),
+            };
+            let op = operation("op-x", "i", Some("x"));
+            store.create_binding(&binding, &op).await.unwrap();
+            for (i, x) in [("i", "x"), ("j", "x"), ("i", "y"), ("k", "x"), ("k", "y")] {
+                let together = store.instance_and_binding("b", i, x).await.unwrap();
+                let alone = (
+                    store.instance("b", i).await.unwrap(),
+                    store.binding("b", x).await.unwrap(),
+                );
+                assert_eq!(together, alone, "instance {i}, binding {x}");
+            }
+            let (found, bound) = store.instance_and_binding("b", "i", "x").await.unwrap();
+            assert_eq!(found.unwrap().parameters, sealed.parameters);
+            assert_eq!(bound.unwrap(), binding);
+            let (none, _) = store.instance_and_binding("other", "i", "x").await.unwrap();
+            assert!(none.is_none());
+        }
     }
 }

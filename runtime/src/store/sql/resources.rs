@@ -38,6 +38,30 @@ impl ResourceStore for SqlStore {
         Ok(rows.into_iter().next())
     }
 
+    async fn instance_and_binding(
+        &self,
+        broker: &str,
+        instance_id: &str,
+        binding_id: &str,
+    ) -> Result<(Option<InstanceRecord>, Option<BindingRecord>), StoreError> {
+        let rows = self
+            .db
+            .query(
+                &INSTANCE_AND_BINDING,
+                &args![broker, instance_id, binding_id],
+                instance_and_binding_row,
+            )
+            .await?;
+        let (instance, binding) = rows.into_iter().next().unwrap_or_default();
+        let instances = self
+            .opened(instance.into_iter().collect(), secrets::open_instance)
+            .await?;
+        let bindings = self
+            .opened(binding.into_iter().collect(), secrets::open_binding)
+            .await?;
+        Ok((instances.into_iter().next(), bindings.into_iter().next()))
+    }
+
     async fn create_instance(
         &self,
         i: &InstanceRecord,

@@ -32,6 +32,93 @@ pub(super) fn binding_row(row: &dyn RowLike) -> Result<BindingRecord, StoreError
     })
 }
 
+/// The columns of `instances` and of `bindings`, as the records hold them.
+const INSTANCE_COLUMNS: [&str; 12] = [
+    "broker",
+    "instance_id",
+    "service_id",
+    "plan_id",
+    "attributes",
+    "parameters",
+    "context",
+    "dashboard_url",
+    "metadata",
+    "maintenance_info",
+    "state",
+    "operation_id",
+];
+const BINDING_COLUMNS: [&str; 7] = [
+    "broker",
+    "binding_id",
+    "instance_id",
+    "attributes",
+    "result",
+    "state",
+    "operation_id",
+];
+
+/// An instance (`$1`, `$2`) and a binding (`$1`, `$3`) in one row: one probe row, each side
+/// joined to it (all NULL when absent), their columns prefixed `i_` and `b_`.
+pub(super) static INSTANCE_AND_BINDING: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        let columns = |alias: &str, columns: &[&str]| {
+            columns
+                .iter()
+                .map(|c| format!("{alias}.{c} AS {alias}_{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "SELECT {}, {} FROM (SELECT 1 AS probe) AS probe \
+             LEFT JOIN instances AS i ON i.broker = $1 AND i.instance_id = $2 \
+             LEFT JOIN bindings AS b ON b.broker = $1 AND b.binding_id = $3",
+            columns("i", &INSTANCE_COLUMNS),
+            columns("b", &BINDING_COLUMNS)
+        )
+    });
+
+/// The columns of a row whose names start with a prefix (`i_`, `b_`).
+struct Prefixed<'a> {
+    row: &'a dyn RowLike,
+    prefix: &'static str,
+}
+
+impl Prefixed<'_> {
+    fn name(&self, column: &str) -> String {
+        format!("{}{column}", self.prefix)
+    }
+}
+
+impl RowLike for Prefixed<'_> {
+    fn text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.row.text(&self.name(column))
+    }
+    fn int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.row.int(&self.name(column))
+    }
+    fn blob(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.row.blob(&self.name(column))
+    }
+}
+
+/// A row of [`INSTANCE_AND_BINDING`]: the instance and the binding, each if it exists.
+pub(super) fn instance_and_binding_row(
+    row: &dyn RowLike,
+) -> Result<(Option<InstanceRecord>, Option<BindingRecord>), StoreError> {
+    let instance = Prefixed { row, prefix: "i_" };
+    let binding = Prefixed { row, prefix: "b_" };
+    Ok((
+        match instance.text("instance_id")? {
+            Some(_) => Some(instance_row(&instance)?),
+            None => None,
+        },
+        match binding.text("binding_id")? {
+            Some(_) => Some(binding_row(&binding)?),
+            None => None,
+        },
+    ))
+}
+
 pub(super) fn operation_row(row: &dyn RowLike) -> Result<OperationRecord, StoreError> {
     Ok(OperationRecord {
         id: get(row, "id")?,
