@@ -677,6 +677,11 @@ impl Db {
         }
     }
 
+    /// Whether this is PostgreSQL (where a few statements are written in its own dialect).
+    pub(super) fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
     /// How many SQLite transactions the writer committed (0 on PostgreSQL).
     #[cfg(test)]
     pub(super) fn commits(&self) -> u64 {

@@ -269,4 +269,50 @@ mod tests {
             assert!(none.is_none());
         }
     }
+
+    #[tokio::test]
+    async fn the_latest_operation_of_a_resource_is_the_last_started_even_within_a_millisecond() {
+        for (_dir, store) in stores().await {
+            let mut created = operation("op-0", "i", None);
+            created.created_at = 1_000;
+            store
+                .create_instance(&instance("i", "op-0"), &created)
+                .await
+                .unwrap();
+            let ready = Effect::InstanceReady {
+                plan_id: "p".into(),
+                dashboard_url: None,
+                metadata: None,
+                parameters: None,
+                context: None,
+                maintenance_info: None,
+            };
+            let done = Outcome::succeeded(None);
+            store
+                .finish_operation(&created, &done, &ready)
+                .await
+                .unwrap();
+            // Ids sort the other way round, and every operation has the same millisecond:
+            // only the insert order tells them apart.
+            for n in 1..=3 {
+                let mut op = operation(&format!("op-{}", 9 - n), "i", None);
+                op.kind = OperationKind::Update;
+                op.created_at = 1_000;
+                store
+                    .start_operation(&op, ResourceState::Updating)
+                    .await
+                    .unwrap();
+                let latest = store
+                    .latest_operation("b", "i", None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(latest.id, op.id);
+                store
+                    .finish_operation(&op, &done, &Effect::InstanceRestored)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
 }

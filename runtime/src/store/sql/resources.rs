@@ -96,7 +96,7 @@ impl ResourceStore for SqlStore {
             .write_guarded_insert(
                 Durability::Committed,
                 instance,
-                insert_operation(&self.sealer, op),
+                insert_operation(&self.sealer, op, self.db.is_postgres()),
             )
             .await?;
         one(inserted)
@@ -130,7 +130,7 @@ impl ResourceStore for SqlStore {
             .write_guarded_insert(
                 Durability::Committed,
                 binding,
-                insert_operation(&self.sealer, op),
+                insert_operation(&self.sealer, op, self.db.is_postgres()),
             )
             .await?;
         one(inserted)
@@ -164,7 +164,7 @@ impl ResourceStore for SqlStore {
             .write_guarded_insert(
                 Durability::Committed,
                 guard,
-                insert_operation(&self.sealer, op),
+                insert_operation(&self.sealer, op, self.db.is_postgres()),
             )
             .await?;
         one(taken)

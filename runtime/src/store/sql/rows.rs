@@ -145,17 +145,24 @@ pub(super) fn operation_row(row: &dyn RowLike) -> Result<OperationRecord, StoreE
     })
 }
 
-/// The statement inserting `op`'s row (its secrets sealed).
-pub(super) fn insert_operation(sealer: &Sealer, op: &OperationRecord) -> Statement {
+/// The statement inserting `op`'s row (its secrets sealed), for PostgreSQL or SQLite.
+///
+/// `seq` orders the operations of one resource even within one millisecond: PostgreSQL draws
+/// it from a sequence (migration `0012`); on SQLite, whose one writer inserts, it is the
+/// largest plus one (an index's last entry, read in process).
+pub(super) fn insert_operation(sealer: &Sealer, op: &OperationRecord, postgres: bool) -> Statement {
     let op = &secrets::sealed_operation(sealer, op);
-    // `seq` orders the operations of one resource even within one millisecond.
-    const SQL: &str = "INSERT INTO operations (id, broker, instance_id, binding_id, kind, state, \
-        description, guest_data, target_plan, attempts, created_at, updated_at, request, owner, \
-        lease_until, broker_version, actor, tenant, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-        $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+    const POSTGRES: &str = "INSERT INTO operations (id, broker, instance_id, binding_id, kind, \
+        state, description, guest_data, target_plan, attempts, created_at, updated_at, request, \
+        owner, lease_until, broker_version, actor, tenant, seq) VALUES ($1, $2, $3, $4, $5, $6, \
+        $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, nextval('operations_seq'))";
+    const SQLITE: &str = "INSERT INTO operations (id, broker, instance_id, binding_id, kind, \
+        state, description, guest_data, target_plan, attempts, created_at, updated_at, request, \
+        owner, lease_until, broker_version, actor, tenant, seq) VALUES ($1, $2, $3, $4, $5, $6, \
+        $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
         (SELECT COALESCE(MAX(seq), 0) + 1 FROM operations))";
     Statement {
-        sql: SQL,
+        sql: if postgres { POSTGRES } else { SQLITE },
         args: owned(args![
             &op.id,
             &op.broker,
