@@ -231,22 +231,21 @@ async fn deprovision(
     if let Err(refused) = check(&peer, &headers) {
         return refuse(refused);
     }
-    match peer.store.instance(BROKER, &instance_id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return error(StatusCode::GONE, "no such instance"),
-        Err(e) => return internal(e),
-    }
     let file = match instance_file(&peer, &instance_id) {
         Ok(file) => file,
         Err(refused) => return refuse(refused),
     };
+    // No read first (as brokerbox does): a refused start is read to tell why.
     let op = operation(&instance_id, None, OperationKind::Deprovision);
     if let Err(e) = peer
         .store
         .start_operation(&op, ResourceState::Deleting)
         .await
     {
-        return internal(e);
+        return match (e, peer.store.instance(BROKER, &instance_id).await) {
+            (StoreError::Changed, Ok(None)) => error(StatusCode::GONE, "no such instance"),
+            (e, _) => internal(e),
+        };
     }
     if let Err(e) = std::fs::remove_file(file) {
         return internal(e);
@@ -321,18 +320,20 @@ async fn unbind(
     if let Err(refused) = check(&peer, &headers) {
         return refuse(refused);
     }
-    match peer.store.binding(BROKER, &binding_id).await {
-        Ok(Some(binding)) if binding.instance_id == instance_id => {}
-        Ok(_) => return error(StatusCode::GONE, "no such binding"),
-        Err(e) => return internal(e),
-    }
     let op = operation(&instance_id, Some(&binding_id), OperationKind::Unbind);
     if let Err(e) = peer
         .store
         .start_operation(&op, ResourceState::Deleting)
         .await
     {
-        return internal(e);
+        return match (e, peer.store.binding(BROKER, &binding_id).await) {
+            (StoreError::Changed, Ok(b))
+                if b.as_ref().is_none_or(|b| b.instance_id != instance_id) =>
+            {
+                error(StatusCode::GONE, "no such binding")
+            }
+            (e, _) => internal(e),
+        };
     }
     match peer
         .store

@@ -173,6 +173,11 @@ impl OperationSettings {
         self.async_only || self.async_only_plans.iter().any(|p| p == plan_id)
     }
 
+    /// Whether no plan runs asynchronously only.
+    pub fn async_required_by_none(&self) -> bool {
+        !self.async_only && self.async_only_plans.is_empty()
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.sync_deadline_ms == 0 || self.sync_deadline_ms > 600_000 {
             return Err("operations.sync_deadline_ms must be between 1 and 600000".into());

@@ -8,7 +8,7 @@ use super::request::{Body, Osb};
 use super::{quotas, validate, AppState, Reply};
 use crate::error::ApiError;
 use crate::ops::wire::BindBody;
-use crate::ops::{self, Created, Existing, NewResource, Settled};
+use crate::ops::{self, Created, Existing, NewResource, OpError, Settled};
 use crate::store::{BindingRecord, Effect, OperationKind, ResourceState};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -83,6 +83,18 @@ pub async fn unbind(
 ) -> Result<Reply, ApiError> {
     let (instance_id, binding_id) = (&path.instance_id, &path.binding_id);
     let (store, broker) = (&state.ops.store, &osb.broker.name);
+    let body = json!({ "service_id": query.service_id, "plan_id": query.plan_id });
+    let ids = (instance_id.as_str(), Some(binding_id.as_str()));
+    if checks::deletes_unread(&state, &osb, &query) {
+        let stored = osb.stored_call(OperationKind::Unbind, ids, body.clone(), query.accepts);
+        let ctx = osb.context(&state, &stored);
+        match ops::change(ctx, stored, ResourceState::Deleting, None).await {
+            // Not ready (gone, of another instance, being deleted, busy): read, and answered
+            // as read.
+            Err(OpError::Busy(_)) => {}
+            settled => return Ok(deleted(settled?)),
+        }
+    }
     let (instance, existing) = (store)
         .instance_and_binding(broker, instance_id, binding_id)
         .await?;
@@ -95,8 +107,6 @@ pub async fn unbind(
     }
     validate::async_allowed(&osb, &query.plan_id, query.accepts)?;
     quotas::operations(&state, &osb).await?;
-    let body = json!({ "service_id": query.service_id, "plan_id": query.plan_id });
-    let ids = (instance_id.as_str(), Some(binding_id.as_str()));
     let stored = osb.stored_call(OperationKind::Unbind, ids, body, query.accepts);
     let ctx = osb.context(&state, &stored);
     let settled = ops::change(ctx, stored, ResourceState::Deleting, None).await?;

@@ -2,8 +2,10 @@
 //! required fields, and the broker's catalog (plan of the service, schemas, maintenance info,
 //! plan changes, bindability, async-only plans).
 
+use super::params::DeleteQuery;
 use super::request::Osb;
 use super::validate::{self, object_text, required};
+use super::{quotas, AppState};
 use crate::catalog::SchemaKind;
 use crate::error::ApiError;
 use crate::ops::wire::{BindBody, ProvisionBody, UpdateBody};
@@ -190,6 +192,20 @@ pub fn bind_instance(
 /// The ids a delete names: the resource's own instance's service and plan need not be in
 /// the catalog any more (an instance whose plan a newer version dropped can still be
 /// deleted); other ids must be.
+/// Whether a delete (deprovision, unbind) may start without reading its resource first: its
+/// ids name a plan of the catalog (so they need not be compared with the resource's own), no
+/// plan of the broker refuses it synchronously, and no quota applies (a delete of a resource
+/// that is gone answers 410, never a quota's 422). The delete's guard (the resource ready or
+/// failed, the binding of that instance) then decides; a refused delete is read and answered
+/// as if it had been read first.
+pub fn deletes_unread(state: &AppState, osb: &Osb, query: &DeleteQuery) -> bool {
+    let operations = &osb.broker.manifest.operations;
+    let never_refused = operations.async_required_by_none() || query.accepts;
+    never_refused
+        && validate::plan(&osb.broker, &query.service_id, &query.plan_id).is_ok()
+        && !quotas::any(state, osb)
+}
+
 pub fn delete_ids(
     osb: &Osb,
     instance: Option<&InstanceRecord>,

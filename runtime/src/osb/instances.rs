@@ -8,7 +8,7 @@ use super::request::{Body, Osb};
 use super::{quotas, validate, AppState, Reply};
 use crate::error::ApiError;
 use crate::ops::wire::{ProvisionBody, UpdateBody};
-use crate::ops::{self, Created, Existing, NewResource, OpContext, Settled};
+use crate::ops::{self, Created, Existing, NewResource, OpContext, OpError, Settled};
 use crate::store::{Effect, InstanceRecord, OperationKind, ResourceState};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -90,6 +90,21 @@ pub async fn deprovision(
     query: DeleteQuery,
 ) -> Result<Reply, ApiError> {
     let id = &path.instance_id;
+    let body = json!({ "service_id": query.service_id, "plan_id": query.plan_id });
+    if checks::deletes_unread(&state, &osb, &query) {
+        let stored = osb.stored_call(
+            OperationKind::Deprovision,
+            (id, None),
+            body.clone(),
+            query.accepts,
+        );
+        let ctx = osb.context(&state, &stored);
+        match ops::change(ctx, stored, ResourceState::Deleting, None).await {
+            // Not ready (gone, being deleted, busy): read, and answered as read.
+            Err(OpError::Busy(_)) => {}
+            settled => return Ok(deleted(settled?)),
+        }
+    }
     let existing = state.ops.store.instance(&osb.broker.name, id).await?;
     checks::delete_ids(&osb, existing.as_ref(), &query.service_id, &query.plan_id)?;
     let existing =
@@ -99,7 +114,6 @@ pub async fn deprovision(
     }
     validate::async_allowed(&osb, &existing.plan_id, query.accepts)?;
     quotas::operations(&state, &osb).await?;
-    let body = json!({ "service_id": query.service_id, "plan_id": query.plan_id });
     let stored = osb.stored_call(OperationKind::Deprovision, (id, None), body, query.accepts);
     let ctx = osb.context(&state, &stored);
     let settled = ops::change(ctx, stored, ResourceState::Deleting, None).await?;

@@ -186,6 +186,18 @@ async fn file_broker_lifecycle_creates_and_removes_the_instance_file() {
     assert_eq!(again.status, StatusCode::OK);
 
     let query = format!("?service_id={FILE_SERVICE}&plan_id={FILE_LARGE}");
+    // The binding is not one of another instance's: its unbind there is 410 and changes nothing.
+    let elsewhere = rt
+        .osb(
+            Method::DELETE,
+            "file-broker",
+            &format!("/v2/service_instances/other/service_bindings/bind-1{query}"),
+            None,
+        )
+        .await;
+    assert_eq!(elsewhere.status, StatusCode::GONE, "{:?}", elsewhere.body);
+    let still = rt.osb(Method::GET, "file-broker", &binding, None).await;
+    assert_eq!(still.status, StatusCode::OK, "{:?}", still.body);
     let unbound = rt
         .osb(
             Method::DELETE,

@@ -142,22 +142,21 @@ impl ResourceStore for SqlStore {
         state: ResourceState,
     ) -> Result<(), StoreError> {
         // Only a resource that is ready (or failed, for deletes) may start an operation: this
-        // is the one-operation-at-a-time guard, checked and taken atomically.
-        let (sql, resource) = match &op.binding_id {
-            Some(binding) => (
-                "UPDATE bindings SET state = $1, operation_id = $2, updated_at = $3 \
-                 WHERE broker = $4 AND binding_id = $5 AND state IN ('ready', 'failed')",
-                binding,
-            ),
-            None => (
-                "UPDATE instances SET state = $1, operation_id = $2, updated_at = $3 \
-                 WHERE broker = $4 AND instance_id = $5 AND state IN ('ready', 'failed')",
-                &op.instance_id,
-            ),
-        };
-        let guard = Statement {
-            sql,
-            args: owned(args![state.as_str(), &op.id, now(), &op.broker, resource]),
+        // is the one-operation-at-a-time guard, checked and taken atomically. A binding's
+        // operation names its instance too.
+        let (t, broker, instance) = (now(), &op.broker, &op.instance_id);
+        let guard = match &op.binding_id {
+            Some(binding) => Statement {
+                sql: "UPDATE bindings SET state = $1, operation_id = $2, updated_at = $3 \
+                      WHERE broker = $4 AND binding_id = $5 AND instance_id = $6 \
+                      AND state IN ('ready', 'failed')",
+                args: owned(args![state.as_str(), &op.id, t, broker, binding, instance]),
+            },
+            None => Statement {
+                sql: "UPDATE instances SET state = $1, operation_id = $2, updated_at = $3 \
+                      WHERE broker = $4 AND instance_id = $5 AND state IN ('ready', 'failed')",
+                args: owned(args![state.as_str(), &op.id, t, broker, instance]),
+            },
         };
         let taken = self
             .db
