@@ -189,9 +189,6 @@ pub fn bind_instance(
     Ok(())
 }
 
-/// The ids a delete names: the resource's own instance's service and plan need not be in
-/// the catalog any more (an instance whose plan a newer version dropped can still be
-/// deleted); other ids must be.
 /// Whether a delete (deprovision, unbind) may start without reading its resource first: its
 /// ids name a plan of the catalog (so they need not be compared with the resource's own), no
 /// plan of the broker refuses it synchronously, and no quota applies (a delete of a resource
@@ -206,6 +203,9 @@ pub fn deletes_unread(state: &AppState, osb: &Osb, query: &DeleteQuery) -> bool 
         && !quotas::any(state, osb)
 }
 
+/// The ids a delete names: the resource's own instance's service and plan need not be in
+/// the catalog any more (an instance whose plan a newer version dropped can still be
+/// deleted); other ids must be.
 pub fn delete_ids(
     osb: &Osb,
     instance: Option<&InstanceRecord>,
