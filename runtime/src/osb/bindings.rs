@@ -83,14 +83,14 @@ pub async fn unbind(
 ) -> Result<Reply, ApiError> {
     let (instance_id, binding_id) = (&path.instance_id, &path.binding_id);
     let (store, broker) = (&state.ops.store, &osb.broker.name);
-    let body = json!({ "service_id": query.service_id, "plan_id": query.plan_id });
-    let ids = (instance_id.as_str(), Some(binding_id.as_str()));
+    let (kind, ids) = (
+        OperationKind::Unbind,
+        (instance_id.as_str(), Some(binding_id.as_str())),
+    );
     if checks::deletes_unread(&state, &osb, &query) {
-        let stored = osb.stored_call(OperationKind::Unbind, ids, body.clone(), query.accepts);
-        let ctx = osb.context(&state, &stored);
-        match ops::change(ctx, stored, ResourceState::Deleting, None).await {
-            // Not ready (gone, of another instance, being deleted, busy): read, and answered
-            // as read.
+        match osb.delete(&state, kind, ids, &query).await {
+            // Not there to delete (gone, of another instance, being deleted, busy): read, and
+            // answered as read.
             Err(OpError::Busy(_)) => {}
             settled => return Ok(deleted(settled?)),
         }
@@ -107,10 +107,7 @@ pub async fn unbind(
     }
     validate::async_allowed(&osb, &query.plan_id, query.accepts)?;
     quotas::operations(&state, &osb).await?;
-    let stored = osb.stored_call(OperationKind::Unbind, ids, body, query.accepts);
-    let ctx = osb.context(&state, &stored);
-    let settled = ops::change(ctx, stored, ResourceState::Deleting, None).await?;
-    Ok(deleted(settled))
+    Ok(deleted(osb.delete(&state, kind, ids, &query).await?))
 }
 
 /// `GET .../service_bindings/:binding_id`.

@@ -90,17 +90,10 @@ pub async fn deprovision(
     query: DeleteQuery,
 ) -> Result<Reply, ApiError> {
     let id = &path.instance_id;
-    let body = json!({ "service_id": query.service_id, "plan_id": query.plan_id });
+    let kind = OperationKind::Deprovision;
     if checks::deletes_unread(&state, &osb, &query) {
-        let stored = osb.stored_call(
-            OperationKind::Deprovision,
-            (id, None),
-            body.clone(),
-            query.accepts,
-        );
-        let ctx = osb.context(&state, &stored);
-        match ops::change(ctx, stored, ResourceState::Deleting, None).await {
-            // Not ready (gone, being deleted, busy): read, and answered as read.
+        match osb.delete(&state, kind, (id, None), &query).await {
+            // Not there to delete (gone, being deleted, busy): read, and answered as read.
             Err(OpError::Busy(_)) => {}
             settled => return Ok(deleted(settled?)),
         }
@@ -114,10 +107,7 @@ pub async fn deprovision(
     }
     validate::async_allowed(&osb, &existing.plan_id, query.accepts)?;
     quotas::operations(&state, &osb).await?;
-    let stored = osb.stored_call(OperationKind::Deprovision, (id, None), body, query.accepts);
-    let ctx = osb.context(&state, &stored);
-    let settled = ops::change(ctx, stored, ResourceState::Deleting, None).await?;
-    Ok(deleted(settled))
+    Ok(deleted(osb.delete(&state, kind, (id, None), &query).await?))
 }
 
 /// `GET /v2/service_instances/:instance_id`.

@@ -271,4 +271,22 @@ impl Osb {
             call: stored.call_info(1),
         }
     }
+
+    /// Starts and runs the delete (deprovision or unbind) of `ids` this request asks for.
+    ///
+    /// # Errors
+    /// [`crate::ops::OpError::Busy`] when the resource is not there to delete (gone, of
+    /// another instance, busy); otherwise as [`crate::ops::change`].
+    pub async fn delete(
+        &self,
+        state: &AppState,
+        kind: crate::store::OperationKind,
+        ids: (&str, Option<&str>),
+        query: &super::params::DeleteQuery,
+    ) -> Result<crate::ops::Settled, crate::ops::OpError> {
+        let body = serde_json::json!({ "service_id": query.service_id, "plan_id": query.plan_id });
+        let stored = self.stored_call(kind, ids, body, query.accepts);
+        let ctx = self.context(state, &stored);
+        crate::ops::change(ctx, stored, crate::store::ResourceState::Deleting, None).await
+    }
 }

@@ -772,6 +772,29 @@ fn shift_parameters(sql: &str, by: usize) -> String {
     out
 }
 
+/// The databases a store test runs on, as URLs: SQLite in the returned directory, and
+/// PostgreSQL (a fresh database) when `BROKERBOX_TEST_POSTGRES` names a server.
+#[cfg(test)]
+pub(super) async fn test_database_urls() -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![format!("sqlite://{}", dir.path().join("c.db").display())];
+    if let Some(server) = std::env::var("BROKERBOX_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        use sqlx::Connection as _;
+        let name = format!("bbx_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let (base, _) = server.rsplit_once('/').unwrap();
+        urls.push(format!("{base}/{name}"));
+    }
+    (dir, urls)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -795,28 +818,14 @@ mod tests {
         Statement { sql, args }
     }
 
-    /// The databases a test runs on: SQLite, and PostgreSQL (a fresh database) when
-    /// `BROKERBOX_TEST_POSTGRES` names a server.
+    /// The databases a test runs on (see [`test_database_urls`]).
     async fn databases() -> Vec<(Option<tempfile::TempDir>, Db)> {
-        let dir = tempfile::tempdir().unwrap();
-        let sqlite = Db::open(&format!("sqlite://{}", dir.path().join("c.db").display()))
-            .await
-            .unwrap();
-        let mut dbs = vec![(Some(dir), sqlite)];
-        if let Some(server) = std::env::var("BROKERBOX_TEST_POSTGRES")
-            .ok()
-            .filter(|s| !s.is_empty())
-        {
-            use sqlx::Connection as _;
-            let name = format!("bbx_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let (base, _) = server.rsplit_once('/').unwrap();
-            dbs.push((None, Db::open(&format!("{base}/{name}")).await.unwrap()));
+        let (dir, urls) = test_database_urls().await;
+        let mut dbs = Vec::new();
+        for url in urls {
+            dbs.push((None, Db::open(&url).await.unwrap()));
         }
+        dbs[0].0 = Some(dir);
         dbs
     }
 

@@ -207,34 +207,22 @@ mod tests {
             .unwrap());
     }
 
-    /// The stores a test runs on: SQLite, and PostgreSQL (a fresh database) when
-    /// `BROKERBOX_TEST_POSTGRES` names a server.
-    async fn stores() -> Vec<(tempfile::TempDir, SqlStore)> {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let key = crate::store::seal::MasterKey::ephemeral;
-        let mut stores = vec![(dir, SqlStore::open(&url, key()).await.unwrap())];
-        if let Some(server) = std::env::var("BROKERBOX_TEST_POSTGRES")
-            .ok()
-            .filter(|s| !s.is_empty())
-        {
-            use sqlx::Connection as _;
-            let name = format!("bbx_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let (base, _) = server.rsplit_once('/').unwrap();
-            let store = SqlStore::open(&format!("{base}/{name}"), key()).await;
-            stores.push((tempfile::tempdir().unwrap(), store.unwrap()));
+    /// The stores a test runs on (see [`db::test_database_urls`]), and the directory of the
+    /// SQLite one.
+    async fn stores() -> (tempfile::TempDir, Vec<SqlStore>) {
+        let (dir, urls) = db::test_database_urls().await;
+        let mut stores = Vec::new();
+        for url in urls {
+            let key = crate::store::seal::MasterKey::ephemeral();
+            stores.push(SqlStore::open(&url, key).await.unwrap());
         }
-        stores
+        (dir, stores)
     }
 
     #[tokio::test]
     async fn an_instance_and_a_binding_read_together_are_what_each_read_alone_finds() {
-        for (_dir, store) in stores().await {
+        let (_dir, stores) = stores().await;
+        for store in stores {
             let mut sealed = instance("i", "op-i");
             sealed.parameters = Some(r#"{"secret":1}"#.into());
             let op = operation("op-i", "i", None);
@@ -272,7 +260,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_latest_operation_of_a_resource_is_the_last_started_even_within_a_millisecond() {
-        for (_dir, store) in stores().await {
+        let (_dir, stores) = stores().await;
+        for store in stores {
             let mut created = operation("op-0", "i", None);
             created.created_at = 1_000;
             store
