@@ -7,13 +7,13 @@ use super::bindings::types::{
     InstanceResponse, LastOperationRequest, OperationState, ProvisionRequest, ServiceCatalog,
     UnbindRequest, UpdateRequest,
 };
-use super::bindings::{Broker, BrokerPre};
+use super::bindings::BrokerPre;
 use super::host::{Grants, GuestLog, HostState};
 use super::limits::{Limits, MAX_CATALOG_HOSTCALL_BYTES, MAX_HOSTCALL_BYTES};
 use super::Sandbox;
 use super::{CallError, CallInfo};
 use anyhow::Context;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{ComponentExportIndex, HasSelf, Instance, Linker};
 use wasmtime::Store;
 
 /// A broker's compiled component, ready to be instantiated for each call.
@@ -34,6 +34,48 @@ pub struct Guest {
     metrics: crate::telemetry::metrics::CallMetrics,
     /// Its warm instances, when `limits.calls_per_instance` lets calls reuse them.
     warm: Option<std::sync::Arc<super::warm::WarmPool>>,
+    /// Where each function of its `osb` export is.
+    exports: OsbExports,
+}
+
+/// The `osb` interface's name as `wit/broker.wit` gives it (its package version included).
+const OSB_INTERFACE: &str = "brokerbox:broker/osb@0.1.0";
+
+/// Where the functions of a component's `osb` export are, found once per component: a call
+/// looks up and type-checks only the function it calls (the generated bindings would check
+/// all seven on every instantiation).
+struct OsbExports {
+    catalog: ComponentExportIndex,
+    provision: ComponentExportIndex,
+    update: ComponentExportIndex,
+    deprovision: ComponentExportIndex,
+    bind: ComponentExportIndex,
+    unbind: ComponentExportIndex,
+    last_operation: ComponentExportIndex,
+}
+
+impl OsbExports {
+    /// Finds the functions in `component` (already checked against the world by `BrokerPre`).
+    fn find(component: &wasmtime::component::Component) -> anyhow::Result<Self> {
+        const INTERFACE: &str = OSB_INTERFACE;
+        let osb = component
+            .get_export_index(None, INTERFACE)
+            .with_context(|| format!("no exported instance named `{INTERFACE}`"))?;
+        let function = |name: &str| {
+            component
+                .get_export_index(Some(&osb), name)
+                .with_context(|| format!("`{INTERFACE}` does not export `{name}`"))
+        };
+        Ok(OsbExports {
+            catalog: function("catalog")?,
+            provision: function("provision")?,
+            update: function("update")?,
+            deprovision: function("deprovision")?,
+            bind: function("bind")?,
+            unbind: function("unbind")?,
+            last_operation: function("last-operation")?,
+        })
+    }
 }
 
 /// One call into the guest's `osb` interface: the one call type between the operation layer
@@ -134,9 +176,11 @@ impl Guest {
             .with_context(|| {
                 format!("{label} does not implement the brokerbox:broker/broker world")
             })?;
+        let exports = OsbExports::find(pre.instance_pre().component())?;
         let slots = sandbox.live.broker(name, limits.max_concurrency);
         let warm = (limits.calls_per_instance > 1).then(|| sandbox.idle.pool());
         Ok(Guest {
+            exports,
             warm,
             name: name.to_string(),
             pre,
@@ -267,17 +311,22 @@ impl Guest {
                 let mut store = reused.store;
                 store.data_mut().next_call(&self.grants, self.log(info));
                 self.ready_store(&mut store, hostcall_bytes)?;
-                (store, Some(reused.broker), calls)
+                (store, Some(reused.instance), calls)
             }
             None => (self.new_store(info, hostcall_bytes)?, None, 0),
         };
         let outcome = tokio::time::timeout(deadline, async {
-            let broker = match warm {
-                Some(broker) => broker,
-                None => self.pre.instantiate_async(&mut store).await?,
+            let instance = match warm {
+                Some(instance) => instance,
+                None => {
+                    self.pre
+                        .instance_pre()
+                        .instantiate_async(&mut store)
+                        .await?
+                }
             };
-            let answer = invoke(&broker, &mut store, request).await?;
-            wasmtime::Result::Ok((broker, answer))
+            let answer = invoke(&instance, &self.exports, &mut store, request).await?;
+            wasmtime::Result::Ok((instance, answer))
         })
         .await;
         *fuel = Some(
@@ -289,7 +338,7 @@ impl Guest {
         let memory_refused = store.data().limits.memory_refused;
         let outcome = match outcome {
             // The guest answered (a value or a refusal): its instance may serve again.
-            Ok(Ok((broker, answer))) => {
+            Ok(Ok((instance, answer))) => {
                 let calls = served + 1;
                 if let Some(pool) = &self.warm {
                     if calls < self.limits.calls_per_instance {
@@ -300,7 +349,7 @@ impl Guest {
                             .data_mut()
                             .holds_more_than(super::warm::MAX_IDLE_RESOURCES)
                         {
-                            pool.park(super::warm::Instance { store, broker }, calls, memory);
+                            pool.park(super::warm::Instance { store, instance }, calls, memory);
                         }
                     }
                 }
@@ -445,23 +494,63 @@ impl Request {
     }
 }
 
-/// Makes the call on the instance `broker` in `store`.
+/// Makes the call on `instance` in `store`: looks up and type-checks the one function it calls.
 async fn invoke(
-    broker: &Broker,
+    instance: &Instance,
+    exports: &OsbExports,
     store: &mut Store<HostState>,
     request: Request,
 ) -> wasmtime::Result<Result<Response, BrokerError>> {
-    let osb = broker.brokerbox_broker_osb();
+    /// Calls the function at `$index` with `$args`, mapping its answer with `$wrap`.
+    macro_rules! call {
+        ($index:expr, ($($arg:ty),*) -> $ok:ty, $args:expr, $wrap:expr) => {{
+            let function = instance
+                .get_typed_func::<($($arg,)*), (Result<$ok, BrokerError>,)>(&mut *store, $index)?;
+            let (answer,) = function.call_async(&mut *store, $args).await?;
+            answer.map($wrap)
+        }};
+    }
     Ok(match request {
-        Request::ServiceCatalog => osb.call_catalog(store).await?.map(Response::ServiceCatalog),
-        Request::Provision(r) => osb.call_provision(store, &r).await?.map(Response::Instance),
-        Request::Update(r) => osb.call_update(store, &r).await?.map(Response::Instance),
-        Request::Deprovision(r) => osb.call_deprovision(store, &r).await?.map(Response::Delete),
-        Request::Bind(r) => osb.call_bind(store, &r).await?.map(Response::Binding),
-        Request::Unbind(r) => osb.call_unbind(store, &r).await?.map(Response::Delete),
-        Request::LastOperation(r) => osb
-            .call_last_operation(store, &r)
-            .await?
-            .map(Response::Operation),
+        Request::ServiceCatalog => {
+            call!(&exports.catalog, () -> ServiceCatalog, (), Response::ServiceCatalog)
+        }
+        Request::Provision(r) => call!(
+            &exports.provision, (&ProvisionRequest) -> InstanceResponse, (&r,), Response::Instance
+        ),
+        Request::Update(r) => call!(
+            &exports.update, (&UpdateRequest) -> InstanceResponse, (&r,), Response::Instance
+        ),
+        Request::Deprovision(r) => call!(
+            &exports.deprovision, (&DeprovisionRequest) -> DeleteResponse, (&r,), Response::Delete
+        ),
+        Request::Bind(r) => call!(
+            &exports.bind, (&BindRequest) -> BindingResponse, (&r,), Response::Binding
+        ),
+        Request::Unbind(r) => call!(
+            &exports.unbind, (&UnbindRequest) -> DeleteResponse, (&r,), Response::Delete
+        ),
+        Request::LastOperation(r) => call!(
+            &exports.last_operation,
+            (&LastOperationRequest) -> OperationState,
+            (&r,),
+            Response::Operation
+        ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_osb_interface_is_named_with_the_wit_package_version() {
+        let wit = include_str!("../../../wit/broker.wit");
+        let version = wit
+            .lines()
+            .find_map(|line| line.strip_prefix("package brokerbox:broker@"))
+            .and_then(|rest| rest.strip_suffix(';'))
+            .expect("wit/broker.wit names its package");
+        assert_eq!(
+            super::OSB_INTERFACE,
+            format!("brokerbox:broker/osb@{version}")
+        );
+    }
 }

@@ -16,7 +16,6 @@
 //! brokers keep theirs and one broker's idle instances cannot hold the room for good. Warm
 //! instances make calls cheaper, never possible or impossible.
 
-use super::bindings::Broker;
 use super::host::HostState;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -41,7 +40,7 @@ pub struct Instance {
     /// Its store.
     pub store: Store<HostState>,
     /// Its instance.
-    pub broker: Broker,
+    pub instance: wasmtime::component::Instance,
 }
 
 /// The runtime's room for idle instances, and every pool that may hold some.
