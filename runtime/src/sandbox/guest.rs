@@ -36,6 +36,9 @@ pub struct Guest {
     warm: Option<std::sync::Arc<super::warm::WarmPool>>,
     /// Where each function of its `osb` export is.
     exports: OsbExports,
+    /// Whether all seven `osb` functions were type-checked (at the first instantiation: the
+    /// catalog call of its load), so a mistyped export refuses the load.
+    checked: std::sync::atomic::AtomicBool,
 }
 
 /// The `osb` interface's name as `wit/broker.wit` gives it (its package version included).
@@ -43,7 +46,7 @@ const OSB_INTERFACE: &str = "brokerbox:broker/osb@0.1.0";
 
 /// Where the functions of a component's `osb` export are, found once per component: a call
 /// looks up and type-checks only the function it calls (the generated bindings would check
-/// all seven on every instantiation).
+/// all seven on every instantiation; [`Guest`] checks them all once).
 struct OsbExports {
     catalog: ComponentExportIndex,
     provision: ComponentExportIndex,
@@ -57,14 +60,13 @@ struct OsbExports {
 impl OsbExports {
     /// Finds the functions in `component` (already checked against the world by `BrokerPre`).
     fn find(component: &wasmtime::component::Component) -> anyhow::Result<Self> {
-        const INTERFACE: &str = OSB_INTERFACE;
         let osb = component
-            .get_export_index(None, INTERFACE)
-            .with_context(|| format!("no exported instance named `{INTERFACE}`"))?;
+            .get_export_index(None, OSB_INTERFACE)
+            .with_context(|| format!("no exported instance named `{OSB_INTERFACE}`"))?;
         let function = |name: &str| {
             component
                 .get_export_index(Some(&osb), name)
-                .with_context(|| format!("`{INTERFACE}` does not export `{name}`"))
+                .with_context(|| format!("`{OSB_INTERFACE}` does not export `{name}`"))
         };
         Ok(OsbExports {
             catalog: function("catalog")?,
@@ -181,6 +183,7 @@ impl Guest {
         let warm = (limits.calls_per_instance > 1).then(|| sandbox.idle.pool());
         Ok(Guest {
             exports,
+            checked: std::sync::atomic::AtomicBool::new(false),
             warm,
             name: name.to_string(),
             pre,
@@ -319,10 +322,13 @@ impl Guest {
             let instance = match warm {
                 Some(instance) => instance,
                 None => {
-                    self.pre
+                    let instance = self
+                        .pre
                         .instance_pre()
                         .instantiate_async(&mut store)
-                        .await?
+                        .await?;
+                    self.check_exports(&mut store, &instance)?;
+                    instance
                 }
             };
             let answer = invoke(&instance, &self.exports, &mut store, request).await?;
@@ -372,6 +378,21 @@ impl Guest {
             }
             Ok(Ok(Ok(response))) => Ok(response),
         }
+    }
+
+    /// Type-checks all seven `osb` functions of `instance` against the world, the first time
+    /// this guest is instantiated (later calls check only the function they call).
+    fn check_exports(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+    ) -> wasmtime::Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.checked.load(Ordering::Relaxed) {
+            super::bindings::Broker::new(&mut *store, instance)?;
+            self.checked.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// A fresh store for one call (see [`Guest::ready_store`]).
@@ -540,6 +561,80 @@ async fn invoke(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Copies the directory tree `from` to `to`.
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    /// A component of the `broker` world of `wit/` (with `bind` answering `bind_answers`),
+    /// whose functions all trap: made from the WIT alone.
+    fn component(bind_answers: &str) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        copy_dir(&wit, dir.path());
+        let contract = dir.path().join("broker.wit");
+        let bind = "bind: func(request: bind-request) -> result<binding-response, broker-error>;";
+        let text = std::fs::read_to_string(&contract).unwrap();
+        assert!(text.contains(bind));
+        let changed = bind.replace("binding-response", bind_answers);
+        std::fs::write(&contract, text.replace(bind, &changed)).unwrap();
+        let mut resolve = wit_parser::Resolve::default();
+        let (package, _) = resolve.push_dir(dir.path()).unwrap();
+        let world = resolve.select_world(&[package], Some("broker")).unwrap();
+        let mut module =
+            wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+        )
+        .unwrap();
+        wit_component::ComponentEncoder::default()
+            .module(&module)
+            .unwrap()
+            .validate(true)
+            .encode()
+            .unwrap()
+    }
+
+    /// What the first call (the catalog call of a load) of `wasm` fails with.
+    async fn first_call_error(wasm: &[u8]) -> String {
+        let sandbox = Sandbox::new(super::super::cache::ComponentCache::in_memory(), 4).unwrap();
+        let guest = Guest::load(
+            &sandbox,
+            "b",
+            "b",
+            wasm,
+            Limits::default(),
+            Grants::default(),
+        )
+        .unwrap();
+        let error = guest.catalog(&CallInfo::default()).await.unwrap_err();
+        error.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_mistyped_osb_function_fails_the_first_call_even_when_another_is_called() {
+        // The functions of the right types are checked and called: the dummy catalog traps.
+        let right = first_call_error(&component("binding-response")).await;
+        assert!(!right.contains("type mismatch"), "{right}");
+        // `bind` answering another type fails the catalog call (the load) before it runs.
+        let mistyped = first_call_error(&component("delete-response")).await;
+        assert!(mistyped.contains("type mismatch"), "{mistyped}");
+    }
+
     #[test]
     fn the_osb_interface_is_named_with_the_wit_package_version() {
         let wit = include_str!("../../../wit/broker.wit");
