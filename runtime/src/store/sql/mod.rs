@@ -112,6 +112,7 @@ fn count(value: i64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::AuditLog;
 
     fn instance(id: &str, op: &str) -> InstanceRecord {
         InstanceRecord {
@@ -255,6 +256,72 @@ mod tests {
             assert_eq!(bound.unwrap(), binding);
             let (none, _) = store.instance_and_binding("other", "i", "x").await.unwrap();
             assert!(none.is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn only_operations_in_progress_are_counted_polled_or_orphaned_and_failures_stay_listed() {
+        let (_dir, stores) = stores().await;
+        for store in stores {
+            // Four provisions: one succeeds, one fails, one is accepted (polled), one runs.
+            let ops: Vec<OperationRecord> = ["ok", "bad", "long", "running"]
+                .iter()
+                .map(|name| {
+                    let mut op = operation(&format!("op-{name}"), name, None);
+                    op.request = Some(format!(r#"{{"instance":"{name}"}}"#));
+                    op
+                })
+                .collect();
+            for op in &ops {
+                let record = instance(&op.instance_id, &op.id);
+                store.create_instance(&record, op).await.unwrap();
+            }
+            let (ok, bad, long) = (&ops[0], &ops[1], &ops[2]);
+            let done = Outcome::succeeded(None);
+            store
+                .finish_operation(ok, &done, &Effect::None)
+                .await
+                .unwrap();
+            let failed = Outcome::failed("no");
+            store
+                .finish_operation(bad, &failed, &Effect::None)
+                .await
+                .unwrap();
+            store
+                .accept_operation(long, "data", &Effect::None, 0)
+                .await
+                .unwrap();
+            assert_eq!(store.count_in_progress("b").await.unwrap(), 2);
+            assert_eq!(store.count_in_progress("other").await.unwrap(), 0);
+            let due: Vec<String> = (store.due_polls(now(), 10).await.unwrap())
+                .into_iter()
+                .map(|op| op.id)
+                .collect();
+            assert_eq!(due, ["op-long"]);
+            let orphaned = store.orphaned(now() + 1, None, 0, 10).await.unwrap();
+            let orphaned: Vec<&str> = orphaned.iter().map(|op| op.id.as_str()).collect();
+            assert_eq!(orphaned, ["op-running"]);
+            // The operator's view: in progress and failed since, newest first.
+            let recent = store.recent_operations(0, 10).await.unwrap();
+            let recent: Vec<&str> = recent.iter().map(|op| op.id.as_str()).collect();
+            assert_eq!(recent, ["op-running", "op-long", "op-bad"]);
+            let later = store.recent_operations(now() + 60_000, 10).await.unwrap();
+            assert_eq!(
+                later.len(),
+                2,
+                "a failure before `failed_since` is left out"
+            );
+            // A failed operation keeps its request for a retry; one that succeeded drops it.
+            let kept = |id: &'static str| {
+                let store = &store;
+                async move { store.operation("b", id).await.unwrap().unwrap().request }
+            };
+            assert_eq!(kept("op-ok").await, None);
+            assert_eq!(
+                kept("op-bad").await.as_deref(),
+                Some(r#"{"instance":"bad"}"#)
+            );
+            assert!(kept("op-running").await.is_some());
         }
     }
 

@@ -98,9 +98,13 @@ impl OperationStore for SqlStore {
         outcome: &Outcome,
         effect: &Effect,
     ) -> Result<(), StoreError> {
+        // A failed operation keeps its sealed request (`admin retry` replays it); one that
+        // succeeded has no use for it: dropping it keeps history rows small (the update writes
+        // the whole row again) and the request's secrets off the disk.
         let finish = Statement {
             sql: "UPDATE operations SET state = $1, description = $2, instance_usable = $3, \
-                  update_repeatable = $4, owner = NULL, lease_until = NULL, updated_at = $5 \
+                  update_repeatable = $4, owner = NULL, lease_until = NULL, updated_at = $5, \
+                  request = CASE WHEN $1 = 'failed' THEN request END \
                   WHERE broker = $6 AND id = $7 AND state = 'in progress'",
             args: owned(args![
                 outcome.state.as_str(),
