@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// The worker's query for accepted operations due for a poll (every 100 ms on every replica:
+/// it must search the small in-progress index, never scan the history).
+pub(super) const DUE_POLLS: &str = "SELECT * FROM operations WHERE state = 'in progress' \
+    AND guest_data IS NOT NULL AND next_poll_at <= $1 AND (owner IS NULL OR lease_until < $2) \
+    ORDER BY next_poll_at LIMIT $3";
+
+/// The worker's query for operations whose runner is gone (as often as [`DUE_POLLS`]).
+pub(super) const ORPHANED: &str = "SELECT * FROM operations WHERE state = 'in progress' \
+    AND guest_data IS NULL AND (owner IS NULL OR lease_until < $1 \
+    OR (owner = $2 AND created_at < $3)) ORDER BY seq LIMIT $4";
+
 #[async_trait::async_trait]
 impl OperationStore for SqlStore {
     async fn operation(
@@ -204,13 +215,7 @@ impl OperationStore for SqlStore {
     }
 
     async fn due_polls(&self, now: i64, limit: i64) -> Result<Vec<OperationRecord>, StoreError> {
-        self.operations(
-            "SELECT * FROM operations WHERE state = 'in progress' AND guest_data IS NOT NULL \
-                 AND next_poll_at <= $1 AND (owner IS NULL OR lease_until < $2) \
-                 ORDER BY next_poll_at LIMIT $3",
-            &args![now, now, limit],
-        )
-        .await
+        self.operations(DUE_POLLS, &args![now, now, limit]).await
     }
 
     async fn orphaned(
@@ -220,13 +225,8 @@ impl OperationStore for SqlStore {
         started_at: i64,
         limit: i64,
     ) -> Result<Vec<OperationRecord>, StoreError> {
-        self.operations(
-            "SELECT * FROM operations WHERE state = 'in progress' AND guest_data IS NULL \
-                 AND (owner IS NULL OR lease_until < $1 OR (owner = $2 AND created_at < $3)) \
-                 ORDER BY seq LIMIT $4",
-            &args![now, dead_owner, started_at, limit],
-        )
-        .await
+        self.operations(ORPHANED, &args![now, dead_owner, started_at, limit])
+            .await
     }
 
     async fn count_in_progress(&self, broker: &str) -> Result<u64, StoreError> {

@@ -413,6 +413,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_worker_s_queries_search_the_in_progress_index_however_long_the_history() {
+        let (_dir, db) = setup().await;
+        let Db::Sqlite(sqlite) = &db else {
+            panic!("a SQLite store")
+        };
+        // Without statistics (the store never runs ANALYZE) the planner must still search the
+        // partial index by state, not scan every operation ever run in `seq` order.
+        for sql in [
+            super::super::operations::DUE_POLLS,
+            super::super::operations::ORPHANED,
+        ] {
+            let plan = sqlite
+                .read(|conn| {
+                    let mut explain = conn
+                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .map_err(sqlite_error)?;
+                    // Unbound parameters are NULL: the plan does not depend on them.
+                    let mut rows = explain.raw_query();
+                    let mut plan = Vec::new();
+                    while let Some(row) = rows.next().map_err(sqlite_error)? {
+                        plan.push(row.get::<_, String>(3).map_err(sqlite_error)?);
+                    }
+                    Ok(plan)
+                })
+                .unwrap();
+            assert!(
+                plan[0]
+                    .starts_with("SEARCH operations USING INDEX operations_in_progress (state=?"),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn placeholders_bind_positionally_only_in_order() {
         let (_dir, db) = setup().await;
         let Db::Sqlite(sqlite) = &db else {
