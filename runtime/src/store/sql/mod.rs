@@ -312,10 +312,7 @@ mod tests {
                 "a failure before `failed_since` is left out"
             );
             // A failed operation keeps its request for a retry; one that succeeded drops it.
-            let kept = |id: &'static str| {
-                let store = &store;
-                async move { store.operation("b", id).await.unwrap().unwrap().request }
-            };
+            let kept = async |id| store.operation("b", id).await.unwrap().unwrap().request;
             assert_eq!(kept("op-ok").await, None);
             assert_eq!(
                 kept("op-bad").await.as_deref(),

@@ -419,11 +419,9 @@ mod tests {
             panic!("a SQLite store")
         };
         // Without statistics (the store never runs ANALYZE) the planner must still search the
-        // partial index by state, not scan every operation ever run in `seq` order.
-        for sql in [
-            super::super::operations::DUE_POLLS,
-            super::super::operations::ORPHANED,
-        ] {
+        // partial index by state, not scan.
+        use super::super::operations::{DUE_POLLS, ORPHANED};
+        for sql in [DUE_POLLS, ORPHANED] {
             let plan = sqlite
                 .read(|conn| {
                     let mut explain = conn
