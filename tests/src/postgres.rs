@@ -31,6 +31,43 @@ pub async fn fresh_database(server: &str) -> String {
         .execute(&mut conn)
         .await
         .expect("CREATE DATABASE");
-    let (base, _) = server.rsplit_once('/').expect("a URL with a database");
-    format!("{base}/{name}")
+    database_url(server, &name)
+}
+
+/// `server`'s URL naming database `name` instead of its own; its query (a `?host=` socket
+/// directory, say) is kept.
+fn database_url(server: &str, name: &str) -> String {
+    let (url, query) = server
+        .split_once('?')
+        .map_or((server, None), |(url, query)| (url, Some(query)));
+    let (base, _) = url.rsplit_once('/').expect("a URL with a database");
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_fresh_database_s_url_keeps_the_server_s_host_and_query() {
+        assert_eq!(
+            super::database_url("postgres://postgres@127.0.0.1:5432/test", "bbx_1"),
+            "postgres://postgres@127.0.0.1:5432/bbx_1"
+        );
+        assert_eq!(
+            super::database_url(
+                "postgres://postgres@localhost/test?host=/var/run/postgresql",
+                "bbx_1"
+            ),
+            "postgres://postgres@localhost/bbx_1?host=/var/run/postgresql"
+        );
+        assert_eq!(
+            super::database_url(
+                "postgres://postgres@%2Fvar%2Frun%2Fpostgresql/test",
+                "bbx_1"
+            ),
+            "postgres://postgres@%2Fvar%2Frun%2Fpostgresql/bbx_1"
+        );
+    }
 }
