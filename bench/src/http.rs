@@ -224,15 +224,29 @@ pub fn on_postgres(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let concurrency = bench.concurrency;
     let server_cpu = crate::stats::server_cpu;
     let pg_cpu = crate::stats::postgres_cpu;
+    // Each side's share on PostgreSQL (warm-up round included): the runtime's threads, and
+    // the server's processes.
+    let shares = std::cell::Cell::new((std::time::Duration::ZERO, std::time::Duration::ZERO, 0));
     let (pg, lite) = alternated_cpu(
         bench,
         bench.scaled(3, 1),
         (&|| server_cpu() + pg_cpu(), || {
-            bench.load(concurrency, lifecycle(&postgres))
+            let (runtime, server) = (server_cpu(), pg_cpu());
+            let load = bench.load(concurrency, lifecycle(&postgres));
+            let (r, s, n) = shares.get();
+            shares.set((
+                r + server_cpu().saturating_sub(runtime),
+                s + pg_cpu().saturating_sub(server),
+                n + load.latencies.len(),
+            ));
+            load
         }),
         (&server_cpu, || bench.load(concurrency, lifecycle(&sqlite))),
     );
     let (pg_us, lite_us) = (pg.per_op_us(), lite.per_op_us());
+    let (runtime, server, lifecycles) = shares.get();
+    let share_us = |cpu: std::time::Duration| cpu.as_secs_f64() * 1e6 / lifecycles.max(1) as f64;
+    let (runtime_us, server_us) = (share_us(runtime), share_us(server));
     let (pg, lite) = (pg.load, lite.load);
     add(
         report,
@@ -247,7 +261,8 @@ pub fn on_postgres(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     );
     report.note(format!(
         "CPU per lifecycle: {pg_us:.0} µs on PostgreSQL (the runtime's and the server's \
-         processes' together: both on this machine), {lite_us:.0} µs on SQLite."
+         processes' together: both on this machine; of it the runtime {runtime_us:.0} µs and \
+         the server {server_us:.0} µs), {lite_us:.0} µs on SQLite (the runtime, SQLite within)."
     ));
     let measured = ratio(pg.per_second(), lite.per_second());
     report.target(
