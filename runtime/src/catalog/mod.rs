@@ -18,6 +18,8 @@ pub const MAX_CATALOG_BYTES: usize = 1024 * 1024;
 pub struct CheckedCatalog {
     catalog: ServiceCatalog,
     json: Value,
+    /// `json` serialized once, as `GET /v2/catalog` sends it on every request.
+    body: bytes::Bytes,
     schemas: HashMap<String, PlanSchemas>,
 }
 
@@ -76,7 +78,8 @@ impl CheckedCatalog {
             .map(wire::service)
             .collect::<Result<Vec<_>, _>>()?;
         let json = json!({ "services": services });
-        let size = json.to_string().len();
+        let body = bytes::Bytes::from(json.to_string());
+        let size = body.len();
         if size > MAX_CATALOG_BYTES {
             return Err(format!(
                 "the catalog is {size} bytes, over the cap of {MAX_CATALOG_BYTES}"
@@ -85,6 +88,7 @@ impl CheckedCatalog {
         Ok(CheckedCatalog {
             catalog,
             json,
+            body,
             schemas,
         })
     }
@@ -92,6 +96,11 @@ impl CheckedCatalog {
     /// The catalog as the OSB `GET /v2/catalog` body.
     pub fn json(&self) -> &Value {
         &self.json
+    }
+
+    /// [`CheckedCatalog::json`] as the bytes of the body (made once, shared by every answer).
+    pub fn body(&self) -> bytes::Bytes {
+        self.body.clone()
     }
 
     /// The service with `id`.
