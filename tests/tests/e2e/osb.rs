@@ -37,6 +37,19 @@ async fn catalog_lists_services_with_osb_fields() {
         .map(|p| p["name"].clone())
         .collect();
     assert_eq!(plans, vec![json!("small"), json!("large")]);
+    // The body is sent as it was serialized at load: JSON, labelled as JSON, the same each time.
+    let raw = rt
+        .client()
+        .get(format!("{}/v2/catalog", rt.url("file-broker")))
+        .header("X-Broker-API-Version", "2.17")
+        .basic_auth("file-broker", Some("file-broker-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::OK);
+    assert_eq!(raw.headers()["content-type"], "application/json");
+    let again: Value = serde_json::from_slice(&raw.bytes().await.unwrap()).unwrap();
+    assert_eq!(again, answer.body);
     let slow = rt
         .osb(Method::GET, "slow-broker", "/v2/catalog", None)
         .await;
